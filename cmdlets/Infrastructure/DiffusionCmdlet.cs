@@ -1,0 +1,52 @@
+using System.Management.Automation;
+using Diffusion.Engine;
+
+namespace Diffusion.Cmdlets.Infrastructure;
+
+/// <summary>
+/// Base of every cmdlet: loads the torch backend on first use and turns engine errors into ErrorRecords with
+/// stable ids and categories.
+/// </summary>
+public abstract class DiffusionCmdlet : PSCmdlet
+{
+    protected static BackendInfo EnsureBackend() => TorchBackend.EnsureLoaded();
+
+    /// <summary>Runs an engine call; a DiffusionException becomes a terminating ErrorRecord.</summary>
+    protected void Run(Action action)
+    {
+        try { action(); }
+        catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, null)); }
+    }
+
+    protected T Run<T>(Func<T> func)
+    {
+        try { return func(); }
+        catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, null)); throw; }
+    }
+
+    /// <summary>Writes a non-terminating error for one input object and lets the pipeline go on.</summary>
+    protected void WriteEngineError(DiffusionException e, object? target) => WriteError(ToErrorRecord(e, target));
+
+    internal static ErrorRecord ToErrorRecord(DiffusionException e, object? target) =>
+        new(e, e.ErrorId, Category(e.Kind), target ?? e.Target)
+        {
+            ErrorDetails = new ErrorDetails(e.Message),
+        };
+
+    protected static ErrorRecord ArgumentError(string errorId, string message, object? target) =>
+        new(new ArgumentException(message), errorId, ErrorCategory.InvalidArgument, target)
+        {
+            ErrorDetails = new ErrorDetails(message),
+        };
+
+    private static ErrorCategory Category(DiffusionErrorKind kind) => kind switch
+    {
+        DiffusionErrorKind.InvalidArgument => ErrorCategory.InvalidArgument,
+        DiffusionErrorKind.ObjectNotFound => ErrorCategory.ObjectNotFound,
+        DiffusionErrorKind.InvalidData => ErrorCategory.InvalidData,
+        DiffusionErrorKind.NotSupported => ErrorCategory.NotImplemented,
+        DiffusionErrorKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
+        DiffusionErrorKind.OperationStopped => ErrorCategory.OperationStopped,
+        _ => ErrorCategory.InvalidOperation,
+    };
+}
