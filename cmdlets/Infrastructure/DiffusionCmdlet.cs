@@ -9,7 +9,20 @@ namespace Diffusion.Cmdlets.Infrastructure;
 /// </summary>
 public abstract class DiffusionCmdlet : PSCmdlet
 {
-    protected static BackendInfo EnsureBackend() => TorchBackend.EnsureLoaded();
+    protected void EnsureBackendOrThrow() => Run(() => TorchBackend.EnsureLoaded());
+
+    /// <summary>Passes engine warnings to the user.</summary>
+    protected Action<Diffusion.Engine.Pipelines.PipelineWarning> Warn => w => WriteWarning(w.Message);
+
+    internal Action<Diffusion.Engine.Pipelines.PipelineWarning> WarnAction => Warn;
+
+    /// <summary>Ctrl+C between steps: stop cleanly.</summary>
+    internal void StopIfAsked()
+    {
+        if (Stopping) throw new PipelineStoppedException();
+    }
+
+    internal T RunEngine<T>(Func<T> func) => Run(func);
 
     /// <summary>Runs an engine call; a DiffusionException becomes a terminating ErrorRecord.</summary>
     protected void Run(Action action)

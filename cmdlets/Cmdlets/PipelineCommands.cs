@@ -1,0 +1,89 @@
+using System.Management.Automation;
+using Diffusion.Cmdlets.Infrastructure;
+using Diffusion.Engine;
+using Diffusion.Engine.Pipelines;
+
+namespace Diffusion.Cmdlets;
+
+/// <summary>Loads a diffusers pipeline folder (all components, or only those a stage needs) on a device in a dtype.</summary>
+[Cmdlet(VerbsCommon.New, "DiffusionPipeline", SupportsShouldProcess = true)]
+[OutputType(typeof(DiffusionPipeline))]
+public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
+{
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("FullName", "ModelPath")]
+    public string Path { get; set; } = "";
+
+    [Parameter]
+    [ArgumentCompleter(typeof(DeviceCompleter))]
+    public string? Device { get; set; }
+
+    [Parameter]
+    [ValidateSet("float32", "float16", "bfloat16")]
+    public string DType { get; set; } = "float32";
+
+    /// <summary>Load only these components (e.g. text_encoder,text_encoder_2 for the encode stage).</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(ComponentCompleter))]
+    public string[]? Component { get; set; }
+
+    [Parameter]
+    [ArgumentCompleter(typeof(SchedulerCompleter))]
+    public string? Scheduler { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var path = GetUnresolvedProviderPathFromPSPath(Path);
+        var plan = Run(() => DiffusionPipeline.PlanComponents(DiffusersFolder.Open(path), Component));
+        var what = $"{string.Join(", ", plan.Select(c => $"{c.Name} ({c.ClassName})"))} on {Device ?? "the default device"} as {DType}";
+        if (!ShouldProcess(path, $"Load {what}")) return;
+        EnsureBackendOrThrow();
+        int done = 0;
+        var progress = new ProgressRecord(1, $"Loading {path}", "starting");
+        var pipeline = Run(() => DiffusionPipeline.Load(path,
+            new PipelineLoadOptions { Device = Device, DType = DType, Components = Component, Scheduler = Scheduler },
+            name =>
+            {
+                progress.StatusDescription = name;
+                progress.PercentComplete = 100 * done++ / Math.Max(1, plan.Count);
+                WriteProgress(progress);
+            }));
+        progress.RecordType = ProgressRecordType.Completed;
+        WriteProgress(progress);
+        WriteObject(pipeline);
+    }
+}
+
+/// <summary>Frees a pipeline's components (their weights); the guide's `del pipeline`.</summary>
+[Cmdlet(VerbsCommon.Remove, "DiffusionPipeline", SupportsShouldProcess = true)]
+public sealed class RemoveDiffusionPipelineCommand : DiffusionCmdlet
+{
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public DiffusionPipeline[] Pipeline { get; set; } = [];
+
+    protected override void ProcessRecord()
+    {
+        foreach (var p in Pipeline)
+            if (ShouldProcess(p.Path, $"Free {string.Join(", ", p.Components.Keys)}"))
+                p.Dispose();
+    }
+}
+
+/// <summary>
+/// The guide's flush(): frees tensors nothing refers to any more, returns cached memory, and resets the peak counters.
+/// </summary>
+[Cmdlet(VerbsCommon.Clear, "DiffusionMemory")]
+[OutputType(typeof(Diffusion.Engine.Devices.DeviceInfo))]
+public sealed class ClearDiffusionMemoryCommand : DiffusionCmdlet
+{
+    /// <summary>Output the devices' memory after clearing.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void EndProcessing()
+    {
+        Diffusion.Engine.Devices.MemoryCleaner.Flush();
+        if (PassThru)
+            foreach (var d in Run(Diffusion.Engine.Devices.DeviceCatalog.List)) WriteObject(d);
+    }
+}

@@ -1,0 +1,65 @@
+using System.Management.Automation;
+using Diffusion.Cmdlets.Infrastructure;
+using Diffusion.Engine;
+using Diffusion.Engine.Imaging;
+using Diffusion.Engine.IO;
+
+namespace Diffusion.Cmdlets;
+
+/// <summary>
+/// Saves images as PNG with their generation parameters in text chunks. -Path is a file, a folder, or a template
+/// with {index}, {seed}, {prompt}; existing files are kept unless -Force.
+/// </summary>
+[Cmdlet(VerbsData.Save, "DiffusionImage", SupportsShouldProcess = true)]
+[OutputType(typeof(FileInfo))]
+public sealed class SaveDiffusionImageCommand : DiffusionCmdlet
+{
+    [Parameter(Mandatory = true, ValueFromPipeline = true)]
+    public DiffusionImage[] Image { get; set; } = [];
+
+    [Parameter(Position = 0)]
+    public string Path { get; set; } = ".";
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    private readonly HashSet<string> _written = new(StringComparer.Ordinal);
+    private int _received;
+
+    protected override void ProcessRecord()
+    {
+        foreach (var image in Image)
+        {
+            int ordinal = _received++;
+            string target;
+            try
+            {
+                target = OutputPathTemplate.Resolve(GetUnresolvedProviderPathFromPSPath(Path), image.Index, image.Parameters.Seed, image.Parameters.Prompt);
+            }
+            catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, Path)); return; }
+            if (!_written.Add(target))
+            {
+                WriteError(ArgumentError("ImagePathCollision",
+                    $"Image #{image.Index} would be written to '{target}', which this command already wrote for another image. Put {{index}} in -Path (e.g. 'out/{{index}}-{{seed}}.png') or give a folder.", target));
+                continue;
+            }
+            if (!ShouldProcess(target, $"Save image #{image.Index} ({image.Width}x{image.Height})")) continue;
+            try
+            {
+                image.SavePng(target, overwrite: Force);
+                WriteObject(new FileInfo(target));
+            }
+            catch (DiffusionException e) { WriteEngineError(e, target); }
+            catch (IOException e)
+            {
+                WriteError(new ErrorRecord(e, "ImageWriteFailed", ErrorCategory.WriteError, target)
+                { ErrorDetails = new ErrorDetails($"Could not write '{target}': {e.Message}") });
+            }
+            catch (UnauthorizedAccessException e)
+            {
+                WriteError(new ErrorRecord(e, "ImageWriteDenied", ErrorCategory.PermissionDenied, target)
+                { ErrorDetails = new ErrorDetails($"Not allowed to write '{target}': {e.Message}. Choose another -Path.") });
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+using System.Management.Automation;
+using Diffusion.Cmdlets.Infrastructure;
+using Diffusion.Engine;
+using Diffusion.Engine.Imaging;
+using Diffusion.Engine.Pipelines;
+
+namespace Diffusion.Cmdlets;
+
+/// <summary>Encodes prompts with the pipeline's text encoders into embedding objects (one per prompt).</summary>
+[Cmdlet(VerbsData.ConvertTo, "DiffusionEmbedding")]
+[OutputType(typeof(DiffusionEmbedding))]
+public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
+{
+    [Parameter(Mandatory = true)]
+    public DiffusionPipeline Pipeline { get; set; } = null!;
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    [AllowEmptyString]
+    public string[] Prompt { get; set; } = [];
+
+    /// <summary>One negative prompt for all prompts, or one per prompt (SD).</summary>
+    [Parameter]
+    [AllowEmptyString]
+    public string[]? NegativePrompt { get; set; }
+
+    /// <summary>FLUX: T5 tokens (default 512 dev, 256 schnell).</summary>
+    [Parameter]
+    [ValidateRange(1, 512)]
+    public int? MaxSequenceLength { get; set; }
+
+    private readonly List<string> _prompts = new();
+
+    protected override void ProcessRecord() => _prompts.AddRange(Prompt);
+
+    protected override void EndProcessing()
+    {
+        var embeddings = Run(() => Generation.Encode(Pipeline, _prompts, NegativePrompt,
+            new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn));
+        WriteObject(embeddings, enumerateCollection: true);
+    }
+}
+
+/// <summary>Runs the denoising loop on a batch of embeddings and outputs one latent object per image.</summary>
+[Cmdlet(VerbsLifecycle.Invoke, "Denoise")]
+[OutputType(typeof(DiffusionLatent))]
+public sealed class InvokeDenoiseCommand : DiffusionCmdlet
+{
+    [Parameter(Mandatory = true)]
+    public DiffusionPipeline Pipeline { get; set; } = null!;
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public DiffusionEmbedding[] Embedding { get; set; } = [];
+
+    [Parameter] [ValidateRange(1, 1000)] public int? Steps { get; set; }
+    [Parameter] [ValidateRange(0.0, 100.0)] public double? GuidanceScale { get; set; }
+    [Parameter] public long? Seed { get; set; }
+    [Parameter] public int? Height { get; set; }
+    [Parameter] public int? Width { get; set; }
+    [Parameter] [ArgumentCompleter(typeof(SchedulerCompleter))] public string? Scheduler { get; set; }
+
+    /// <summary>Images denoised together; the same seed gives diffusers' images for the same batch. Default: all.</summary>
+    [Parameter] [ValidateRange(1, int.MaxValue)] public int? BatchSize { get; set; }
+
+    private readonly List<DiffusionEmbedding> _embeddings = new();
+
+    protected override void ProcessRecord() => _embeddings.AddRange(Embedding);
+
+    protected override void EndProcessing()
+    {
+        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = Scheduler };
+        foreach (var latent in DenoiseBatches(this, Pipeline, _embeddings, options, BatchSize)) WriteObject(latent);
+    }
+
+    /// <summary>Shared with Invoke-Diffusion: runs each batch with a progress bar; Ctrl+C stops after the current step and frees the batch.</summary>
+    internal static IEnumerable<DiffusionLatent> DenoiseBatches(DiffusionCmdlet cmdlet, DiffusionPipeline pipeline,
+        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize)
+    {
+        int size = batchSize ?? Math.Max(1, embeddings.Count);
+        for (int start = 0; start < embeddings.Count; start += size)
+        {
+            var batch = embeddings.Skip(start).Take(size).ToList();
+            var run = cmdlet.RunEngine(() => Generation.Denoise(pipeline, batch, options, cmdlet.WarnAction));
+            var progress = new ProgressRecord(2, $"Denoising {batch.Count} image(s): {Describe(batch)}", "starting");
+            try
+            {
+                using var steps = run.Steps.GetEnumerator();
+                while (cmdlet.RunEngine(steps.MoveNext))
+                {
+                    var s = steps.Current;
+                    progress.PercentComplete = 100 * (s.Index + 1) / s.Total;
+                    progress.StatusDescription = $"step {s.Index + 1}/{s.Total} (t={s.Timestep:0.###})";
+                    var perStep = s.Elapsed.TotalSeconds / (s.Index + 1);
+                    progress.SecondsRemaining = (int)Math.Ceiling(perStep * (s.Total - s.Index - 1));
+                    cmdlet.WriteProgress(progress);
+                    cmdlet.StopIfAsked();
+                }
+            }
+            catch
+            {
+                foreach (var l in run.Results) l.Dispose();
+                Diffusion.Engine.Devices.MemoryCleaner.Flush();
+                throw;
+            }
+            finally
+            {
+                progress.RecordType = ProgressRecordType.Completed;
+                cmdlet.WriteProgress(progress);
+            }
+            foreach (var latent in run.Results) yield return latent;
+        }
+    }
+
+    private static string Describe(List<DiffusionEmbedding> batch)
+    {
+        var first = batch[0].Prompt;
+        if (first.Length > 40) first = first[..40] + "…";
+        return batch.Count == 1 ? $"'{first}'" : $"'{first}' and {batch.Count - 1} more";
+    }
+}
+
+/// <summary>Decodes latents with the pipeline's VAE into image objects (one per image).</summary>
+[Cmdlet(VerbsData.ConvertFrom, "DiffusionLatent")]
+[OutputType(typeof(DiffusionImage))]
+public sealed class ConvertFromDiffusionLatentCommand : DiffusionCmdlet
+{
+    [Parameter(Mandatory = true)]
+    public DiffusionPipeline Pipeline { get; set; } = null!;
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public DiffusionLatent[] Latent { get; set; } = [];
+
+    private readonly List<DiffusionLatent> _latents = new();
+
+    protected override void ProcessRecord() => _latents.AddRange(Latent);
+
+    protected override void EndProcessing() =>
+        WriteObject(Run(() => Generation.Decode(Pipeline, _latents)), enumerateCollection: true);
+}

@@ -1,0 +1,49 @@
+using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
+using Diffusion.Engine.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>Builds a component from its folder by the class model_index.json names, and loads its weights strictly.</summary>
+internal static class ComponentLoader
+{
+    public static readonly string[] ModelClasses =
+        ["CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
+
+    public static PipelineComponent Load(DiffusersFolder folder, ComponentSpec spec, Device device, ScalarType dtype)
+    {
+        var dir = folder.ComponentPath(spec.Name);
+        object instance = spec.ClassName switch
+        {
+            "CLIPTokenizer" or "CLIPTokenizerFast" => CLIPTokenizer.FromFolder(dir),
+            "T5Tokenizer" or "T5TokenizerFast" => T5Tokenizer.FromFolder(dir),
+            var c when c.EndsWith("Scheduler", StringComparison.Ordinal) => folder.ComponentFile(spec.Name, "scheduler_config.json"),
+            "CLIPTextModel" => LoadModel(new CLIPTextModel(CLIPTextConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
+            "T5EncoderModel" => LoadModel(new T5EncoderModel(T5Config.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
+            "UNet2DConditionModel" => LoadModel(new UNet2DConditionModel(UNet2DConditionConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
+            "AutoencoderKL" => LoadModel(new AutoencoderKL(AutoencoderKLConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
+            "FluxTransformer2DModel" => LoadModel(new FluxTransformer2DModel(FluxTransformer2DConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
+            _ => throw new DiffusionException("UnknownComponentClass", DiffusionErrorKind.NotSupported,
+                $"The component '{spec.Name}' in '{folder.Path}' is a {spec.Library}.{spec.ClassName}, which this module cannot load. " +
+                $"Supported: {string.Join(", ", ModelClasses)}, CLIPTokenizer, T5Tokenizer(Fast) and the schedulers.", spec.Name),
+        };
+        return new PipelineComponent(spec, dir, instance);
+    }
+
+    private static nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype)
+    {
+        try
+        {
+            model.eval();
+            WeightLoader.LoadInto(model, dir, device, dtype);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+}

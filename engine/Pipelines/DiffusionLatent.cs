@@ -1,0 +1,36 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>
+/// The denoised latents of one image and how they were made. SD: [1,4,H/8,W/8]. FLUX: packed [1,(H/16)*(W/16),64].
+/// </summary>
+public sealed class DiffusionLatent : TensorHolder
+{
+    public int Index { get; init; }
+    public string Prompt { get; init; } = "";
+    public string? NegativePrompt { get; init; }
+    public ModelFamily Family { get; init; }
+    public string Model { get; init; } = "";
+    public long Seed { get; init; }
+    public int Steps { get; init; }
+    public double GuidanceScale { get; init; }
+    public string Scheduler { get; init; } = "";
+    public int Height { get; init; }
+    public int Width { get; init; }
+    /// <summary>Seconds the denoise loop took for the batch this image was in.</summary>
+    public double Seconds { get; init; }
+
+    private readonly Tensor _latents;
+
+    public DiffusionLatent(Tensor latents) => _latents = Track(latents);
+
+    public Tensor Latents { get { ThrowIfDisposed(); return _latents; } }
+    public string Shape => IsDisposed ? "(freed)" : "[" + string.Join(",", _latents.shape) + "]";
+    public string Device => IsDisposed ? "(freed)" : Devices.DeviceCatalog.Name(_latents.device);
+
+    protected override IEnumerable<Tensor?> OwnedTensors() => [_latents];
+
+    public override string ToString() => $"Latent #{Index} '{Prompt}' {Shape} seed {Seed}";
+}

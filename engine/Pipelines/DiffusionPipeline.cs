@@ -1,0 +1,157 @@
+using System.Text.Json;
+using Diffusion.Engine.Devices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>
+/// A diffusers pipeline folder with some or all of its components loaded on a device in a dtype. The same object
+/// serves every stage: encode (text encoders), denoise (UNet / transformer), decode (VAE); a stage whose component
+/// was not loaded says which one and how to load it.
+/// </summary>
+public sealed class DiffusionPipeline : IDisposable
+{
+    private readonly Dictionary<string, PipelineComponent> _components;
+
+    public string Path { get; }
+    public string Name => System.IO.Path.GetFileName(Path.TrimEnd('/', '\\'));
+    public string ClassName { get; }
+    public ModelFamily Family { get; }
+    public string Device { get; }
+    public string DType { get; }
+    public string? SchedulerOverride { get; }
+    public DiffusersFolder Folder { get; }
+    public IReadOnlyDictionary<string, PipelineComponent> Components => _components;
+    public long Parameters => _components.Values.Sum(c => c.Parameters);
+    public long Bytes => _components.Values.Sum(c => c.Bytes);
+    public bool IsDisposed { get; private set; }
+
+    /// <summary>The scheduler class this pipeline denoises with (the folder's, or the override).</summary>
+    public string Scheduler => SchedulerOverride ?? (Folder.Components.TryGetValue("scheduler", out var s) ? s.ClassName : "");
+
+    internal Device TorchDevice { get; }
+    internal ScalarType TorchDType { get; }
+
+    private DiffusionPipeline(DiffusersFolder folder, ModelFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components)
+    {
+        Folder = folder; Path = folder.Path; ClassName = folder.ClassName; Family = family;
+        TorchDevice = device; TorchDType = dtype; Device = DeviceCatalog.Name(device); DType = DTypeNames.Name(dtype);
+        SchedulerOverride = scheduler; _components = components;
+    }
+
+    /// <summary>The components a load will bring, in load order, without loading anything (for -WhatIf and validation).</summary>
+    public static IReadOnlyList<ComponentSpec> PlanComponents(DiffusersFolder folder, string[]? only)
+    {
+        var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
+        IEnumerable<string> wanted = folder.Components.Keys;
+        if (only is { Length: > 0 })
+        {
+            foreach (var name in only)
+                if (!folder.Components.ContainsKey(name))
+                    throw new DiffusionException("ComponentNotDeclared", DiffusionErrorKind.InvalidArgument,
+                        $"-Component '{name}': the {folder.ClassName} in '{folder.Path}' has no such component. Its components are: {string.Join(", ", folder.Components.Keys)}.", "Component");
+            var set = new HashSet<string>(only, StringComparer.Ordinal);
+            // A text encoder brings its tokenizer; the denoiser brings the scheduler.
+            if (set.Contains("text_encoder")) set.Add("tokenizer");
+            if (set.Contains("text_encoder_2")) set.Add("tokenizer_2");
+            if (set.Contains(ModelFamilies.DenoiserComponent(family))) set.Add("scheduler");
+            wanted = set.Where(folder.Components.ContainsKey);
+        }
+        string[] order = ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "unet", "transformer", "scheduler", "vae"];
+        return wanted.OrderBy(n => Array.IndexOf(order, n) is var i && i < 0 ? int.MaxValue : i).ThenBy(n => n, StringComparer.Ordinal)
+            .Select(n => folder.Components[n]).ToList();
+    }
+
+    public static DiffusionPipeline Load(string path, PipelineLoadOptions options, Action<string>? onComponent = null)
+    {
+        TorchBackend.EnsureLoaded();
+        var folder = DiffusersFolder.Open(path);
+        var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
+        var device = DeviceCatalog.Parse(options.Device);
+        var dtype = DTypeNames.Parse(options.DType);
+        if (options.Scheduler is not null) Schedulers.SchedulerFactory.Validate(options.Scheduler);
+        var plan = PlanComponents(folder, options.Components);
+        var loaded = new Dictionary<string, PipelineComponent>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var spec in plan)
+            {
+                onComponent?.Invoke(spec.Name);
+                loaded[spec.Name] = ComponentLoader.Load(folder, spec, device, dtype);
+            }
+        }
+        catch
+        {
+            foreach (var c in loaded.Values) c.Dispose();
+            throw;
+        }
+        return new DiffusionPipeline(folder, family, device, dtype, options.Scheduler, loaded);
+    }
+
+    public bool Has(string component) => _components.ContainsKey(component);
+
+    /// <summary>A loaded component as T, or an error naming the component and how to load it.</summary>
+    internal T Require<T>(string component, string stage) where T : class
+    {
+        if (IsDisposed)
+            throw new DiffusionException("PipelineRemoved", DiffusionErrorKind.InvalidOperation,
+                $"This pipeline ('{Path}') was removed with Remove-DiffusionPipeline. Load it again with New-DiffusionPipeline.", Path);
+        if (!_components.TryGetValue(component, out var c))
+            throw new DiffusionException("ComponentNotLoaded", DiffusionErrorKind.InvalidOperation,
+                $"{stage} needs the '{component}' component, which this pipeline was loaded without (it has: {string.Join(", ", _components.Keys)}). " +
+                $"Load it: New-DiffusionPipeline '{Path}' -Component {component}", component);
+        return c.As<T>();
+    }
+
+    /// <summary>Reads a value from a component's config.json without loading the component.</summary>
+    internal JsonElement ReadConfig(string component, string file = "config.json")
+    {
+        var p = Folder.ComponentFile(component, file);
+        return JsonDocument.Parse(File.ReadAllText(p)).RootElement.Clone();
+    }
+
+    /// <summary>2^(levels-1) from the VAE's config: latents are this many times smaller than the image.</summary>
+    internal int VaeScaleFactor
+    {
+        get
+        {
+            if (!Folder.Components.ContainsKey("vae")) return 8;
+            var cfg = ReadConfig("vae");
+            return cfg.TryGetProperty("block_out_channels", out var b) ? 1 << (b.GetArrayLength() - 1) : 8;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (IsDisposed) return;
+        IsDisposed = true;
+        foreach (var c in _components.Values) c.Dispose();
+        _components.Clear();
+    }
+
+    public override string ToString() => $"{ClassName} '{Path}' [{string.Join(", ", _components.Keys)}] on {Device} ({DType})";
+}
+
+/// <summary>dtype names as users type them.</summary>
+public static class DTypeNames
+{
+    public static readonly string[] All = ["float32", "float16", "bfloat16"];
+
+    public static ScalarType Parse(string? name) => (name ?? "float32").Trim().ToLowerInvariant() switch
+    {
+        "float32" or "fp32" or "float" => ScalarType.Float32,
+        "float16" or "fp16" or "half" => ScalarType.Float16,
+        "bfloat16" or "bf16" => ScalarType.BFloat16,
+        _ => throw new DiffusionException("UnknownDType", DiffusionErrorKind.InvalidArgument,
+            $"-DType '{name}' is not supported. Use float32, float16 or bfloat16.", "DType"),
+    };
+
+    public static string Name(ScalarType t) => t switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.Float16 => "float16",
+        ScalarType.BFloat16 => "bfloat16",
+        _ => t.ToString().ToLowerInvariant(),
+    };
+}

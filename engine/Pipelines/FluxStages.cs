@@ -1,0 +1,166 @@
+using System.Diagnostics;
+using Diffusion.Engine.Models;
+using Diffusion.Engine.Schedulers;
+using Diffusion.Engine.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>
+/// FLUX.1 (dev and schnell), as diffusers' FluxPipeline: 1. CLIP pooled + T5 sequence embeddings, 2. packed noise
+/// from a CPU generator, 3. flow-matching Euler with the transformer (guidance embedding for dev), 4. unpack, unscale
+/// and shift, VAE decode.
+/// </summary>
+internal static class FluxStages
+{
+    public const int DefaultSteps = 28;
+    public const double DefaultGuidance = 3.5;
+    private const int DefaultSampleSize = 128;
+
+    public static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts, EncodeOptions o,
+        Action<PipelineWarning> warn, int firstIndex)
+    {
+        const string stage = "Encoding prompts (FLUX)";
+        var clipTokenizer = pipe.Require<CLIPTokenizer>("tokenizer", stage);
+        var clip = pipe.Require<CLIPTextModel>("text_encoder", stage);
+        var t5Tokenizer = pipe.Require<T5Tokenizer>("tokenizer_2", stage);
+        var t5 = pipe.Require<T5EncoderModel>("text_encoder_2", stage);
+        int maxLength = o.MaxSequenceLength ?? DefaultMaxSequenceLength(pipe);
+        if (maxLength < 1 || maxLength > 512)
+            throw new DiffusionException("InvalidMaxSequenceLength", DiffusionErrorKind.InvalidArgument,
+                $"-MaxSequenceLength {maxLength} must be between 1 and 512 (256 for schnell, 512 for dev).", "MaxSequenceLength");
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var device = pipe.TorchDevice;
+
+        // 1. CLIP: pooled output of the 77-token prompt.
+        var clipTokens = prompts.Select(p => StableDiffusionStages.TokenizeWarn(clipTokenizer, p, warn)).ToList();
+        using var clipIds = Ids(clipTokens, device);
+        var pooled = clip.forward(clipIds).PooledOutput.to(pipe.TorchDType); // [B, C']
+
+        // 2. T5: the sequence embeddings, padded to max_sequence_length.
+        var t5Tokens = prompts.Select(p =>
+        {
+            var t = t5Tokenizer.Encode(p, maxLength, pad: true);
+            if (t.Truncated)
+                warn(new PipelineWarning($"The following part of your input was truncated because `max_sequence_length` is set to {maxLength} tokens: \"{t.DroppedText}\""));
+            return t;
+        }).ToList();
+        using var t5Ids = Ids(t5Tokens, device);
+        var sequence = t5.forward(t5Ids).to(pipe.TorchDType); // [B, S, C]
+
+        var result = new List<DiffusionEmbedding>();
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            result.Add(new DiffusionEmbedding(sequence.narrow(0, i, 1).contiguous(), pooledPromptEmbeds: pooled.narrow(0, i, 1).contiguous())
+            {
+                Index = firstIndex + i, Prompt = prompts[i], Family = ModelFamily.Flux, Model = pipe.Path,
+                TokenCount = t5Tokens[i].TokenCount, Truncated = t5Tokens[i].Truncated || clipTokens[i].Truncated,
+                TruncatedText = t5Tokens[i].DroppedText ?? clipTokens[i].DroppedText,
+            });
+        }
+        return result;
+    }
+
+    private static Tensor Ids(List<TokenizedPrompt> tokens, Device device) =>
+        torch.tensor(tokens.SelectMany(t => t.Ids).ToArray(), [tokens.Count, tokens[0].Ids.Length], ScalarType.Int64, device: device);
+
+    /// <summary>512 for dev (guidance-distilled), 256 for schnell, as the model cards say.</summary>
+    private static int DefaultMaxSequenceLength(DiffusionPipeline pipe)
+    {
+        if (!pipe.Folder.Components.ContainsKey("transformer")) return 512;
+        var cfg = pipe.ReadConfig("transformer");
+        return cfg.TryGetProperty("guidance_embeds", out var g) && g.ValueKind == System.Text.Json.JsonValueKind.False ? 256 : 512;
+    }
+
+    public static IEnumerable<DenoiseStep> Denoise(DiffusionPipeline pipe, IReadOnlyList<DiffusionEmbedding> batch, DenoiseOptions o,
+        List<DiffusionLatent> results, Action<PipelineWarning> warn)
+    {
+        const string stage = "Denoising (FLUX)";
+        var transformer = pipe.Require<FluxTransformer2DModel>("transformer", stage);
+        var schedulerConfig = pipe.Require<string>("scheduler", stage);
+        var scheduler = SchedulerFactory.Create(schedulerConfig, o.Scheduler ?? pipe.SchedulerOverride);
+        int steps = o.Steps ?? DefaultSteps;
+        PipelineChecks.Steps(steps);
+        double guidance = o.GuidanceScale ?? DefaultGuidance;
+        int vsf = pipe.VaeScaleFactor;
+        int requestedHeight = o.Height ?? DefaultSampleSize * vsf, requestedWidth = o.Width ?? DefaultSampleSize * vsf;
+        if (requestedHeight < vsf * 2 || requestedWidth < vsf * 2)
+            throw new DiffusionException("InvalidImageSize", DiffusionErrorKind.InvalidArgument,
+                $"-Height {requestedHeight} / -Width {requestedWidth}: FLUX needs at least {vsf * 2} pixels per side.", "Height");
+        var (height, width, rounded) = FluxLatents.RoundSize(requestedHeight, requestedWidth, vsf);
+        if (rounded)
+            warn(new PipelineWarning($"`height` and `width` have to be divisible by {vsf * 2} but are {requestedHeight} and {requestedWidth}. Dimensions will be resized to {height}x{width}."));
+        long seed = o.Seed ?? PipelineChecks.RandomSeed();
+        var device = pipe.TorchDevice; var dtype = pipe.TorchDType;
+        int b = batch.Count;
+
+        // 1. Conditioning and positions: T5 sequence, CLIP pooled, text ids (zeros), image ids (row, column).
+        Tensor context, pooled, textIds, imageIds, guidanceTensor;
+        using (var _ = torch.NewDisposeScope())
+        {
+            context = torch.cat(batch.Select(e => e.PromptEmbeds).ToArray(), 0).to(dtype, device).MoveToOuterDisposeScope(); // [B,S,C]
+            pooled = torch.cat(batch.Select(e => e.PooledPromptEmbeds ?? throw MissingPooled(e)).ToArray(), 0).to(dtype, device).MoveToOuterDisposeScope();
+            textIds = FluxLatents.TextIds(context.shape[1]).to(device).MoveToOuterDisposeScope(); // [S,3]
+            imageIds = FluxLatents.PrepareLatentImageIds(height / vsf / 2, width / vsf / 2).to(device).MoveToOuterDisposeScope(); // [L,3]
+            guidanceTensor = torch.full([b], guidance, ScalarType.Float32, device).MoveToOuterDisposeScope();
+        }
+        using var contextScope = context; using var pooledScope = pooled; using var textScope = textIds;
+        using var imageScope = imageIds; using var guidanceScope = guidanceTensor;
+        bool useGuidance = transformer.Config.GuidanceEmbeds;
+
+        // 2. Packed noise [B, L, 64] from the CPU generator; sigmas linspace(1, 1/N, N) shifted by mu(L).
+        var generator = new torch.Generator((ulong)seed, torch.CPU);
+        var latents = FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator).to(dtype, device);
+        int imageSeqLen = (int)latents.shape[1];
+        var cfg = scheduler.Config;
+        float mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, (float)cfg.BaseShift, (float)cfg.MaxShift);
+        scheduler.SetTimesteps(steps, mu);
+
+        // 3. Denoise.
+        var clock = Stopwatch.StartNew();
+        var timesteps = scheduler.Timesteps;
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            using (var scope = torch.NewDisposeScope())
+            using (var noGrad = torch.no_grad())
+            {
+                var t = torch.full([b], timesteps[i] / 1000f, dtype, device); // the model scales by 1000 again
+                var velocity = transformer.forward(latents, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null);
+                var next = scheduler.Step(velocity, i, latents, generator).MoveToOuterDisposeScope();
+                latents.Dispose();
+                latents = next;
+            }
+            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed);
+        }
+
+        var seconds = clock.Elapsed.TotalSeconds;
+        for (int k = 0; k < b; k++)
+        {
+            results.Add(new DiffusionLatent(latents.narrow(0, k, 1).contiguous())
+            {
+                Index = batch[k].Index, Prompt = batch[k].Prompt, NegativePrompt = batch[k].NegativePrompt, Family = ModelFamily.Flux,
+                Model = pipe.Path, Seed = seed, Steps = steps, GuidanceScale = guidance, Scheduler = scheduler.Name,
+                Height = height, Width = width, Seconds = seconds,
+            });
+        }
+        latents.Dispose();
+    }
+
+    private static DiffusionException MissingPooled(DiffusionEmbedding e) =>
+        new("PooledEmbeddingMissing", DiffusionErrorKind.InvalidArgument,
+            $"Embedding #{e.Index} has no pooled prompt embeddings (CLIP), which FLUX needs. Encode it with a FLUX pipeline's text encoders.", "Embedding");
+
+    /// <summary>Unpacks [B,L,64] latents, unscales and shifts them, decodes to images [B,3,H,W] in [0,1].</summary>
+    public static Tensor Decode(DiffusionPipeline pipe, Tensor packed, int height, int width)
+    {
+        var vae = pipe.Require<AutoencoderKL>("vae", "Decoding latents (FLUX)");
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var latents = FluxLatents.UnpackLatents(packed, height, width, pipe.VaeScaleFactor); // [B,16,h,w]
+        latents = latents.to(pipe.TorchDType, pipe.TorchDevice) / vae.Config.ScalingFactor + (vae.Config.ShiftFactor ?? 0.0);
+        var image = vae.Decode(latents);
+        return (image / 2 + 0.5).clamp(0, 1).to(ScalarType.Float32, torch.CPU).MoveToOuterDisposeScope();
+    }
+}

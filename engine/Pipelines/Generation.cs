@@ -1,0 +1,91 @@
+using Diffusion.Engine.Imaging;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>A denoise run: enumerate <see cref="Steps"/> (one item per finished step), then read <see cref="Results"/>.</summary>
+public sealed class DenoiseRun
+{
+    private readonly List<DiffusionLatent> _results = new();
+    public IEnumerable<DenoiseStep> Steps { get; }
+    public int TotalSteps { get; }
+    public IReadOnlyList<DiffusionLatent> Results => _results;
+
+    internal DenoiseRun(Func<List<DiffusionLatent>, IEnumerable<DenoiseStep>> loop, int totalSteps)
+    {
+        TotalSteps = totalSteps;
+        Steps = loop(_results);
+    }
+}
+
+/// <summary>The three stages of generation, the same calls for every model family.</summary>
+public static class Generation
+{
+    public static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts,
+        IReadOnlyList<string?>? negativePrompts, EncodeOptions options, Action<PipelineWarning> warn, int firstIndex = 0)
+    {
+        if (prompts.Count == 0) return [];
+        var negatives = ExpandNegatives(prompts.Count, negativePrompts);
+        return pipe.Family switch
+        {
+            ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, firstIndex),
+            _ => StableDiffusionStages.Encode(pipe, prompts, negatives, firstIndex, warn),
+        };
+    }
+
+    /// <summary>One negative prompt per prompt: none, one for all, or exactly as many as prompts.</summary>
+    internal static IReadOnlyList<string?> ExpandNegatives(int count, IReadOnlyList<string?>? negatives)
+    {
+        if (negatives is null || negatives.Count == 0) return Enumerable.Repeat<string?>(null, count).ToList();
+        if (negatives.Count == 1) return Enumerable.Repeat(negatives[0], count).ToList();
+        if (negatives.Count == count) return negatives;
+        throw new DiffusionException("NegativePromptCountMismatch", DiffusionErrorKind.InvalidArgument,
+            $"-NegativePrompt has {negatives.Count} entries for {count} prompts. Give one negative prompt for all, or one per prompt.", "NegativePrompt");
+    }
+
+    public static DenoiseRun Denoise(DiffusionPipeline pipe, IReadOnlyList<DiffusionEmbedding> batch, DenoiseOptions options, Action<PipelineWarning> warn)
+    {
+        foreach (var e in batch)
+        {
+            if (e.Family != pipe.Family)
+                throw new DiffusionException("EmbeddingFamilyMismatch", DiffusionErrorKind.InvalidArgument,
+                    $"Embedding #{e.Index} was made by a {e.Family} pipeline; this pipeline ('{pipe.Path}') is {pipe.Family}. Encode the prompt with this model's text encoders.", "Embedding");
+        }
+        int steps = options.Steps ?? (pipe.Family == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
+        return pipe.Family switch
+        {
+            ModelFamily.Flux => new DenoiseRun(r => FluxStages.Denoise(pipe, batch, options, r, warn), steps),
+            _ => new DenoiseRun(r => StableDiffusionStages.Denoise(pipe, batch, options, r, warn), steps),
+        };
+    }
+
+    /// <summary>Decodes latents to images, batching latents of the same size.</summary>
+    public static IReadOnlyList<DiffusionImage> Decode(DiffusionPipeline pipe, IReadOnlyList<DiffusionLatent> latents)
+    {
+        var images = new List<DiffusionImage>();
+        foreach (var group in latents.GroupBy(l => (l.Family, l.Height, l.Width)))
+        {
+            var items = group.ToList();
+            foreach (var l in items)
+                if (l.Family != pipe.Family)
+                    throw new DiffusionException("LatentFamilyMismatch", DiffusionErrorKind.InvalidArgument,
+                        $"Latent #{l.Index} was made by a {l.Family} pipeline; this VAE belongs to a {pipe.Family} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
+            using var scope = torch.NewDisposeScope();
+            var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
+            var pixels = pipe.Family == ModelFamily.Flux
+                ? FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width)
+                : StableDiffusionStages.Decode(pipe, batch); // [B,3,H,W] float32 CPU in [0,1]
+            for (int i = 0; i < items.Count; i++)
+            {
+                var l = items[i];
+                images.Add(new DiffusionImage(pixels[i].contiguous().MoveToOuterDisposeScope(), new GenerationParameters
+                {
+                    Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Steps = l.Steps, Scheduler = l.Scheduler,
+                    GuidanceScale = l.GuidanceScale, Seed = l.Seed, Width = l.Width, Height = l.Height, Model = l.Model,
+                }, l.Index));
+            }
+        }
+        return images;
+    }
+}

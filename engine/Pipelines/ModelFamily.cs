@@ -1,0 +1,26 @@
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>The kind of pipeline, from model_index.json's _class_name. Cmdlets are the same for every family.</summary>
+public enum ModelFamily
+{
+    StableDiffusion,
+    Flux,
+}
+
+public static class ModelFamilies
+{
+    public static ModelFamily FromClassName(string className, string path) => className switch
+    {
+        "StableDiffusionPipeline" => ModelFamily.StableDiffusion,
+        "FluxPipeline" => ModelFamily.Flux,
+        _ => throw new DiffusionException("UnknownPipelineClass", DiffusionErrorKind.NotSupported,
+            $"'{path}' holds a {className}; this module runs StableDiffusionPipeline (SD 1.x) and FluxPipeline (FLUX.1 dev/schnell) folders.", path),
+    };
+
+    /// <summary>The components each stage needs, per family.</summary>
+    public static string[] EncoderComponents(ModelFamily f) => f == ModelFamily.Flux
+        ? ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"]
+        : ["tokenizer", "text_encoder"];
+
+    public static string DenoiserComponent(ModelFamily f) => f == ModelFamily.Flux ? "transformer" : "unet";
+}

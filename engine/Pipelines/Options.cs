@@ -1,0 +1,37 @@
+namespace Diffusion.Engine.Pipelines;
+
+public sealed class PipelineLoadOptions
+{
+    /// <summary>cpu, cuda, cuda:N; default: the backend's default device.</summary>
+    public string? Device { get; set; }
+    /// <summary>float32, float16, bfloat16.</summary>
+    public string DType { get; set; } = "float32";
+    /// <summary>Only these components (e.g. text_encoder, text_encoder_2); all when null. Tokenizers and the scheduler come along with the models that need them.</summary>
+    public string[]? Components { get; set; }
+    /// <summary>A scheduler to use instead of the folder's (class name or alias).</summary>
+    public string? Scheduler { get; set; }
+}
+
+public sealed class EncodeOptions
+{
+    /// <summary>FLUX: T5 sequence length (512 dev, 256 schnell by default).</summary>
+    public int? MaxSequenceLength { get; set; }
+}
+
+public sealed class DenoiseOptions
+{
+    public int? Steps { get; set; }
+    public double? GuidanceScale { get; set; }
+    /// <summary>Seed of the CPU generator that draws the initial noise (and a stochastic scheduler's noise); random when null.</summary>
+    public long? Seed { get; set; }
+    public int? Height { get; set; }
+    public int? Width { get; set; }
+    /// <summary>Overrides the pipeline's scheduler for this run.</summary>
+    public string? Scheduler { get; set; }
+}
+
+/// <summary>One finished denoising step, for progress.</summary>
+public sealed record DenoiseStep(int Index, int Total, float Timestep, TimeSpan Elapsed);
+
+/// <summary>A warning the cmdlets pass on (WriteWarning), e.g. a size rounded or a prompt truncated.</summary>
+public sealed record PipelineWarning(string Message);

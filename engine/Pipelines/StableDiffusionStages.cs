@@ -1,0 +1,146 @@
+using System.Diagnostics;
+using Diffusion.Engine.Models;
+using Diffusion.Engine.Schedulers;
+using Diffusion.Engine.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>
+/// Stable Diffusion 1.x, as diffusers' StableDiffusionPipeline: 1. encode the prompts (CLIP), 2. draw the initial noise
+/// from a CPU generator, 3. denoise with the UNet and classifier-free guidance, 4. decode with the VAE.
+/// </summary>
+internal static class StableDiffusionStages
+{
+    public const int DefaultSteps = 50;
+    public const double DefaultGuidance = 7.5;
+
+    public static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts,
+        IReadOnlyList<string?> negativePrompts, int firstIndex, Action<PipelineWarning> warn)
+    {
+        const string stage = "Encoding prompts";
+        var tokenizer = pipe.Require<CLIPTokenizer>("tokenizer", stage);
+        var encoder = pipe.Require<CLIPTextModel>("text_encoder", stage);
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+
+        // 1. Tokenize: pad to 77 with truncation, warn with the dropped text as diffusers does.
+        var tokens = prompts.Select((p, i) => TokenizeWarn(tokenizer, p, warn)).ToList();
+        var negTokens = negativePrompts.Select(n => tokenizer.Encode(n ?? "", 77, pad: true)).ToList();
+
+        // 2. Encode positives and negatives (negatives are "" when not given, as diffusers' unconditional input).
+        var positive = EncodeIds(encoder, tokens.Select(t => t.Ids).ToList(), pipe); // [B,77,C]
+        var negative = EncodeIds(encoder, negTokens.Select(t => t.Ids).ToList(), pipe); // [B,77,C]
+
+        var result = new List<DiffusionEmbedding>();
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            result.Add(new DiffusionEmbedding(positive.narrow(0, i, 1).contiguous(), negative.narrow(0, i, 1).contiguous())
+            {
+                Index = firstIndex + i, Prompt = prompts[i], NegativePrompt = negativePrompts[i], Family = ModelFamily.StableDiffusion,
+                Model = pipe.Path, TokenCount = tokens[i].TokenCount, Truncated = tokens[i].Truncated, TruncatedText = tokens[i].DroppedText,
+            });
+        }
+        return result;
+    }
+
+    internal static TokenizedPrompt TokenizeWarn(CLIPTokenizer tokenizer, string prompt, Action<PipelineWarning> warn)
+    {
+        var t = tokenizer.Encode(prompt, 77, pad: true);
+        if (t.Truncated)
+            warn(new PipelineWarning($"The following part of your input was truncated because CLIP can only handle sequences up to 77 tokens: \"{t.DroppedText}\""));
+        return t;
+    }
+
+    private static Tensor EncodeIds(CLIPTextModel encoder, List<long[]> ids, DiffusionPipeline pipe)
+    {
+        var rows = ids.Count; var len = ids[0].Length;
+        using var input = torch.tensor(ids.SelectMany(x => x).ToArray(), [rows, len], ScalarType.Int64, device: pipe.TorchDevice);
+        return encoder.forward(input).LastHiddenState;
+    }
+
+    /// <summary>The denoise loop; yields after every step so callers show progress and can stop between steps.</summary>
+    public static IEnumerable<DenoiseStep> Denoise(DiffusionPipeline pipe, IReadOnlyList<DiffusionEmbedding> batch, DenoiseOptions o,
+        List<DiffusionLatent> results, Action<PipelineWarning> warn)
+    {
+        const string stage = "Denoising";
+        var unet = pipe.Require<UNet2DConditionModel>("unet", stage);
+        var schedulerConfig = pipe.Require<string>("scheduler", stage);
+        var scheduler = SchedulerFactory.Create(schedulerConfig, o.Scheduler ?? pipe.SchedulerOverride);
+        int steps = o.Steps ?? DefaultSteps;
+        double guidance = o.GuidanceScale ?? DefaultGuidance;
+        int vsf = pipe.VaeScaleFactor;
+        int defaultSize = unet.Config.SampleSize * vsf;
+        int height = o.Height ?? defaultSize, width = o.Width ?? defaultSize;
+        PipelineChecks.Size(height, width, vsf);
+        PipelineChecks.Steps(steps);
+        long seed = o.Seed ?? PipelineChecks.RandomSeed();
+        bool cfg = guidance > 1.0;
+        var device = pipe.TorchDevice; var dtype = pipe.TorchDType;
+
+        // 1. Text conditioning: [neg..., pos...] as diffusers concatenates for classifier-free guidance.
+        Tensor context;
+        using (var _ = torch.NewDisposeScope())
+        {
+            var pos = torch.cat(batch.Select(e => e.PromptEmbeds).ToArray(), 0);
+            context = cfg ? torch.cat([torch.cat(batch.Select(e => PipelineChecks.Negative(e)).ToArray(), 0), pos], 0) : pos;
+            context = context.to(dtype, device).MoveToOuterDisposeScope();
+        }
+        using var contextScope = context;
+
+        // 2. Timesteps and initial noise from a CPU generator seeded with `seed` (same numbers as torch.Generator).
+        scheduler.SetTimesteps(steps);
+        var generator = new torch.Generator((ulong)seed, torch.CPU);
+        long[] shape = [batch.Count, unet.Config.InChannels, height / vsf, width / vsf];
+        var latents = (torch.randn(shape, ScalarType.Float32, torch.CPU, generator: generator) * scheduler.InitNoiseSigma).to(dtype, device);
+
+        // 3. Denoise.
+        var clock = Stopwatch.StartNew();
+        var timesteps = scheduler.Timesteps;
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            using (var scope = torch.NewDisposeScope())
+            using (var noGrad = torch.no_grad())
+            {
+                var modelInput = cfg ? torch.cat([latents, latents], 0) : latents; // [2B or B, 4, h, w]
+                modelInput = scheduler.ScaleModelInput(modelInput, i);
+                var t = torch.tensor(timesteps[i], ScalarType.Float32, device);
+                var noise = unet.forward(modelInput, t, context);
+                if (cfg)
+                {
+                    var chunks = noise.chunk(2, 0); // uncond, text
+                    noise = chunks[0] + guidance * (chunks[1] - chunks[0]);
+                }
+                var next = scheduler.Step(noise, i, latents, generator).MoveToOuterDisposeScope();
+                latents.Dispose();
+                latents = next;
+            }
+            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed);
+        }
+
+        // 4. One latent object per image.
+        var seconds = clock.Elapsed.TotalSeconds;
+        for (int b = 0; b < batch.Count; b++)
+        {
+            results.Add(new DiffusionLatent(latents.narrow(0, b, 1).contiguous())
+            {
+                Index = batch[b].Index, Prompt = batch[b].Prompt, NegativePrompt = batch[b].NegativePrompt, Family = ModelFamily.StableDiffusion,
+                Model = pipe.Path, Seed = seed, Steps = steps, GuidanceScale = guidance, Scheduler = scheduler.Name,
+                Height = height, Width = width, Seconds = seconds,
+            });
+        }
+        latents.Dispose();
+    }
+
+    /// <summary>VAE decode of SD latents [B,4,h,w] to images [B,3,H,W] in [0,1].</summary>
+    public static Tensor Decode(DiffusionPipeline pipe, Tensor latents)
+    {
+        var vae = pipe.Require<AutoencoderKL>("vae", "Decoding latents");
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var z = latents.to(pipe.TorchDType, pipe.TorchDevice) / vae.Config.ScalingFactor;
+        var image = vae.Decode(z);
+        return (image / 2 + 0.5).clamp(0, 1).to(ScalarType.Float32, torch.CPU).MoveToOuterDisposeScope(); // [B,3,H,W]
+    }
+}
