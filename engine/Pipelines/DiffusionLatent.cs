@@ -15,6 +15,8 @@ public sealed class DiffusionLatent : TensorHolder
     public string Model { get; init; } = "";
     public long Seed { get; init; }
     public int Steps { get; init; }
+    /// <summary>Steps done when these latents were taken (equals <see cref="Steps"/> for the final latents).</summary>
+    public int Step { get; init; }
     public double GuidanceScale { get; init; }
     public string Scheduler { get; init; } = "";
     public int Height { get; init; }

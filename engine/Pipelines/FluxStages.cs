@@ -89,7 +89,7 @@ internal static class FluxStages
         if (requestedHeight < vsf * 2 || requestedWidth < vsf * 2)
             throw new DiffusionException("InvalidImageSize", DiffusionErrorKind.InvalidArgument,
                 $"-Height {requestedHeight} / -Width {requestedWidth}: FLUX needs at least {vsf * 2} pixels per side.", "Height");
-        var (height, width, rounded) = FluxLatents.RoundSize(requestedHeight, requestedWidth, vsf);
+        var (height, width) = FluxLatents.RoundSize(requestedHeight, requestedWidth, vsf, out bool rounded);
         if (rounded)
             warn(new PipelineWarning($"`height` and `width` have to be divisible by {vsf * 2} but are {requestedHeight} and {requestedWidth}. Dimensions will be resized to {height}x{width}."));
         long seed = o.Seed ?? PipelineChecks.RandomSeed();
@@ -112,11 +112,19 @@ internal static class FluxStages
 
         // 2. Packed noise [B, L, 64] from the CPU generator; sigmas linspace(1, 1/N, N) shifted by mu(L).
         var generator = new torch.Generator((ulong)seed, torch.CPU);
-        var latents = FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator).to(dtype, device);
+        var latents = FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator, dtype).to(device);
         int imageSeqLen = (int)latents.shape[1];
         var cfg = scheduler.Config;
         float mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, (float)cfg.BaseShift, (float)cfg.MaxShift);
         scheduler.SetTimesteps(steps, mu);
+
+        List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, long seedUsed, int stepsDone, double seconds = 0) =>
+            items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
+            {
+                Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = ModelFamily.Flux,
+                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, GuidanceScale = guidance, Scheduler = scheduler.Name,
+                Height = height, Width = width, Seconds = seconds,
+            }).ToList();
 
         // 3. Denoise.
         var clock = Stopwatch.StartNew();
@@ -132,19 +140,11 @@ internal static class FluxStages
                 latents.Dispose();
                 latents = next;
             }
-            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed);
+            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
+                o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
         }
 
-        var seconds = clock.Elapsed.TotalSeconds;
-        for (int k = 0; k < b; k++)
-        {
-            results.Add(new DiffusionLatent(latents.narrow(0, k, 1).contiguous())
-            {
-                Index = batch[k].Index, Prompt = batch[k].Prompt, NegativePrompt = batch[k].NegativePrompt, Family = ModelFamily.Flux,
-                Model = pipe.Path, Seed = seed, Steps = steps, GuidanceScale = guidance, Scheduler = scheduler.Name,
-                Height = height, Width = width, Seconds = seconds,
-            });
-        }
+        results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
         latents.Dispose();
     }
 

@@ -28,10 +28,12 @@ public sealed class DenoiseOptions
     public int? Width { get; set; }
     /// <summary>Overrides the pipeline's scheduler for this run.</summary>
     public string? Scheduler { get; set; }
+    /// <summary>Also hand out every step's latents (for previews and step-by-step checks).</summary>
+    public bool CaptureSteps { get; set; }
 }
 
-/// <summary>One finished denoising step, for progress.</summary>
-public sealed record DenoiseStep(int Index, int Total, float Timestep, TimeSpan Elapsed);
+/// <summary>One finished denoising step, for progress; with CaptureSteps, the latents of every image after it.</summary>
+public sealed record DenoiseStep(int Index, int Total, float Timestep, TimeSpan Elapsed, IReadOnlyList<DiffusionLatent>? Latents = null);
 
 /// <summary>A warning the cmdlets pass on (WriteWarning), e.g. a size rounded or a prompt truncated.</summary>
 public sealed record PipelineWarning(string Message);

@@ -95,6 +95,14 @@ internal static class StableDiffusionStages
         long[] shape = [batch.Count, unet.Config.InChannels, height / vsf, width / vsf];
         var latents = (torch.randn(shape, ScalarType.Float32, torch.CPU, generator: generator) * scheduler.InitNoiseSigma).to(dtype, device);
 
+        List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, long seedUsed, int stepsDone, double seconds = 0) =>
+            items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
+            {
+                Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = ModelFamily.StableDiffusion,
+                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, GuidanceScale = guidance, Scheduler = scheduler.Name,
+                Height = height, Width = width, Seconds = seconds,
+            }).ToList();
+
         // 3. Denoise.
         var clock = Stopwatch.StartNew();
         var timesteps = scheduler.Timesteps;
@@ -116,20 +124,12 @@ internal static class StableDiffusionStages
                 latents.Dispose();
                 latents = next;
             }
-            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed);
+            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
+                o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
         }
 
         // 4. One latent object per image.
-        var seconds = clock.Elapsed.TotalSeconds;
-        for (int b = 0; b < batch.Count; b++)
-        {
-            results.Add(new DiffusionLatent(latents.narrow(0, b, 1).contiguous())
-            {
-                Index = batch[b].Index, Prompt = batch[b].Prompt, NegativePrompt = batch[b].NegativePrompt, Family = ModelFamily.StableDiffusion,
-                Model = pipe.Path, Seed = seed, Steps = steps, GuidanceScale = guidance, Scheduler = scheduler.Name,
-                Height = height, Width = width, Seconds = seconds,
-            });
-        }
+        results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
         latents.Dispose();
     }
 
