@@ -70,7 +70,8 @@ public sealed class DiffusionPipeline : IDisposable
         var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
         var device = DeviceCatalog.Parse(options.Device);
         var dtype = DTypeNames.Parse(options.DType);
-        if (options.Scheduler is not null) Schedulers.SchedulerFactory.Validate(options.Scheduler);
+        if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler))
+            Schedulers.SchedulerFactory.Validate(options.Scheduler);
         var plan = PlanComponents(folder, options.Components);
         var loaded = new Dictionary<string, PipelineComponent>(StringComparer.Ordinal);
         try
@@ -90,6 +91,23 @@ public sealed class DiffusionPipeline : IDisposable
     }
 
     public bool Has(string component) => _components.ContainsKey(component);
+
+    /// <summary>
+    /// A fresh scheduler for one denoise run: the folder's scheduler_config.json with the class it names, or an
+    /// override given as a class name / alias (keeps the compatible config values, like diffusers' from_config), or as
+    /// the path of a scheduler_config.json file or a folder holding one.
+    /// </summary>
+    internal Schedulers.IScheduler CreateScheduler(string? overrideName, string stage)
+    {
+        var folderConfig = Require<string>("scheduler", stage);
+        var choice = overrideName ?? SchedulerOverride;
+        if (choice is not null)
+        {
+            var file = Directory.Exists(choice) ? System.IO.Path.Combine(choice, "scheduler_config.json") : choice;
+            if (File.Exists(file)) return Schedulers.SchedulerFactory.Create(System.IO.Path.GetFullPath(file));
+        }
+        return Schedulers.SchedulerFactory.Create(folderConfig, choice);
+    }
 
     /// <summary>A loaded component as T, or an error naming the component and how to load it.</summary>
     internal T Require<T>(string component, string stage) where T : class

@@ -79,8 +79,7 @@ internal static class FluxStages
     {
         const string stage = "Denoising (FLUX)";
         var transformer = pipe.Require<FluxTransformer2DModel>("transformer", stage);
-        var schedulerConfig = pipe.Require<string>("scheduler", stage);
-        var scheduler = SchedulerFactory.Create(schedulerConfig, o.Scheduler ?? pipe.SchedulerOverride);
+        var scheduler = pipe.CreateScheduler(o.Scheduler, stage);
         int steps = o.Steps ?? DefaultSteps;
         PipelineChecks.Steps(steps);
         double guidance = o.GuidanceScale ?? DefaultGuidance;

@@ -66,8 +66,7 @@ internal static class StableDiffusionStages
     {
         const string stage = "Denoising";
         var unet = pipe.Require<UNet2DConditionModel>("unet", stage);
-        var schedulerConfig = pipe.Require<string>("scheduler", stage);
-        var scheduler = SchedulerFactory.Create(schedulerConfig, o.Scheduler ?? pipe.SchedulerOverride);
+        var scheduler = pipe.CreateScheduler(o.Scheduler, stage);
         int steps = o.Steps ?? DefaultSteps;
         double guidance = o.GuidanceScale ?? DefaultGuidance;
         int vsf = pipe.VaeScaleFactor;
