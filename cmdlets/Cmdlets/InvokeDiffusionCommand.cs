@@ -73,14 +73,14 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
             try
             {
-                foreach (var latent in InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize))
+                InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
                 {
                     using (latent)
                     {
                         var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
                         Emit(image, latent, pipeline.Device);
                     }
-                }
+                });
             }
             finally
             {

@@ -61,19 +61,28 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     /// <summary>Images denoised together; the same seed gives diffusers' images for the same batch. Default: all.</summary>
     [Parameter] [ValidateRange(1, int.MaxValue)] public int? BatchSize { get; set; }
 
+    /// <summary>Also output the latents after every step (Step &lt; Steps), e.g. to preview progress; the final latents come last.</summary>
+    [Parameter] public SwitchParameter IncludeSteps { get; set; }
+
     private readonly List<DiffusionEmbedding> _embeddings = new();
 
     protected override void ProcessRecord() => _embeddings.AddRange(Embedding);
 
     protected override void EndProcessing()
     {
-        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = Scheduler };
-        foreach (var latent in DenoiseBatches(this, Pipeline, _embeddings, options, BatchSize)) WriteObject(latent);
+        var options = new DenoiseOptions
+        {
+            Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps,
+        };
+        DenoiseBatches(this, Pipeline, _embeddings, options, BatchSize, WriteObject);
     }
 
-    /// <summary>Shared with Invoke-Diffusion: runs each batch with a progress bar; Ctrl+C stops after the current step and frees the batch.</summary>
-    internal static IEnumerable<DiffusionLatent> DenoiseBatches(DiffusionCmdlet cmdlet, DiffusionPipeline pipeline,
-        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize)
+    /// <summary>
+    /// Shared with Invoke-Diffusion: runs each batch with a progress bar and hands each latent to <paramref name="emit"/>
+    /// on the pipeline thread; Ctrl+C stops after the current step and frees the batch.
+    /// </summary>
+    internal static void DenoiseBatches(DiffusionCmdlet cmdlet, DiffusionPipeline pipeline,
+        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize, Action<DiffusionLatent> emit)
     {
         int size = batchSize ?? Math.Max(1, embeddings.Count);
         for (int start = 0; start < embeddings.Count; start += size)
@@ -92,6 +101,8 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
                     var perStep = s.Elapsed.TotalSeconds / (s.Index + 1);
                     progress.SecondsRemaining = (int)Math.Ceiling(perStep * (s.Total - s.Index - 1));
                     cmdlet.WriteProgress(progress);
+                    if (s.Latents is not null && s.Index + 1 < s.Total)
+                        foreach (var l in s.Latents) emit(l);
                     cmdlet.StopIfAsked();
                 }
             }
@@ -106,7 +117,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
                 progress.RecordType = ProgressRecordType.Completed;
                 cmdlet.WriteProgress(progress);
             }
-            foreach (var latent in run.Results) yield return latent;
+            foreach (var latent in run.Results) emit(latent);
         }
     }
 
