@@ -125,26 +125,35 @@ internal static class FluxStages
                 Height = height, Width = width, Seconds = seconds,
             }).ToList();
 
-        // 3. Denoise.
+        // 3. Denoise. The in-flight latents are counted, and freed however the loop ends (Ctrl+C included).
         var clock = Stopwatch.StartNew();
-        var timesteps = scheduler.Timesteps;
-        for (int i = 0; i < timesteps.Length; i++)
+        var inFlight = latents.numel() * latents.element_size();
+        var deviceName = Devices.DeviceCatalog.Name(device);
+        Devices.MemoryLedger.Add(deviceName, inFlight);
+        try
         {
-            using (var scope = torch.NewDisposeScope())
-            using (var noGrad = torch.no_grad())
+            var timesteps = scheduler.Timesteps;
+            for (int i = 0; i < timesteps.Length; i++)
             {
-                var t = torch.full([b], timesteps[i] / 1000f, dtype, device); // the model scales by 1000 again
-                var velocity = transformer.forward(latents, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null);
-                var next = scheduler.Step(velocity, i, latents, generator).MoveToOuterDisposeScope();
-                latents.Dispose();
-                latents = next;
+                using (var scope = torch.NewDisposeScope())
+                using (var noGrad = torch.no_grad())
+                {
+                    var t = torch.full([b], timesteps[i] / 1000f, dtype, device); // the model scales by 1000 again
+                    var velocity = transformer.forward(latents, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null);
+                    var next = scheduler.Step(velocity, i, latents, generator).MoveToOuterDisposeScope();
+                    latents.Dispose();
+                    latents = next;
+                }
+                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
+                    o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
             }
-            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
-                o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
+            results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
         }
-
-        results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
-        latents.Dispose();
+        finally
+        {
+            latents.Dispose();
+            Devices.MemoryLedger.Remove(deviceName, inFlight);
+        }
     }
 
     private static DiffusionException MissingPooled(DiffusionEmbedding e) =>

@@ -92,7 +92,7 @@ internal static class StableDiffusionStages
         scheduler.SetTimesteps(steps);
         var generator = new torch.Generator((ulong)seed, torch.CPU);
         long[] shape = [batch.Count, unet.Config.InChannels, height / vsf, width / vsf];
-        var latents = (torch.randn(shape, ScalarType.Float32, torch.CPU, generator: generator) * scheduler.InitNoiseSigma).to(dtype, device);
+        var latents = (torch.randn(shape, dtype, torch.CPU, generator: generator) * scheduler.InitNoiseSigma).to(device); // drawn in the embeddings' dtype, as diffusers
 
         List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, long seedUsed, int stepsDone, double seconds = 0) =>
             items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
@@ -102,34 +102,44 @@ internal static class StableDiffusionStages
                 Height = height, Width = width, Seconds = seconds,
             }).ToList();
 
-        // 3. Denoise.
+        // 3. Denoise. The in-flight latents are counted, and freed however the loop ends (Ctrl+C included).
         var clock = Stopwatch.StartNew();
-        var timesteps = scheduler.Timesteps;
-        for (int i = 0; i < timesteps.Length; i++)
+        var inFlight = latents.numel() * latents.element_size();
+        var deviceName = Devices.DeviceCatalog.Name(device);
+        Devices.MemoryLedger.Add(deviceName, inFlight);
+        try
         {
-            using (var scope = torch.NewDisposeScope())
-            using (var noGrad = torch.no_grad())
+            var timesteps = scheduler.Timesteps;
+            for (int i = 0; i < timesteps.Length; i++)
             {
-                var modelInput = cfg ? torch.cat([latents, latents], 0) : latents; // [2B or B, 4, h, w]
-                modelInput = scheduler.ScaleModelInput(modelInput, i);
-                var t = torch.tensor(timesteps[i], ScalarType.Float32, device);
-                var noise = unet.forward(modelInput, t, context);
-                if (cfg)
+                using (var scope = torch.NewDisposeScope())
+                using (var noGrad = torch.no_grad())
                 {
-                    var chunks = noise.chunk(2, 0); // uncond, text
-                    noise = chunks[0] + guidance * (chunks[1] - chunks[0]);
+                    var modelInput = cfg ? torch.cat([latents, latents], 0) : latents; // [2B or B, 4, h, w]
+                    modelInput = scheduler.ScaleModelInput(modelInput, i);
+                    var t = torch.tensor(timesteps[i], ScalarType.Float32, device);
+                    var noise = unet.forward(modelInput, t, context);
+                    if (cfg)
+                    {
+                        var chunks = noise.chunk(2, 0); // uncond, text
+                        noise = chunks[0] + guidance * (chunks[1] - chunks[0]);
+                    }
+                    var next = scheduler.Step(noise, i, latents, generator).MoveToOuterDisposeScope();
+                    latents.Dispose();
+                    latents = next;
                 }
-                var next = scheduler.Step(noise, i, latents, generator).MoveToOuterDisposeScope();
-                latents.Dispose();
-                latents = next;
+                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
+                    o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
             }
-            yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
-                o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
-        }
 
-        // 4. One latent object per image.
-        results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
-        latents.Dispose();
+            // 4. One latent object per image.
+            results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
+        }
+        finally
+        {
+            latents.Dispose();
+            Devices.MemoryLedger.Remove(deviceName, inFlight);
+        }
     }
 
     /// <summary>VAE decode of SD latents [B,4,h,w] to images [B,3,H,W] in [0,1].</summary>

@@ -1,0 +1,62 @@
+# Stages in separate processes, and Ctrl+C during denoising.
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:Temp = Join-Path ([IO.Path]::GetTempPath()) ("diffusion-proc-" + [guid]::NewGuid())
+    New-Item -ItemType Directory $script:Temp | Out-Null
+    $script:Pwsh = (Get-Process -Id $PID).Path
+    $script:PwshArgs = if ((Split-Path $script:Pwsh -Leaf) -like 'dotnet*') { @([Environment]::GetCommandLineArgs()[1]) } else { @() }
+
+    function Invoke-Stage([string] $script) {
+        $full = "`$ErrorActionPreference = 'Stop'; Import-Module '$script:ModulePath'; $script"
+        $output = & $script:Pwsh @script:PwshArgs -NoProfile -NonInteractive -Command $full 2>&1
+        if ($LASTEXITCODE -ne 0) { throw "stage failed ($LASTEXITCODE): $output" }
+        $output
+    }
+}
+
+AfterAll { Remove-Item $script:Temp -Recurse -Force -ErrorAction SilentlyContinue }
+
+Describe 'Staged inference in three processes' {
+    It 'encode, denoise and decode in separate pwsh processes give the one-process image' {
+        $emb = Join-Path $script:Temp 'emb.safetensors'
+        $lat = Join-Path $script:Temp 'lat.safetensors'
+        $png = Join-Path $script:Temp 'staged.png'
+        Invoke-Stage "`$p = New-DiffusionPipeline '$script:SdTiny' -Component text_encoder; 'a photo of a dog', 'a cat' | ConvertTo-DiffusionEmbedding -Pipeline `$p -NegativePrompt 'blurry' | Export-DiffusionTensor '$emb'" | Out-Null
+        Invoke-Stage "`$p = New-DiffusionPipeline '$script:SdTiny' -Component unet; Import-DiffusionTensor '$emb' | Invoke-Denoise -Pipeline `$p -Steps 3 -Seed 5 -Height 64 -Width 64 | Export-DiffusionTensor '$lat'" | Out-Null
+        Invoke-Stage "`$p = New-DiffusionPipeline '$script:SdTiny' -Component vae; Import-DiffusionTensor '$lat' | ConvertFrom-DiffusionLatent -Pipeline `$p | Select-Object -First 1 | Save-DiffusionImage '$png'" | Out-Null
+
+        $pipe = New-DiffusionPipeline $script:SdTiny
+        try {
+            $image = 'a photo of a dog', 'a cat' | ConvertTo-DiffusionEmbedding -Pipeline $pipe -NegativePrompt 'blurry' |
+                Invoke-Denoise -Pipeline $pipe -Steps 3 -Seed 5 -Height 64 -Width 64 | ConvertFrom-DiffusionLatent -Pipeline $pipe | Select-Object -First 1
+            $one = Join-Path $script:Temp 'one.png'
+            $image | Save-DiffusionImage $one | Out-Null
+        } finally { Remove-DiffusionPipeline $pipe }
+        # Same PNG bytes: same pixels and same parameters.
+        (Get-FileHash $png).Hash | Should -Be (Get-FileHash $one).Hash
+    }
+}
+
+Describe 'Ctrl+C during denoising' {
+    It 'stops after the current step and frees the run''s memory' {
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddScript(@"
+Import-Module '$script:ModulePath'
+`$p = New-DiffusionPipeline '$script:SdTiny'
+`$e = ConvertTo-DiffusionEmbedding -Pipeline `$p 'a cat'
+`$before = [Diffusion.Engine.Devices.MemoryLedger]::Allocated('cpu')
+`$e | Invoke-Denoise -Pipeline `$p -Steps 1000 -Height 64 -Width 64 -Seed 1
+"@)
+            $async = $ps.BeginInvoke()
+            $deadline = [DateTime]::UtcNow.AddSeconds(120)
+            while ($ps.Streams.Progress.Count -lt 3 -and -not $async.IsCompleted -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
+            $ps.Stop()
+            $ps.InvocationStateInfo.State | Should -Be 'Stopped'
+            $steps = @($ps.Streams.Progress | Where-Object { $_.StatusDescription -match '^step (\d+)/' } | ForEach-Object { [int]$Matches[1] })
+            ($steps | Measure-Object -Maximum).Maximum | Should -BeLessThan 1000
+            $before = $ps.Runspace.SessionStateProxy.GetVariable('before')
+            [Diffusion.Engine.Devices.MemoryLedger]::Allocated('cpu') | Should -Be $before
+        } finally { $ps.Dispose() }
+    }
+}

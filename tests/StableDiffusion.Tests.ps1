@@ -1,0 +1,70 @@
+# Stable Diffusion 1.x through the cmdlets against diffusers' reference runs (float32, CPU).
+# Tolerances: embeddings and every step's latents 1e-4 relative (+1e-5 absolute), images 2e-3 absolute.
+BeforeDiscovery {
+    $script:Runs = Get-Content (Join-Path ($env:DIFFUSION_FIXTURES ?? (Join-Path $PSScriptRoot '../../shared/fixtures')) 'sd-tiny-refs.json') -Raw | ConvertFrom-Json
+}
+
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:Pipe = New-DiffusionPipeline $script:SdTiny
+}
+
+AfterAll {
+    if ($script:Pipe) { Remove-DiffusionPipeline $script:Pipe }
+    Clear-DiffusionMemory
+}
+
+Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
+    BeforeAll {
+        $run = $_
+        $script:File = $run.file
+        $schedulerFile = New-SchedulerConfigFile $run
+        $negative = if ($run.negative_prompt) { [string[]] $run.negative_prompt } else { $null }
+        $script:Embeddings = @($run.prompts | ConvertTo-DiffusionEmbedding -Pipeline $script:Pipe -NegativePrompt $negative)
+        $script:Latents = @($script:Embeddings | Invoke-Denoise -Pipeline $script:Pipe -Steps $run.steps -GuidanceScale $run.guidance_scale `
+                -Seed $run.seed -Height $run.height -Width $run.width -Scheduler $schedulerFile -IncludeSteps)
+        $script:Final = @($script:Latents | Where-Object { $_.Step -eq $_.Steps })
+        $script:Images = @($script:Final | ConvertFrom-DiffusionLatent -Pipeline $script:Pipe)
+    }
+
+    It 'gives one embedding per prompt, in order' {
+        $script:Embeddings.Count | Should -Be $run.prompts.Count
+        $script:Embeddings.Prompt | Should -Be $run.prompts
+    }
+
+    It 'encodes prompts like CLIPTextModel (prompt_embeds)' {
+        $expected = Get-RefTensor $script:File 'prompt_embeds'
+        $null = Assert-TensorClose $expected (Join-Tensor $script:Embeddings.PromptEmbeds) 1e-4 1e-5 'prompt_embeds'
+    }
+
+    It 'encodes the negative prompts (negative_prompt_embeds)' -Skip:(-not (Test-RefTensor $_.file 'negative_prompt_embeds')) {
+        $expected = Get-RefTensor $script:File 'negative_prompt_embeds'
+        $null = Assert-TensorClose $expected (Join-Tensor $script:Embeddings.NegativePromptEmbeds) 1e-4 1e-5 'negative_prompt_embeds'
+    }
+
+    It 'reports the scheduler it ran' {
+        $scheduler = $script:Final[0].Scheduler
+        $scheduler | Should -Be $run.scheduler
+    }
+
+    It 'matches every step''s latents' {
+        for ($i = 0; $i -lt $run.steps; $i++) {
+            $step = @($script:Latents | Where-Object { $_.Step -eq $i + 1 } | Sort-Object Index)
+            $step.Count | Should -Be $run.prompts.Count
+            $expected = Get-RefTensor $script:File "step${i}_latents"
+            $null = Assert-TensorClose $expected (Join-Tensor $step.Latents) 1e-4 1e-5 "step $i latents"
+        }
+    }
+
+    It 'decodes the image (2e-3 absolute)' {
+        $expected = Get-RefTensor $script:File 'image'
+        $actual = [TorchSharp.torch]::stack([TorchSharp.torch+Tensor[]] $script:Images.Pixels, 0)
+        $null = Assert-TensorClose $expected $actual 0 2e-3 'image'
+        $script:Images[0].Width | Should -Be $run.width
+        $script:Images[0].Height | Should -Be $run.height
+    }
+
+    AfterAll {
+        $script:Latents + $script:Embeddings | ForEach-Object { $_.Dispose() }
+    }
+}
