@@ -74,9 +74,8 @@ function Invoke-Build {
     Copy-Item (Join-Path $cmdletBin 'Diffusion.dll'), (Join-Path $cmdletBin 'Diffusion.pdb') $moduleOut -Force
     Copy-Item (Join-Path $root 'Diffusion.psd1') $moduleOut -Force
     Get-ChildItem (Join-Path $root 'module') -File | Copy-Item -Destination $moduleOut -Force
-    foreach ($dir in Get-ChildItem (Join-Path $root 'module') -Directory) {
-        Copy-Item $dir.FullName -Destination $moduleOut -Recurse -Force
-    }
+    $aboutSource = Join-Path $root 'module/en-US'
+    if (Test-Path $aboutSource) { Copy-Item $aboutSource -Destination $moduleOut -Recurse -Force }
     $helpBuilder = Join-Path $root 'build/New-MamlHelp.ps1'
     if (Test-Path $helpBuilder) { & $helpBuilder -ModulePath $moduleOut -SourcePath (Join-Path $root 'module/help') }
     Write-Host "Module ready: Import-Module $moduleOut"

@@ -1,0 +1,72 @@
+<#
+.SYNOPSIS
+    Writes the module's MAML help (en-US/Diffusion.dll-Help.xml) from module/help/Diffusion.help.psd1 and the
+    cmdlets' own metadata (parameter sets, types, positions, pipeline input), in a child pwsh.
+#>
+param(
+    [Parameter(Mandatory)] [string] $ModulePath,
+    [Parameter(Mandatory)] [string] $SourcePath
+)
+$ErrorActionPreference = 'Stop'
+$source = Join-Path $SourcePath 'Diffusion.help.psd1'
+$target = Join-Path $ModulePath 'en-US/Diffusion.dll-Help.xml'
+$worker = {
+    param($ModulePath, $Source, $Target)
+    $ErrorActionPreference = 'Stop'
+    Import-Module $ModulePath
+    $texts = Import-PowerShellDataFile $Source
+    $common = [System.Management.Automation.PSCmdlet]::CommonParameters + [System.Management.Automation.PSCmdlet]::OptionalCommonParameters
+    function Esc([string] $s) { [System.Security.SecurityElement]::Escape($s) }
+    function Para([string] $s) { "<maml:para>$(Esc $s)</maml:para>" }
+    $sb = [System.Text.StringBuilder]::new()
+    $null = $sb.AppendLine('<?xml version="1.0" encoding="utf-8"?>')
+    $null = $sb.AppendLine('<helpItems schema="maml" xmlns="http://msh">')
+    foreach ($cmd in Get-Command -Module Diffusion | Sort-Object Name) {
+        $t = $texts[$cmd.Name]
+        if (-not $t) { throw "module/help/Diffusion.help.psd1 has no entry for $($cmd.Name)." }
+        $verb, $noun = $cmd.Name -split '-', 2
+        $null = $sb.AppendLine('<command:command xmlns:maml="http://schemas.microsoft.com/maml/2004/10" xmlns:command="http://schemas.microsoft.com/maml/dev/command/2004/10" xmlns:dev="http://schemas.microsoft.com/maml/dev/2004/10">')
+        $null = $sb.AppendLine("<command:details><command:name>$($cmd.Name)</command:name><maml:description>$(Para $t.Synopsis)</maml:description><command:verb>$verb</command:verb><command:noun>$noun</command:noun></command:details>")
+        $null = $sb.AppendLine("<maml:description>$(Para $t.Description)</maml:description>")
+        $null = $sb.AppendLine('<command:syntax>')
+        foreach ($set in $cmd.ParameterSets) {
+            $null = $sb.AppendLine("<command:syntaxItem><maml:name>$($cmd.Name)</maml:name>")
+            foreach ($p in $set.Parameters | Where-Object { $_.Name -notin $common }) {
+                $pos = if ($p.Position -ge 0) { $p.Position } else { 'named' }
+                $null = $sb.AppendLine("<command:parameter required=""$($p.IsMandatory.ToString().ToLower())"" position=""$pos""><maml:name>$($p.Name)</maml:name><command:parameterValue required=""true"">$(Esc $p.ParameterType.Name)</command:parameterValue></command:parameter>")
+            }
+            $null = $sb.AppendLine('</command:syntaxItem>')
+        }
+        $null = $sb.AppendLine('</command:syntax><command:parameters>')
+        foreach ($p in $cmd.Parameters.Values | Where-Object { $_.Name -notin $common }) {
+            $desc = $t.Parameters[$p.Name]
+            if (-not $desc -and $p.Name -eq 'WhatIf') { $desc = 'Shows what would happen without doing it.' }
+            if (-not $desc -and $p.Name -eq 'Confirm') { $desc = 'Asks for confirmation first.' }
+            if (-not $desc) { throw "module/help/Diffusion.help.psd1 has no description for -$($p.Name) of $($cmd.Name)." }
+            $attr = $p.Attributes | Where-Object { $_ -is [System.Management.Automation.ParameterAttribute] }
+            $mandatory = [bool]($attr | Where-Object IsMandatory)
+            $pipeline = @()
+            if ($attr | Where-Object ValueFromPipeline) { $pipeline += 'ByValue' }
+            if ($attr | Where-Object ValueFromPipelineByPropertyName) { $pipeline += 'ByPropertyName' }
+            $pipelineText = if ($pipeline) { "true ($($pipeline -join ', '))" } else { 'false' }
+            $position = ($attr | Where-Object { $_.Position -ge 0 } | Select-Object -First 1).Position
+            if ($null -eq $position) { $position = 'named' }
+            $null = $sb.AppendLine("<command:parameter required=""$($mandatory.ToString().ToLower())"" pipelineInput=""$pipelineText"" position=""$position""><maml:name>$($p.Name)</maml:name><maml:description>$(Para $desc)</maml:description><command:parameterValue required=""true"">$(Esc $p.ParameterType.Name)</command:parameterValue><dev:type><maml:name>$(Esc $p.ParameterType.FullName)</maml:name></dev:type></command:parameter>")
+        }
+        $null = $sb.AppendLine('</command:parameters><command:examples>')
+        $n = 0
+        foreach ($e in $t.Examples) {
+            $n++
+            $null = $sb.AppendLine("<command:example><maml:title>-------------------------- Example $n --------------------------</maml:title><dev:code>$(Esc $e.Code)</dev:code><dev:remarks>$(Para $e.Remarks)</dev:remarks></command:example>")
+        }
+        $null = $sb.AppendLine('</command:examples></command:command>')
+    }
+    $null = $sb.AppendLine('</helpItems>')
+    New-Item -ItemType Directory -Force (Split-Path $Target) | Out-Null
+    Set-Content -Path $Target -Value $sb.ToString() -Encoding utf8
+}
+$pwsh = (Get-Process -Id $PID).Path
+$pwshArgs = if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { @([Environment]::GetCommandLineArgs()[1]) } else { @() }
+$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$source' '$target'"))
+& $pwsh @pwshArgs -NoProfile -NonInteractive -EncodedCommand $encoded
+if ($LASTEXITCODE -ne 0) { throw "Writing the help failed (exit code $LASTEXITCODE)." }
