@@ -10,7 +10,7 @@ namespace Diffusion.Engine.IO;
 public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, long Begin, long End)
 {
     public long ByteLength => End - Begin;
-    public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
+    public long ElementCount => Shape.Aggregate(1L, (a, b) => checked(a * b));
 }
 
 /// <summary>
@@ -49,8 +49,10 @@ public sealed class SafeTensorsFile : IDisposable
         Span<byte> lenBytes = stackalloc byte[8];
         fs.ReadExactly(lenBytes);
         ulong headerLen = BitConverter.ToUInt64(lenBytes);
-        if (headerLen == 0 || headerLen > (ulong)MaxHeaderBytes || 8 + (long)headerLen > fileLength)
-            throw Corrupt(path, $"the header length field says {headerLen} bytes but the file has {fileLength} bytes (truncated download?)");
+        if (headerLen == 0 || headerLen > (ulong)MaxHeaderBytes)
+            throw Corrupt(path, $"its header length field says {headerLen} bytes (valid: 1 to {MaxHeaderBytes})");
+        if (8 + (long)headerLen > fileLength)
+            throw Corrupt(path, $"its header length field says {headerLen} bytes but the file has only {fileLength} bytes (truncated download?)");
         var header = new byte[headerLen];
         fs.ReadExactly(header);
         long dataStart = 8 + (long)headerLen;
@@ -64,19 +66,16 @@ public sealed class SafeTensorsFile : IDisposable
         using (doc)
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
-                throw Corrupt(path, "its header is not a JSON object");
+                throw Corrupt(path, $"its header is a JSON {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}, not an object");
             foreach (var prop in doc.RootElement.EnumerateObject())
             {
                 if (prop.Name == "__metadata__")
-                {
-                    if (prop.Value.ValueKind == JsonValueKind.Object)
-                        foreach (var m in prop.Value.EnumerateObject())
-                            metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : m.Value.GetRawText();
-                    continue;
-                }
-                tensors[prop.Name] = ParseEntry(path, prop, dataLength);
+                    ReadMetadata(path, prop.Value, metadata);
+                else if (!tensors.TryAdd(prop.Name, ParseEntry(path, prop, dataLength)))
+                    throw Corrupt(path, $"its header lists tensor '{prop.Name}' twice");
             }
         }
+        CheckDataLayout(path, tensors.Values, dataLength);
 
         MemoryMappedFile? map = null; MemoryMappedViewAccessor? view = null;
         if (dataLength > 0)
@@ -87,27 +86,68 @@ public sealed class SafeTensorsFile : IDisposable
         return new SafeTensorsFile(path, map, view, dataStart, tensors, metadata);
     }
 
+    private static void ReadMetadata(string path, JsonElement value, Dictionary<string, string> metadata)
+    {
+        if (value.ValueKind == JsonValueKind.Null) return;
+        if (value.ValueKind != JsonValueKind.Object)
+            throw Corrupt(path, "its \"__metadata__\" header entry is not an object of strings");
+        foreach (var m in value.EnumerateObject())
+        {
+            if (m.Value.ValueKind != JsonValueKind.String)
+                throw Corrupt(path, $"its \"__metadata__\" value for '{m.Name}' is not a string");
+            metadata[m.Name] = m.Value.GetString()!;
+        }
+    }
+
     private static SafeTensorInfo ParseEntry(string path, JsonProperty prop, long dataLength)
     {
         var v = prop.Value;
         if (v.ValueKind != JsonValueKind.Object
             || !v.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String
             || !v.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array
-            || !v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
+            || !v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array)
             throw Corrupt(path, $"the header entry for tensor '{prop.Name}' lacks dtype, shape or data_offsets");
         var dtype = dt.GetString()!;
-        var shape = sh.EnumerateArray().Select(e => e.TryGetInt64(out var x) && x >= 0 ? x : -1).ToArray();
-        if (shape.Any(x => x < 0))
-            throw Corrupt(path, $"tensor '{prop.Name}' has an invalid shape {sh.GetRawText()}");
-        if (!off[0].TryGetInt64(out var begin) || !off[1].TryGetInt64(out var end) || begin < 0 || end < begin)
+        var shape = new long[sh.GetArrayLength()];
+        int i = 0;
+        foreach (var dim in sh.EnumerateArray())
+            if (!TryGetCount(dim, out shape[i++]))
+                throw Corrupt(path, $"tensor '{prop.Name}' has an invalid shape {sh.GetRawText()}");
+        if (off.GetArrayLength() != 2 || !TryGetCount(off[0], out var begin) || !TryGetCount(off[1], out var end) || end < begin)
             throw Corrupt(path, $"tensor '{prop.Name}' has invalid data_offsets {off.GetRawText()}");
         if (end > dataLength)
             throw Corrupt(path, $"tensor '{prop.Name}' has data_offsets [{begin}, {end}] beyond the {dataLength} data bytes in the file (truncated download?)");
-        var info = new SafeTensorInfo(prop.Name, dtype, shape, begin, end);
+        long elements;
+        try { elements = shape.Aggregate(1L, (a, b) => checked(a * b)); }
+        catch (OverflowException) { throw Corrupt(path, $"tensor '{prop.Name}' has a shape {sh.GetRawText()} too large to exist"); }
         int elemSize = DTypes.ElementSize(dtype);
-        if (elemSize > 0 && info.ElementCount * elemSize != info.ByteLength)
-            throw Corrupt(path, $"tensor '{prop.Name}' ({dtype}, shape [{string.Join(",", shape)}]) needs {info.ElementCount * elemSize} bytes but its data_offsets span {info.ByteLength}");
-        return info;
+        if (elemSize > 0 && (elements > long.MaxValue / elemSize || elements * elemSize != end - begin))
+            throw Corrupt(path, $"tensor '{prop.Name}' ({dtype}, shape [{string.Join(",", shape)}]) needs {(decimal)elements * elemSize} bytes but its data_offsets [{begin}, {end}] span {end - begin}");
+        return new SafeTensorInfo(prop.Name, dtype, shape, begin, end);
+    }
+
+    private static bool TryGetCount(JsonElement e, out long value)
+    {
+        value = -1;
+        return e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out value) && value >= 0;
+    }
+
+    /// <summary>Like the reference reader: the tensors' data must tile the data section exactly, without overlaps, gaps or trailing bytes.</summary>
+    private static void CheckDataLayout(string path, IEnumerable<SafeTensorInfo> tensors, long dataLength)
+    {
+        long expected = 0;
+        string? previous = null;
+        foreach (var t in tensors.OrderBy(t => t.Begin).ThenBy(t => t.End))
+        {
+            if (t.Begin < expected)
+                throw Corrupt(path, $"the data of tensor '{t.Name}' (bytes {t.Begin}-{t.End}) overlaps tensor '{previous}'");
+            if (t.Begin > expected)
+                throw Corrupt(path, $"data bytes {expected}-{t.Begin} belong to no tensor");
+            expected = t.End;
+            previous = t.Name;
+        }
+        if (expected != dataLength)
+            throw Corrupt(path, $"the tensors' data ends at byte {expected} of the {dataLength}-byte data section (extra bytes after the last tensor)");
     }
 
     internal static DiffusionException Corrupt(string path, string why) =>
@@ -204,7 +244,7 @@ public static class DTypes
             $"Tensor '{tensor}' in '{path}' has dtype {dtype}, which this module does not read (supported: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL).", path),
     };
 
-    public static string FromScalarType(ScalarType t) => t switch
+    public static string FromScalarType(ScalarType t, string? path = null, string? tensor = null) => t switch
     {
         ScalarType.Float32 => "F32",
         ScalarType.Float16 => "F16",
@@ -217,6 +257,6 @@ public static class DTypes
         ScalarType.Byte => "U8",
         ScalarType.Bool => "BOOL",
         _ => throw new DiffusionException("SafeTensorsUnsupportedDType", DiffusionErrorKind.NotSupported,
-            $"Cannot write tensors of type {t} to safetensors.", null),
+            $"Cannot write tensor '{tensor}' to '{path}': safetensors has no dtype for {t} (supported: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL).", path),
     };
 }

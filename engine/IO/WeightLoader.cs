@@ -20,13 +20,15 @@ public static class WeightLoader
         if (!Directory.Exists(componentDir))
             throw new DiffusionException("ComponentFolderNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The component folder '{componentDir}' does not exist.", componentDir);
-        var index = Directory.GetFiles(componentDir, "*.safetensors.index.json").OrderBy(f => f, StringComparer.Ordinal).FirstOrDefault();
-        if (index is not null) return ReadIndex(index);
-        var files = Directory.GetFiles(componentDir, "*.safetensors").OrderBy(f => f, StringComparer.Ordinal).ToList();
-        // Prefer the full-precision file when variants (model.fp16.safetensors) sit beside it.
-        var plain = files.Where(f => Path.GetFileName(f).Split('.').Length == 2).ToList();
-        if (plain.Count > 0) return plain.Take(1).ToList();
-        if (files.Count > 0) return files.Take(1).ToList();
+        // Prefer full precision (diffusion_pytorch_model.safetensors[.index.json]) over variants (….fp16.safetensors) beside it.
+        var indexes = Directory.GetFiles(componentDir, "*.safetensors.index.json").OrderBy(f => f, StringComparer.Ordinal).ToList();
+        var singles = Directory.GetFiles(componentDir, "*.safetensors").OrderBy(f => f, StringComparer.Ordinal).ToList();
+        var plainIndex = indexes.FirstOrDefault(f => DotParts(f) == 4);
+        if (plainIndex is not null) return ReadIndex(plainIndex);
+        var plainSingle = singles.FirstOrDefault(f => DotParts(f) == 2);
+        if (plainSingle is not null) return [plainSingle];
+        if (indexes.Count > 0) return ReadIndex(indexes[0]);
+        if (singles.Count > 0) return [singles[0]];
         var pickles = Directory.GetFiles(componentDir).Where(f => PickleExtensions.Contains(Path.GetExtension(f).ToLowerInvariant())).ToList();
         if (pickles.Count > 0)
             throw new DiffusionException("PickleWeightsRefused", DiffusionErrorKind.NotSupported,
@@ -37,26 +39,38 @@ public static class WeightLoader
             $"No *.safetensors weights in '{componentDir}'. Check that the model was downloaded completely.", componentDir);
     }
 
+    private static int DotParts(string file) => Path.GetFileName(file).Split('.').Length;
+
     private static IReadOnlyList<string> ReadIndex(string indexPath)
     {
-        try
+        DiffusionException Corrupt(string why) => new("WeightIndexCorrupt", DiffusionErrorKind.InvalidData,
+            $"The shard index '{indexPath}' is not valid ({why}); it needs a \"weight_map\" object of tensor name -> shard file name. Download the model again.", indexPath);
+
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(File.ReadAllText(indexPath)); }
+        catch (JsonException e) { throw Corrupt(e.Message); }
+        var shards = new SortedSet<string>(StringComparer.Ordinal);
+        using (doc)
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
-            var map = doc.RootElement.GetProperty("weight_map");
-            var dir = Path.GetDirectoryName(indexPath)!;
-            var files = map.EnumerateObject().Select(p => p.Value.GetString()!).Distinct().OrderBy(f => f, StringComparer.Ordinal)
-                .Select(f => Path.Combine(dir, f)).ToList();
-            foreach (var f in files)
-                if (!File.Exists(f))
-                    throw new DiffusionException("WeightShardNotFound", DiffusionErrorKind.ObjectNotFound,
-                        $"The index '{indexPath}' names the shard '{Path.GetFileName(f)}', which is missing. Download the model again.", f);
-            return files;
+            if (doc.RootElement.ValueKind != JsonValueKind.Object
+                || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw Corrupt("no \"weight_map\" object");
+            foreach (var entry in map.EnumerateObject())
+            {
+                var shard = entry.Value.ValueKind == JsonValueKind.String ? entry.Value.GetString()! : "";
+                if (shard.Length == 0 || Path.GetFileName(shard) != shard || shard is "." or "..")
+                    throw Corrupt($"tensor '{entry.Name}' maps to {entry.Value.GetRawText()}, not a file name in the index's folder");
+                shards.Add(shard);
+            }
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
-        {
-            throw new DiffusionException("WeightIndexCorrupt", DiffusionErrorKind.InvalidData,
-                $"The shard index '{indexPath}' is not valid ({e.Message}); it needs a \"weight_map\" object of tensor name -> file.", indexPath, e);
-        }
+        if (shards.Count == 0) throw Corrupt("its weight_map is empty");
+        var dir = Path.GetDirectoryName(indexPath)!;
+        var files = shards.Select(f => Path.Combine(dir, f)).ToList();
+        foreach (var f in files)
+            if (!File.Exists(f))
+                throw new DiffusionException("WeightShardNotFound", DiffusionErrorKind.ObjectNotFound,
+                    $"The index '{indexPath}' names the shard '{Path.GetFileName(f)}', which is missing. Download the model again.", f);
+        return files;
     }
 
     /// <summary>Loads the component's weights into <paramref name="module"/> (strict), casting floating tensors to <paramref name="dtype"/>.</summary>
@@ -65,45 +79,30 @@ public static class WeightLoader
 
     public static void LoadInto(nn.Module module, IReadOnlyList<string> files, Device device, ScalarType dtype)
     {
-        var opened = files.Select(SafeTensorsFile.Open).ToList();
+        if (files.Count == 0) throw new ArgumentException("At least one weights file is needed.", nameof(files));
+        var label = files.Count == 1 ? Path.GetFullPath(files[0]) : Path.GetDirectoryName(Path.GetFullPath(files[0]))!;
+        var opened = new List<SafeTensorsFile>();
         try
         {
+            foreach (var f in files) opened.Add(SafeTensorsFile.Open(f));
             var where = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
             foreach (var f in opened)
                 foreach (var k in f.Tensors.Keys)
-                    where[k] = f;
+                    if (!where.TryAdd(k, f))
+                        throw new DiffusionException("WeightKeyDuplicated", DiffusionErrorKind.InvalidData,
+                            $"Weight '{k}' is in both '{where[k].Path}' and '{f.Path}'. Download the model again.", f.Path);
             var target = module.state_dict();
-            var label = files.Count == 1 ? files[0] : Path.GetDirectoryName(files[0])!;
-            var missing = target.Keys.Where(k => !where.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-            var unexpected = where.Keys.Where(k => !target.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-            if (missing.Count > 0 || unexpected.Count > 0)
-            {
-                string List(List<string> ks) => string.Join(", ", ks.Take(8)) + (ks.Count > 8 ? $" (+{ks.Count - 8} more)" : "");
-                var parts = new List<string>();
-                if (missing.Count > 0) parts.Add($"missing {missing.Count} weight(s): {List(missing)}");
-                if (unexpected.Count > 0) parts.Add($"unexpected {unexpected.Count} weight(s): {List(unexpected)}");
-                throw new DiffusionException("WeightKeysMismatch", DiffusionErrorKind.InvalidData,
-                    $"The weights in '{label}' do not fit the {module.GetType().Name} built from its config.json: {string.Join("; ", parts)}. " +
-                    "Check that config.json belongs to these weights (same model and version).", label);
-            }
+            CheckKeys(module, label, target.Keys, where.Keys);
+            // Check every shape and dtype before touching the module, so a mismatch leaves it as it was.
+            foreach (var (key, dst) in target)
+                CheckCompatible(key, where[key], dst);
+
             using var _ = torch.no_grad();
             module.to(device);
             module.to(dtype); // floating-point parameters and buffers only
-            target = module.state_dict();
-            foreach (var (key, dst) in target)
+            foreach (var (key, dst) in module.state_dict())
             {
-                var file = where[key];
-                var info = file.Tensors[key];
-                if (!info.Shape.SequenceEqual(dst.shape))
-                    throw new DiffusionException("WeightShapeMismatch", DiffusionErrorKind.InvalidData,
-                        $"Weight '{key}' in '{file.Path}' has shape [{string.Join(",", info.Shape)}] but the model built from config.json expects [{string.Join(",", dst.shape)}]. " +
-                        "Check that config.json belongs to these weights.", file.Path);
-                bool floating = torch.is_floating_point(dst.dtype);
-                var srcType = DTypes.ToScalarType(info.DType, file.Path, key);
-                if (floating != torch.is_floating_point(srcType))
-                    throw new DiffusionException("WeightDTypeMismatch", DiffusionErrorKind.InvalidData,
-                        $"Weight '{key}' in '{file.Path}' is {info.DType} but the model expects a {(floating ? "floating-point" : "integer")} tensor.", file.Path);
-                using var src = file.Load(key);
+                using var src = where[key].Load(key);
                 dst.copy_(src); // casts to the parameter's dtype and moves to its device
             }
         }
@@ -111,5 +110,35 @@ public static class WeightLoader
         {
             foreach (var f in opened) f.Dispose();
         }
+    }
+
+    private static void CheckKeys(nn.Module module, string label, IEnumerable<string> moduleKeys, IEnumerable<string> fileKeys)
+    {
+        var expected = moduleKeys.ToHashSet(StringComparer.Ordinal);
+        var present = fileKeys.ToHashSet(StringComparer.Ordinal);
+        var missing = expected.Where(k => !present.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var unexpected = present.Where(k => !expected.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        if (missing.Count == 0 && unexpected.Count == 0) return;
+        static string List(List<string> ks) => string.Join(", ", ks.Take(8)) + (ks.Count > 8 ? $" (+{ks.Count - 8} more)" : "");
+        var parts = new List<string>();
+        if (missing.Count > 0) parts.Add($"missing {missing.Count} weight(s): {List(missing)}");
+        if (unexpected.Count > 0) parts.Add($"unexpected {unexpected.Count} weight(s): {List(unexpected)}");
+        throw new DiffusionException("WeightKeysMismatch", DiffusionErrorKind.InvalidData,
+            $"The weights in '{label}' do not fit the {module.GetType().Name} built from its config.json: {string.Join("; ", parts)}. " +
+            "Check that config.json belongs to these weights (same model and version).", label);
+    }
+
+    private static void CheckCompatible(string key, SafeTensorsFile file, Tensor dst)
+    {
+        var info = file.Tensors[key];
+        if (!info.Shape.SequenceEqual(dst.shape))
+            throw new DiffusionException("WeightShapeMismatch", DiffusionErrorKind.InvalidData,
+                $"Weight '{key}' in '{file.Path}' has shape [{string.Join(",", info.Shape)}] but the model built from config.json expects [{string.Join(",", dst.shape)}]. " +
+                "Check that config.json belongs to these weights.", file.Path);
+        bool floating = torch.is_floating_point(dst.dtype);
+        var srcType = DTypes.ToScalarType(info.DType, file.Path, key);
+        if (floating != torch.is_floating_point(srcType))
+            throw new DiffusionException("WeightDTypeMismatch", DiffusionErrorKind.InvalidData,
+                $"Weight '{key}' in '{file.Path}' is {info.DType} but the model expects a {(floating ? "floating-point" : "integer")} tensor.", file.Path);
     }
 }
