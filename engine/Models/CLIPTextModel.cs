@@ -1,0 +1,263 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Diffusion.Engine.Models;
+
+/// <summary>
+/// config.json of transformers' CLIPTextModel. Defaults are Stable Diffusion 1.5's text encoder
+/// (openai/clip-vit-large-patch14's text tower, with its legacy eos_token_id 2).
+/// </summary>
+public sealed class CLIPTextConfig
+{
+    [JsonPropertyName("vocab_size")] public long VocabSize { get; set; } = 49408;
+    [JsonPropertyName("hidden_size")] public long HiddenSize { get; set; } = 768;
+    [JsonPropertyName("intermediate_size")] public long IntermediateSize { get; set; } = 3072;
+    [JsonPropertyName("projection_dim")] public long ProjectionDim { get; set; } = 768;
+    [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; set; } = 12;
+    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; set; } = 12;
+    [JsonPropertyName("max_position_embeddings")] public long MaxPositionEmbeddings { get; set; } = 77;
+    [JsonPropertyName("hidden_act")] public string HiddenAct { get; set; } = "quick_gelu";
+    [JsonPropertyName("layer_norm_eps")] public double LayerNormEps { get; set; } = 1e-5;
+    [JsonPropertyName("pad_token_id")] public long PadTokenId { get; set; } = 1;
+    [JsonPropertyName("bos_token_id")] public long BosTokenId { get; set; } = 0;
+    [JsonPropertyName("eos_token_id")] public long EosTokenId { get; set; } = 2;
+
+    public static CLIPTextConfig Load(string configJsonPath)
+    {
+        if (!File.Exists(configJsonPath))
+            throw new DiffusionException("ConfigNotFound", DiffusionErrorKind.ObjectNotFound,
+                $"The CLIP text encoder config '{configJsonPath}' does not exist. Check that the model folder is complete (text_encoder/config.json).", configJsonPath);
+        CLIPTextConfig? config;
+        try
+        {
+            config = JsonSerializer.Deserialize<CLIPTextConfig>(File.ReadAllText(configJsonPath));
+        }
+        catch (JsonException e)
+        {
+            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
+                $"The CLIP text encoder config '{configJsonPath}' is not valid JSON for a CLIPTextModel ({e.Message}). Download the model again.", configJsonPath, e);
+        }
+        if (config is null)
+            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
+                $"The CLIP text encoder config '{configJsonPath}' is empty (null). Download the model again.", configJsonPath);
+        config.Validate(configJsonPath);
+        return config;
+    }
+
+    internal void Validate(string? source = null)
+    {
+        var where = source is null ? "The CLIP text encoder config" : $"The CLIP text encoder config '{source}'";
+        if (NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
+            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
+                $"{where} has hidden_size {HiddenSize}, which is not divisible by num_attention_heads {NumAttentionHeads}.", source);
+        if (HiddenAct is not ("quick_gelu" or "gelu"))
+            throw new DiffusionException("ActivationNotSupported", DiffusionErrorKind.NotSupported,
+                $"{where} uses hidden_act '{HiddenAct}'; this engine supports 'quick_gelu' and 'gelu'.", source);
+    }
+}
+
+/// <summary>What <see cref="CLIPTextModel"/> returns: the sequence of hidden states and the pooled (EOS) vector.</summary>
+/// <param name="LastHiddenState">[B, S, C]: final_layer_norm of the last layer's output, or of an earlier layer's with clip skip.</param>
+/// <param name="PooledOutput">[B, C]: the final-layer-normed last hidden state at each row's EOS token (always the full stack).</param>
+public sealed record CLIPTextOutput(Tensor LastHiddenState, Tensor PooledOutput) : IDisposable
+{
+    public void Dispose()
+    {
+        LastHiddenState.Dispose();
+        PooledOutput.Dispose();
+    }
+}
+
+/// <summary>Token plus learned absolute position embeddings.</summary>
+public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
+{
+    public readonly Embedding token_embedding;
+    public readonly Embedding position_embedding;
+
+    public CLIPTextEmbeddings(CLIPTextConfig config) : base(nameof(CLIPTextEmbeddings))
+    {
+        token_embedding = nn.Embedding(config.VocabSize, config.HiddenSize);
+        position_embedding = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor inputIds)
+    {
+        using var scope = torch.NewDisposeScope();
+        var positionIds = torch.arange(inputIds.shape[1], dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0); // [1, S]
+        var embeddings = token_embedding.forward(inputIds) + position_embedding.forward(positionIds); // [B, S, C]
+        return scope.MoveToOuter(embeddings);
+    }
+}
+
+/// <summary>Multi-head causal self-attention with biased q/k/v/out projections.</summary>
+public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
+{
+    public readonly Linear q_proj;
+    public readonly Linear k_proj;
+    public readonly Linear v_proj;
+    public readonly Linear out_proj;
+    private readonly long _heads;
+    private readonly long _headDim;
+
+    public CLIPAttention(CLIPTextConfig config) : base(nameof(CLIPAttention))
+    {
+        _heads = config.NumAttentionHeads;
+        _headDim = config.HiddenSize / config.NumAttentionHeads;
+        q_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
+        k_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
+        v_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
+        out_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hiddenStates)
+    {
+        using var scope = torch.NewDisposeScope();
+        long batch = hiddenStates.shape[0], seq = hiddenStates.shape[1], channels = hiddenStates.shape[2];
+        var query = q_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2); // [B, heads, S, D]
+        var key = k_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
+        var value = v_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
+        var attended = F.scaled_dot_product_attention(query, key, value, is_casual: true); // scale 1/sqrt(D), as CLIP
+        var merged = attended.transpose(1, 2).reshape(batch, seq, channels); // [B, S, C]
+        return scope.MoveToOuter(out_proj.forward(merged));
+    }
+}
+
+/// <summary>fc1 -> activation (quick_gelu or gelu) -> fc2.</summary>
+public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
+{
+    public readonly Linear fc1;
+    public readonly Linear fc2;
+    private readonly bool _quickGelu;
+
+    public CLIPMLP(CLIPTextConfig config) : base(nameof(CLIPMLP))
+    {
+        _quickGelu = config.HiddenAct == "quick_gelu";
+        fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize);
+        fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hiddenStates)
+    {
+        using var scope = torch.NewDisposeScope();
+        var h = fc1.forward(hiddenStates);
+        h = _quickGelu ? h * torch.sigmoid(h * 1.702) : F.gelu(h);
+        return scope.MoveToOuter(fc2.forward(h));
+    }
+}
+
+/// <summary>Pre-norm transformer layer: x + attn(ln1(x)), then x + mlp(ln2(x)).</summary>
+public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
+{
+    public readonly CLIPAttention self_attn;
+    public readonly LayerNorm layer_norm1;
+    public readonly CLIPMLP mlp;
+    public readonly LayerNorm layer_norm2;
+
+    public CLIPEncoderLayer(CLIPTextConfig config) : base(nameof(CLIPEncoderLayer))
+    {
+        self_attn = new CLIPAttention(config);
+        layer_norm1 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        mlp = new CLIPMLP(config);
+        layer_norm2 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hiddenStates)
+    {
+        using var scope = torch.NewDisposeScope();
+        var h = hiddenStates + self_attn.forward(layer_norm1.forward(hiddenStates));
+        h = h + mlp.forward(layer_norm2.forward(h));
+        return scope.MoveToOuter(h);
+    }
+}
+
+/// <summary>The stack of encoder layers.</summary>
+public sealed class CLIPEncoder : nn.Module
+{
+    public readonly ModuleList<CLIPEncoderLayer> layers;
+
+    public CLIPEncoder(CLIPTextConfig config) : base(nameof(CLIPEncoder))
+    {
+        layers = new ModuleList<CLIPEncoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new CLIPEncoderLayer(config)).ToArray());
+        RegisterComponents();
+    }
+
+    /// <summary>transformers' hidden_states: the embeddings, then each layer's output (NumHiddenLayers + 1 tensors).</summary>
+    public IReadOnlyList<Tensor> forward(Tensor inputsEmbeds)
+    {
+        using var scope = torch.NewDisposeScope();
+        var layerOutputs = new List<Tensor>(layers.Count);
+        var h = inputsEmbeds;
+        foreach (var layer in layers)
+        {
+            h = layer.forward(h);
+            layerOutputs.Add(h);
+        }
+        scope.MoveToOuter(layerOutputs);
+        return [inputsEmbeds, .. layerOutputs];
+    }
+}
+
+/// <summary>
+/// transformers' CLIPTextModel (5.x layout: embeddings, encoder, final_layer_norm at the top level, as its
+/// save_pretrained writes them). Causal self-attention; pooled output at the EOS token.
+/// </summary>
+public sealed class CLIPTextModel : nn.Module
+{
+    public readonly CLIPTextEmbeddings embeddings;
+    public readonly CLIPEncoder encoder;
+    public readonly LayerNorm final_layer_norm;
+
+    public CLIPTextConfig Config { get; }
+
+    public CLIPTextModel(CLIPTextConfig config) : base(nameof(CLIPTextModel))
+    {
+        config.Validate();
+        Config = config;
+        embeddings = new CLIPTextEmbeddings(config);
+        encoder = new CLIPEncoder(config);
+        final_layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        RegisterComponents();
+    }
+
+    /// <param name="inputIds">[B, S] int64 token ids, S &lt;= max_position_embeddings.</param>
+    /// <param name="clipSkip">
+    /// 0: LastHiddenState is the last layer's output. n &gt; 0: it is hidden_states[-(n + 1)] (the output n layers before
+    /// the last) passed through final_layer_norm, as diffusers' clip_skip does. PooledOutput always comes from the last layer.
+    /// </param>
+    public CLIPTextOutput forward(Tensor inputIds, int clipSkip = 0)
+    {
+        long seq = inputIds.shape[^1];
+        if (seq > Config.MaxPositionEmbeddings)
+            throw new DiffusionException("SequenceTooLong", DiffusionErrorKind.InvalidArgument,
+                $"The CLIP text encoder got {seq} tokens but handles at most {Config.MaxPositionEmbeddings} (max_position_embeddings). Truncate the token ids.", nameof(inputIds));
+        if (clipSkip < 0 || clipSkip >= Config.NumHiddenLayers)
+            throw new DiffusionException("ClipSkipOutOfRange", DiffusionErrorKind.InvalidArgument,
+                $"clip skip {clipSkip} is out of range: the text encoder has {Config.NumHiddenLayers} layers, so use 0 to {Config.NumHiddenLayers - 1}.", nameof(clipSkip));
+
+        using var scope = torch.NewDisposeScope();
+        var ids = inputIds.view(-1, seq); // [B, S]
+        var hiddenStates = encoder.forward(embeddings.forward(ids));
+        var last = final_layer_norm.forward(hiddenStates[^1]); // [B, S, C]
+        var selected = clipSkip == 0 ? last : final_layer_norm.forward(hiddenStates[^(clipSkip + 1)]);
+
+        // transformers: eos_token_id 2 is the pre-#24773 config value, where the EOS is the highest id in the row (argmax);
+        // otherwise the first position of eos_token_id (pad may equal eos).
+        var idsInt = ids.to(ScalarType.Int32, last.device);
+        var eosPositions = Config.EosTokenId == 2
+            ? idsInt.argmax(-1)
+            : idsInt.eq(Config.EosTokenId).to(ScalarType.Int32).argmax(-1); // [B]
+        var rows = torch.arange(last.shape[0], dtype: ScalarType.Int64, device: last.device);
+        var pooled = last.index(rows, eosPositions); // [B, C]
+
+        var (outSelected, outPooled) = scope.MoveToOuter(selected, pooled);
+        return new CLIPTextOutput(outSelected, outPooled);
+    }
+}
