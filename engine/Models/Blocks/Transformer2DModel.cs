@@ -1,0 +1,159 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Diffusion.Engine.Models.Blocks;
+
+/// <summary>diffusers' <c>GEGLU</c>: one projection to twice the width, then value * gelu(gate) (exact erf GELU).</summary>
+public sealed class GEGLU : nn.Module<Tensor, Tensor>
+{
+    public readonly Linear proj;
+
+    public GEGLU(long dimIn, long dimOut)
+        : base(nameof(GEGLU))
+    {
+        proj = nn.Linear(dimIn, dimOut * 2);
+        RegisterComponents();
+    }
+
+    /// <param name="hidden">[B, S, dimIn]</param>
+    /// <returns>[B, S, dimOut]</returns>
+    public override Tensor forward(Tensor hidden)
+    {
+        using var scope = torch.NewDisposeScope();
+        var halves = proj.forward(hidden).chunk(2, dim: -1);
+        return scope.MoveToOuter(halves[0] * F.gelu(halves[1]));
+    }
+}
+
+/// <summary>diffusers' <c>FeedForward</c> with GEGLU: net.0 = GEGLU(dim, 4*dim), net.1 = dropout, net.2 = Linear(4*dim, dim).</summary>
+public sealed class FeedForward : nn.Module<Tensor, Tensor>
+{
+    public readonly ModuleList<nn.Module<Tensor, Tensor>> net;
+
+    public FeedForward(long dim, long mult = 4)
+        : base(nameof(FeedForward))
+    {
+        long innerDim = dim * mult;
+        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GEGLU(dim, innerDim), nn.Dropout(0.0), nn.Linear(innerDim, dim));
+        RegisterComponents();
+    }
+
+    /// <param name="hidden">[B, S, dim]</param>
+    public override Tensor forward(Tensor hidden)
+    {
+        using var scope = torch.NewDisposeScope();
+        foreach (var layer in net) hidden = layer.forward(hidden);
+        return scope.MoveToOuter(hidden);
+    }
+}
+
+/// <summary>
+/// diffusers' <c>BasicTransformerBlock</c> with <c>norm_type="layer_norm"</c>: pre-LayerNorm self-attention (attn1),
+/// cross-attention to the text (attn2), and a GEGLU feed-forward, each added back to the residual stream.
+/// </summary>
+public sealed class BasicTransformerBlock : nn.Module
+{
+    public readonly LayerNorm norm1;
+    public readonly Attention attn1;
+    public readonly LayerNorm norm2;
+    public readonly Attention attn2;
+    public readonly LayerNorm norm3;
+    public readonly FeedForward ff;
+
+    public BasicTransformerBlock(long dim, long numAttentionHeads, long attentionHeadDim, long crossAttentionDim, double normEps = 1e-5)
+        : base(nameof(BasicTransformerBlock))
+    {
+        norm1 = nn.LayerNorm(dim, normEps, elementwise_affine: true);
+        attn1 = new Attention(dim, crossAttentionDim: null, heads: numAttentionHeads, dimHead: attentionHeadDim);
+        norm2 = nn.LayerNorm(dim, normEps, elementwise_affine: true);
+        attn2 = new Attention(dim, crossAttentionDim: crossAttentionDim, heads: numAttentionHeads, dimHead: attentionHeadDim);
+        norm3 = nn.LayerNorm(dim, normEps, elementwise_affine: true);
+        ff = new FeedForward(dim);
+        RegisterComponents();
+    }
+
+    /// <param name="hidden">[B, S, dim]</param>
+    /// <param name="encoderHiddenStates">[B, S_text, crossAttentionDim]</param>
+    /// <returns>[B, S, dim]</returns>
+    public Tensor forward(Tensor hidden, Tensor encoderHiddenStates)
+    {
+        using var scope = torch.NewDisposeScope();
+        hidden = attn1.forward(norm1.forward(hidden)) + hidden;
+        hidden = attn2.forward(norm2.forward(hidden), encoderHiddenStates) + hidden;
+        hidden = ff.forward(norm3.forward(hidden)) + hidden;
+        return scope.MoveToOuter(hidden);
+    }
+}
+
+/// <summary>
+/// diffusers' <c>Transformer2DModel</c> for continuous input (the UNet's attention blocks): GroupNorm (eps 1e-6),
+/// proj_in (1x1 conv, or a linear layer when <c>use_linear_projection</c>), the feature map as H*W tokens through
+/// the <see cref="BasicTransformerBlock"/>s, proj_out back to a map, plus the input.
+/// </summary>
+public sealed class Transformer2DModel : nn.Module
+{
+    public readonly GroupNorm norm;
+    public readonly nn.Module<Tensor, Tensor> proj_in;
+    public readonly ModuleList<BasicTransformerBlock> transformer_blocks;
+    public readonly nn.Module<Tensor, Tensor> proj_out;
+    private readonly bool _useLinearProjection;
+
+    public Transformer2DModel(long numAttentionHeads, long attentionHeadDim, long inChannels, long numLayers,
+        long crossAttentionDim, long normNumGroups, bool useLinearProjection)
+        : base(nameof(Transformer2DModel))
+    {
+        long innerDim = numAttentionHeads * attentionHeadDim;
+        norm = nn.GroupNorm(normNumGroups, inChannels, 1e-6, affine: true);
+        _useLinearProjection = useLinearProjection;
+        proj_in = useLinearProjection
+            ? nn.Linear(inChannels, innerDim)
+            : nn.Conv2d(inChannels, innerDim, kernel_size: 1);
+        transformer_blocks = nn.ModuleList(Enumerable.Range(0, (int)numLayers)
+            .Select(_ => new BasicTransformerBlock(innerDim, numAttentionHeads, attentionHeadDim, crossAttentionDim)).ToArray());
+        proj_out = useLinearProjection
+            ? nn.Linear(innerDim, inChannels)
+            : nn.Conv2d(innerDim, inChannels, kernel_size: 1);
+        RegisterComponents();
+    }
+
+    /// <param name="hidden">[B, C, H, W]</param>
+    /// <param name="encoderHiddenStates">[B, S_text, crossAttentionDim]</param>
+    /// <returns>[B, C, H, W]</returns>
+    public Tensor forward(Tensor hidden, Tensor encoderHiddenStates)
+    {
+        using var scope = torch.NewDisposeScope();
+        var residual = hidden;
+        var (batch, height, width) = (hidden.shape[0], hidden.shape[2], hidden.shape[3]);
+        hidden = norm.forward(hidden);
+        long innerDim;
+        if (!_useLinearProjection)
+        {
+            hidden = proj_in.forward(hidden);
+            innerDim = hidden.shape[1];
+            hidden = hidden.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim); // [B, HW, inner]
+        }
+        else
+        {
+            innerDim = hidden.shape[1];
+            hidden = hidden.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim); // [B, HW, C]
+            hidden = proj_in.forward(hidden);
+        }
+
+        foreach (var block in transformer_blocks)
+            hidden = block.forward(hidden, encoderHiddenStates);
+
+        if (!_useLinearProjection)
+        {
+            hidden = hidden.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(); // [B, inner, H, W]
+            hidden = proj_out.forward(hidden);
+        }
+        else
+        {
+            hidden = proj_out.forward(hidden);
+            hidden = hidden.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(); // [B, C, H, W]
+        }
+        return scope.MoveToOuter(hidden + residual);
+    }
+}

@@ -1,0 +1,264 @@
+using System.Text.Json.Serialization;
+using Diffusion.Engine.IO;
+using Diffusion.Engine.Models.Blocks;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Diffusion.Engine.Models;
+
+/// <summary>
+/// The UNet's config.json (diffusers <c>UNet2DConditionModel</c>), with Stable Diffusion 1.5's values as defaults.
+/// Keys that only matter for training (dropout) or that diffusers ignores for these blocks with its default
+/// attention processor (upcast_attention, resnet_skip_time_act, resnet_out_scale_factor) are read but have no effect.
+/// </summary>
+public sealed class UNet2DConditionConfig
+{
+    private const string ModelName = "UNet2DConditionModel";
+
+    [JsonPropertyName("sample_size")] public OneOrList<int>? SampleSize { get; set; } = 64;
+    [JsonPropertyName("in_channels")] public int InChannels { get; set; } = 4;
+    [JsonPropertyName("out_channels")] public int OutChannels { get; set; } = 4;
+    [JsonPropertyName("center_input_sample")] public bool CenterInputSample { get; set; }
+    [JsonPropertyName("flip_sin_to_cos")] public bool FlipSinToCos { get; set; } = true;
+    [JsonPropertyName("freq_shift")] public double FreqShift { get; set; }
+    [JsonPropertyName("down_block_types")] public string[] DownBlockTypes { get; set; } =
+        ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"];
+    [JsonPropertyName("mid_block_type")] public string? MidBlockType { get; set; } = "UNetMidBlock2DCrossAttn";
+    [JsonPropertyName("up_block_types")] public string[] UpBlockTypes { get; set; } =
+        ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"];
+    [JsonPropertyName("only_cross_attention")] public OneOrList<bool> OnlyCrossAttention { get; set; } = false;
+    [JsonPropertyName("block_out_channels")] public int[] BlockOutChannels { get; set; } = [320, 640, 1280, 1280];
+    [JsonPropertyName("layers_per_block")] public OneOrList<int> LayersPerBlock { get; set; } = 2;
+    [JsonPropertyName("downsample_padding")] public int DownsamplePadding { get; set; } = 1;
+    [JsonPropertyName("mid_block_scale_factor")] public double MidBlockScaleFactor { get; set; } = 1;
+    [JsonPropertyName("dropout")] public double Dropout { get; set; }
+    [JsonPropertyName("act_fn")] public string ActFn { get; set; } = "silu";
+    [JsonPropertyName("norm_num_groups")] public int? NormNumGroups { get; set; } = 32;
+    [JsonPropertyName("norm_eps")] public double NormEps { get; set; } = 1e-5;
+    [JsonPropertyName("cross_attention_dim")] public OneOrList<int> CrossAttentionDim { get; set; } = 768;
+    [JsonPropertyName("transformer_layers_per_block")] public OneOrList<int> TransformerLayersPerBlock { get; set; } = 1;
+    [JsonPropertyName("reverse_transformer_layers_per_block")] public int[][]? ReverseTransformerLayersPerBlock { get; set; }
+    [JsonPropertyName("encoder_hid_dim")] public int? EncoderHidDim { get; set; }
+    [JsonPropertyName("encoder_hid_dim_type")] public string? EncoderHidDimType { get; set; }
+    /// <summary>For SD 1.x/2.x this is really the number of heads per block (a diffusers naming quirk).</summary>
+    [JsonPropertyName("attention_head_dim")] public OneOrList<int> AttentionHeadDim { get; set; } = 8;
+    [JsonPropertyName("num_attention_heads")] public OneOrList<int>? NumAttentionHeads { get; set; }
+    [JsonPropertyName("dual_cross_attention")] public bool DualCrossAttention { get; set; }
+    [JsonPropertyName("use_linear_projection")] public bool UseLinearProjection { get; set; }
+    [JsonPropertyName("class_embed_type")] public string? ClassEmbedType { get; set; }
+    [JsonPropertyName("addition_embed_type")] public string? AdditionEmbedType { get; set; }
+    [JsonPropertyName("addition_time_embed_dim")] public int? AdditionTimeEmbedDim { get; set; }
+    [JsonPropertyName("num_class_embeds")] public int? NumClassEmbeds { get; set; }
+    [JsonPropertyName("upcast_attention")] public bool UpcastAttention { get; set; }
+    [JsonPropertyName("resnet_time_scale_shift")] public string ResnetTimeScaleShift { get; set; } = "default";
+    [JsonPropertyName("resnet_skip_time_act")] public bool ResnetSkipTimeAct { get; set; }
+    [JsonPropertyName("resnet_out_scale_factor")] public double ResnetOutScaleFactor { get; set; } = 1.0;
+    [JsonPropertyName("time_embedding_type")] public string TimeEmbeddingType { get; set; } = "positional";
+    [JsonPropertyName("time_embedding_dim")] public int? TimeEmbeddingDim { get; set; }
+    [JsonPropertyName("time_embedding_act_fn")] public string? TimeEmbeddingActFn { get; set; }
+    [JsonPropertyName("timestep_post_act")] public string? TimestepPostAct { get; set; }
+    [JsonPropertyName("time_cond_proj_dim")] public int? TimeCondProjDim { get; set; }
+    [JsonPropertyName("conv_in_kernel")] public int ConvInKernel { get; set; } = 3;
+    [JsonPropertyName("conv_out_kernel")] public int ConvOutKernel { get; set; } = 3;
+    [JsonPropertyName("projection_class_embeddings_input_dim")] public int? ProjectionClassEmbeddingsInputDim { get; set; }
+    [JsonPropertyName("attention_type")] public string AttentionType { get; set; } = "default";
+    [JsonPropertyName("class_embeddings_concat")] public bool ClassEmbeddingsConcat { get; set; }
+    [JsonPropertyName("mid_block_only_cross_attention")] public bool? MidBlockOnlyCrossAttention { get; set; }
+    [JsonPropertyName("cross_attention_norm")] public string? CrossAttentionNorm { get; set; }
+
+    /// <summary>Where this config was read from (for error messages); "config.json" when built in code.</summary>
+    [JsonIgnore] public string SourcePath { get; private set; } = "config.json";
+
+    public static UNet2DConditionConfig Load(string configJsonPath)
+    {
+        var config = ModelConfigJson.Read<UNet2DConditionConfig>(configJsonPath, ModelName);
+        config.SourcePath = Path.GetFullPath(configJsonPath);
+        config.Validate();
+        return config;
+    }
+
+    /// <summary>Throws a <see cref="DiffusionException"/> naming the first key this engine cannot run (NotSupported) or that is inconsistent (InvalidData).</summary>
+    public void Validate()
+    {
+        DiffusionException Unsupported(string key, object? value, string detail)
+            => ModelConfigJson.Unsupported(ModelName, SourcePath, key, value, detail);
+
+        if (NumAttentionHeads is not null)
+            throw Unsupported("num_attention_heads", NumAttentionHeads,
+                "diffusers' UNet2DConditionModel refuses it too; SD 1.x/2.x configs leave it null and give the heads in attention_head_dim.");
+        if (ClassEmbedType is not null) throw Unsupported("class_embed_type", ClassEmbedType, "class embeddings are not implemented; it must be null.");
+        if (NumClassEmbeds is not null) throw Unsupported("num_class_embeds", NumClassEmbeds, "class embeddings are not implemented; it must be null.");
+        if (AdditionEmbedType is not null) throw Unsupported("addition_embed_type", AdditionEmbedType, "addition embeddings (SDXL, Kandinsky) are not implemented; it must be null.");
+        if (EncoderHidDimType is not null) throw Unsupported("encoder_hid_dim_type", EncoderHidDimType, "encoder hidden-state projections are not implemented; it must be null.");
+        if (EncoderHidDim is not null) throw Unsupported("encoder_hid_dim", EncoderHidDim, "encoder hidden-state projections are not implemented; it must be null.");
+        if (DualCrossAttention) throw Unsupported("dual_cross_attention", true, "dual cross-attention is not implemented; it must be false.");
+        if (OnlyCrossAttention.PerBlock(DownBlockTypes.Length, "only_cross_attention", SourcePath).Any(b => b))
+            throw Unsupported("only_cross_attention", OnlyCrossAttention, "cross-attention-only blocks are not implemented; it must be false.");
+        if (AttentionType != "default") throw Unsupported("attention_type", AttentionType, "only \"default\" attention is implemented (no GLIGEN).");
+        if (TimeEmbeddingType != "positional") throw Unsupported("time_embedding_type", TimeEmbeddingType, "only \"positional\" (sinusoidal) time embeddings are implemented.");
+        if (TimeCondProjDim is not null) throw Unsupported("time_cond_proj_dim", TimeCondProjDim, "timestep conditioning (LCM) is not implemented; it must be null.");
+        if (TimeEmbeddingActFn is not null) throw Unsupported("time_embedding_act_fn", TimeEmbeddingActFn, "it must be null.");
+        if (TimestepPostAct is not null) throw Unsupported("timestep_post_act", TimestepPostAct, "it must be null.");
+        if (ResnetTimeScaleShift != "default") throw Unsupported("resnet_time_scale_shift", ResnetTimeScaleShift, "only \"default\" is implemented.");
+        if (CrossAttentionNorm is not null) throw Unsupported("cross_attention_norm", CrossAttentionNorm, "it must be null.");
+        if (ReverseTransformerLayersPerBlock is not null) throw Unsupported("reverse_transformer_layers_per_block", "a list", "asymmetric UNets are not implemented; it must be null.");
+        if (ActFn is not ("silu" or "swish")) throw Unsupported("act_fn", ActFn, "only \"silu\" is implemented.");
+        if (NormNumGroups is null) throw Unsupported("norm_num_groups", null, "a group count is required (32 for SD).");
+        foreach (var type in DownBlockTypes)
+            if (type is not ("CrossAttnDownBlock2D" or "DownBlock2D"))
+                throw Unsupported("down_block_types", type, "only CrossAttnDownBlock2D and DownBlock2D are implemented.");
+        foreach (var type in UpBlockTypes)
+            if (type is not ("CrossAttnUpBlock2D" or "UpBlock2D"))
+                throw Unsupported("up_block_types", type, "only CrossAttnUpBlock2D and UpBlock2D are implemented.");
+        if (MidBlockType is not (null or "UNetMidBlock2DCrossAttn"))
+            throw Unsupported("mid_block_type", MidBlockType, "only UNetMidBlock2DCrossAttn (or null) is implemented.");
+
+        int blocks = DownBlockTypes.Length;
+        if (UpBlockTypes.Length != blocks || BlockOutChannels.Length != blocks)
+            throw new DiffusionException("ModelConfigInconsistent", DiffusionErrorKind.InvalidData,
+                $"The {ModelName} config '{SourcePath}' has {blocks} down_block_types, {UpBlockTypes.Length} up_block_types and " +
+                $"{BlockOutChannels.Length} block_out_channels; they must have the same length. Restore the model's original config.json.", SourcePath);
+        LayersPerBlock.PerBlock(blocks, "layers_per_block", SourcePath);
+        CrossAttentionDim.PerBlock(blocks, "cross_attention_dim", SourcePath);
+        TransformerLayersPerBlock.PerBlock(blocks, "transformer_layers_per_block", SourcePath);
+        AttentionHeadDim.PerBlock(blocks, "attention_head_dim", SourcePath);
+    }
+}
+
+/// <summary>
+/// diffusers' <c>UNet2DConditionModel</c> for Stable Diffusion 1.x/2.x: sinusoidal time embedding, conv_in, down
+/// blocks (keeping every intermediate output as a skip connection), the cross-attention mid block, up blocks that
+/// consume the skips in reverse, GroupNorm + SiLU and conv_out. Predicts the noise (or v) for a latent batch.
+/// </summary>
+public sealed class UNet2DConditionModel : nn.Module
+{
+    public readonly Conv2d conv_in;
+    public readonly TimestepEmbedding time_embedding;
+    public readonly ModuleList<UNetDownBlock> down_blocks;
+    public readonly UNetMidBlock2DCrossAttn? mid_block;
+    public readonly ModuleList<UNetUpBlock> up_blocks;
+    public readonly GroupNorm conv_norm_out;
+    public readonly Conv2d conv_out;
+    private readonly Timesteps _timeProj;
+    private readonly int _numUpsamplers;
+
+    public UNet2DConditionConfig Config { get; }
+
+    public UNet2DConditionModel(UNet2DConditionConfig config)
+        : base(nameof(UNet2DConditionModel))
+    {
+        config.Validate();
+        Config = config;
+        int blocks = config.DownBlockTypes.Length;
+        var channels = config.BlockOutChannels;
+        // SD 1.x quirk: with num_attention_heads null, attention_head_dim holds the number of heads.
+        var heads = config.AttentionHeadDim.PerBlock(blocks, "attention_head_dim", config.SourcePath);
+        var crossDims = config.CrossAttentionDim.PerBlock(blocks, "cross_attention_dim", config.SourcePath);
+        var layers = config.LayersPerBlock.PerBlock(blocks, "layers_per_block", config.SourcePath);
+        var transformerLayers = config.TransformerLayersPerBlock.PerBlock(blocks, "transformer_layers_per_block", config.SourcePath);
+        long groups = config.NormNumGroups!.Value;
+        double eps = config.NormEps;
+
+        conv_in = nn.Conv2d(config.InChannels, channels[0], kernel_size: config.ConvInKernel, padding: (config.ConvInKernel - 1) / 2);
+        long timeEmbedDim = config.TimeEmbeddingDim ?? channels[0] * 4;
+        _timeProj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
+        time_embedding = new TimestepEmbedding(channels[0], timeEmbedDim);
+
+        var down = new List<UNetDownBlock>();
+        long outputChannel = channels[0];
+        for (int i = 0; i < blocks; i++)
+        {
+            long inputChannel = outputChannel;
+            outputChannel = channels[i];
+            bool isFinal = i == blocks - 1;
+            down.Add(config.DownBlockTypes[i] == "CrossAttnDownBlock2D"
+                ? new CrossAttnDownBlock2D(inputChannel, outputChannel, timeEmbedDim, layers[i], transformerLayers[i], eps, groups,
+                    heads[i], crossDims[i], addDownsample: !isFinal, config.DownsamplePadding, config.UseLinearProjection)
+                : new DownBlock2D(inputChannel, outputChannel, timeEmbedDim, layers[i], eps, groups, addDownsample: !isFinal, config.DownsamplePadding));
+        }
+        down_blocks = nn.ModuleList(down.ToArray());
+
+        if (config.MidBlockType is not null)
+            mid_block = new UNetMidBlock2DCrossAttn(channels[^1], timeEmbedDim, transformerLayers[^1], eps, groups,
+                config.MidBlockScaleFactor, heads[^1], crossDims[^1], config.UseLinearProjection);
+
+        var reversedChannels = Enumerable.Reverse(channels).ToArray();
+        var reversedHeads = Enumerable.Reverse(heads).ToArray();
+        var reversedLayers = Enumerable.Reverse(layers).ToArray();
+        var reversedCrossDims = Enumerable.Reverse(crossDims).ToArray();
+        var reversedTransformerLayers = Enumerable.Reverse(transformerLayers).ToArray();
+        var up = new List<UNetUpBlock>();
+        outputChannel = reversedChannels[0];
+        for (int i = 0; i < blocks; i++)
+        {
+            bool isFinal = i == blocks - 1;
+            long prevOutputChannel = outputChannel;
+            outputChannel = reversedChannels[i];
+            long inputChannel = reversedChannels[Math.Min(i + 1, blocks - 1)];
+            if (!isFinal) _numUpsamplers++;
+            up.Add(config.UpBlockTypes[i] == "CrossAttnUpBlock2D"
+                ? new CrossAttnUpBlock2D(inputChannel, prevOutputChannel, outputChannel, timeEmbedDim, reversedLayers[i] + 1,
+                    reversedTransformerLayers[i], eps, groups, reversedHeads[i], reversedCrossDims[i], addUpsample: !isFinal, config.UseLinearProjection)
+                : new UpBlock2D(inputChannel, prevOutputChannel, outputChannel, timeEmbedDim, reversedLayers[i] + 1, eps, groups, addUpsample: !isFinal));
+        }
+        up_blocks = nn.ModuleList(up.ToArray());
+
+        conv_norm_out = nn.GroupNorm(groups, channels[0], eps);
+        conv_out = nn.Conv2d(channels[0], config.OutChannels, kernel_size: config.ConvOutKernel, padding: (config.ConvOutKernel - 1) / 2);
+        RegisterComponents();
+    }
+
+    /// <summary>Builds the UNet from a diffusers folder (config.json + safetensors), loads the weights strictly and sets eval mode.</summary>
+    public static UNet2DConditionModel FromPretrained(string componentDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
+    {
+        var config = UNet2DConditionConfig.Load(Path.Combine(componentDir, "config.json"));
+        var model = new UNet2DConditionModel(config);
+        WeightLoader.LoadInto(model, componentDir, device ?? CPU, dtype);
+        model.eval();
+        return model;
+    }
+
+    /// <param name="sample">[B, in_channels, h, w] noisy latents</param>
+    /// <param name="timestep">0-dim, [1] or [B] timesteps (any numeric dtype)</param>
+    /// <param name="encoderHiddenStates">[B, S, cross_attention_dim] text embeddings</param>
+    /// <returns>[B, out_channels, h, w] model output (noise prediction for SD 1.x)</returns>
+    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates)
+    {
+        using var scope = torch.NewDisposeScope();
+        long overallUpFactor = 1L << _numUpsamplers;
+        bool forwardUpsampleSize = sample.shape[^2] % overallUpFactor != 0 || sample.shape[^1] % overallUpFactor != 0;
+
+        if (Config.CenterInputSample) sample = 2 * sample - 1.0;
+
+        var timesteps = timestep.dim() == 0 ? timestep.unsqueeze(0) : timestep;
+        timesteps = timesteps.to(sample.device).expand(sample.shape[0]); // [B]
+        var tEmb = _timeProj.forward(timesteps).to_type(sample.dtype);  // [B, C0], computed in float32
+        var emb = time_embedding.forward(tEmb);                           // [B, time_embed_dim]
+
+        sample = conv_in.forward(sample);
+        var skips = new List<Tensor> { sample };
+        foreach (var block in down_blocks)
+        {
+            (sample, var states) = block.forward(sample, emb, encoderHiddenStates);
+            skips.AddRange(states);
+        }
+
+        if (mid_block is not null) sample = mid_block.forward(sample, emb, encoderHiddenStates);
+
+        for (int i = 0; i < up_blocks.Count; i++)
+        {
+            var block = up_blocks[i];
+            bool isFinal = i == up_blocks.Count - 1;
+            var blockSkips = skips.GetRange(skips.Count - block.ResnetCount, block.ResnetCount);
+            skips.RemoveRange(skips.Count - block.ResnetCount, block.ResnetCount);
+            long[]? upsampleSize = !isFinal && forwardUpsampleSize ? skips[^1].shape[2..] : null;
+            sample = block.forward(sample, blockSkips, emb, encoderHiddenStates, upsampleSize);
+        }
+
+        sample = F.silu(conv_norm_out.forward(sample));
+        sample = conv_out.forward(sample);
+        return scope.MoveToOuter(sample);
+    }
+}
