@@ -73,11 +73,15 @@ public static class WeightLoader
         return files;
     }
 
-    /// <summary>Loads the component's weights into <paramref name="module"/> (strict), casting floating tensors to <paramref name="dtype"/>.</summary>
-    public static void LoadInto(nn.Module module, string componentDir, Device device, ScalarType dtype)
-        => LoadInto(module, FindWeightFiles(componentDir), device, dtype);
+    /// <summary>
+    /// Loads the component's weights into <paramref name="module"/> (strict), casting floating tensors to <paramref name="dtype"/>.
+    /// <paramref name="moduleKey"/> maps a checkpoint key to the module's key where a library renamed keys between
+    /// versions (e.g. transformers 5 dropped CLIPTextModel's "text_model." prefix); identity when null.
+    /// </summary>
+    public static void LoadInto(nn.Module module, string componentDir, Device device, ScalarType dtype, Func<string, string>? moduleKey = null)
+        => LoadInto(module, FindWeightFiles(componentDir), device, dtype, moduleKey);
 
-    public static void LoadInto(nn.Module module, IReadOnlyList<string> files, Device device, ScalarType dtype)
+    public static void LoadInto(nn.Module module, IReadOnlyList<string> files, Device device, ScalarType dtype, Func<string, string>? moduleKey = null)
     {
         if (files.Count == 0) throw new ArgumentException("At least one weights file is needed.", nameof(files));
         var label = files.Count == 1 ? Path.GetFullPath(files[0]) : Path.GetDirectoryName(Path.GetFullPath(files[0]))!;
@@ -85,24 +89,25 @@ public static class WeightLoader
         try
         {
             foreach (var f in files) opened.Add(SafeTensorsFile.Open(f));
-            var where = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
+            // module key -> (file, key in that file)
+            var where = new Dictionary<string, (SafeTensorsFile File, string Key)>(StringComparer.Ordinal);
             foreach (var f in opened)
                 foreach (var k in f.Tensors.Keys)
-                    if (!where.TryAdd(k, f))
+                    if (!where.TryAdd(moduleKey?.Invoke(k) ?? k, (f, k)))
                         throw new DiffusionException("WeightKeyDuplicated", DiffusionErrorKind.InvalidData,
-                            $"Weight '{k}' is in both '{where[k].Path}' and '{f.Path}'. Download the model again.", f.Path);
+                            $"Weight '{k}' is in both '{where[moduleKey?.Invoke(k) ?? k].File.Path}' and '{f.Path}'. Download the model again.", f.Path);
             var target = module.state_dict();
             CheckKeys(module, label, target.Keys, where.Keys);
             // Check every shape and dtype before touching the module, so a mismatch leaves it as it was.
             foreach (var (key, dst) in target)
-                CheckCompatible(key, where[key], dst);
+                CheckCompatible(where[key].Key, where[key].File, dst);
 
             using var _ = torch.no_grad();
             module.to(device);
             module.to(dtype); // floating-point parameters and buffers only
             foreach (var (key, dst) in module.state_dict())
             {
-                using var src = where[key].Load(key);
+                using var src = where[key].File.Load(where[key].Key);
                 dst.copy_(src); // casts to the parameter's dtype and moves to its device
             }
         }

@@ -211,6 +211,13 @@ public sealed class CLIPEncoder : nn.Module
 /// </summary>
 public sealed class CLIPTextModel : nn.Module
 {
+    /// <summary>
+    /// Checkpoint key -> module key: checkpoints saved before transformers 5.6 (SD 1.5, FLUX.1) prefix every key with
+    /// "text_model."; newer ones are flat, like this module.
+    /// </summary>
+    public static string ModuleKey(string checkpointKey) =>
+        checkpointKey.StartsWith("text_model.", StringComparison.Ordinal) ? checkpointKey["text_model.".Length..] : checkpointKey;
+
     public readonly CLIPTextEmbeddings embeddings;
     public readonly CLIPEncoder encoder;
     public readonly LayerNorm final_layer_norm;

@@ -10,7 +10,7 @@ namespace Diffusion.Engine.Pipelines;
 internal static class ComponentLoader
 {
     public static readonly string[] ModelClasses =
-        ["CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
+        ["CLIPTextModel", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
 
     public static PipelineComponent Load(DiffusersFolder folder, ComponentSpec spec, Device device, ScalarType dtype)
     {
@@ -20,7 +20,7 @@ internal static class ComponentLoader
             "CLIPTokenizer" or "CLIPTokenizerFast" => CLIPTokenizer.FromFolder(dir),
             "T5Tokenizer" or "T5TokenizerFast" => T5Tokenizer.FromFolder(dir),
             var c when c.EndsWith("Scheduler", StringComparison.Ordinal) => folder.ComponentFile(spec.Name, "scheduler_config.json"),
-            "CLIPTextModel" => LoadModel(new CLIPTextModel(CLIPTextConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
+            "CLIPTextModel" => LoadModel(new CLIPTextModel(CLIPTextConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype, CLIPTextModel.ModuleKey),
             "T5EncoderModel" => LoadModel(new T5EncoderModel(T5Config.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
             "UNet2DConditionModel" => LoadModel(new UNet2DConditionModel(UNet2DConditionConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
             "AutoencoderKL" => LoadModel(new AutoencoderKL(AutoencoderKLConfig.Load(folder.ComponentFile(spec.Name, "config.json"))), dir, device, dtype),
@@ -32,12 +32,12 @@ internal static class ComponentLoader
         return new PipelineComponent(spec, dir, instance);
     }
 
-    private static nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype)
+    private static nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey = null)
     {
         try
         {
             model.eval();
-            WeightLoader.LoadInto(model, dir, device, dtype);
+            WeightLoader.LoadInto(model, dir, device, dtype, moduleKey);
             return model;
         }
         catch

@@ -30,7 +30,12 @@ public static class Fixtures
         return p;
     }
 
-    public static JsonElement Json(params string[] parts) => JsonDocument.Parse(File.ReadAllText(PathOf(parts))).RootElement.Clone();
+    /// <summary>A fixture JSON file. Python's json writes bare -Infinity/Infinity/NaN (e.g. DPM-Solver's lambda_min_clipped); they are read as null.</summary>
+    public static JsonElement Json(params string[] parts)
+    {
+        var text = System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(PathOf(parts)), @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "null");
+        return JsonDocument.Parse(text).RootElement.Clone();
+    }
 
     /// <summary>All tensors of a reference file, on CPU.</summary>
     public static Dictionary<string, Tensor> Tensors(string file)

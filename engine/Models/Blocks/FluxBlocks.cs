@@ -32,65 +32,6 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>diffusers' GELU: a Linear projection followed by GELU (tanh approximation for Flux).</summary>
-public sealed class GELU : nn.Module<Tensor, Tensor>
-{
-    public readonly Linear proj;
-
-    public GELU(long dimIn, long dimOut) : base(nameof(GELU))
-    {
-        proj = nn.Linear(dimIn, dimOut, hasBias: true);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x)
-    {
-        using var scope = torch.NewDisposeScope();
-        return scope.MoveToOuter(F.gelu(proj.forward(x), GeluApproximate.tanh));
-    }
-}
-
-/// <summary>diffusers' FeedForward with activation_fn "gelu-approximate": net = [GELU(dim→4·dim), Dropout, Linear(4·dim→dim)].</summary>
-public sealed class FeedForward : nn.Module<Tensor, Tensor>
-{
-    public readonly ModuleList<nn.Module<Tensor, Tensor>> net;
-
-    public FeedForward(long dim, long dimOut, long mult = 4) : base(nameof(FeedForward))
-    {
-        long inner = dim * mult;
-        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GELU(dim, inner), nn.Dropout(0.0), nn.Linear(inner, dimOut, hasBias: true));
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x)
-    {
-        using var scope = torch.NewDisposeScope();
-        var h = x;
-        foreach (var layer in net) h = layer.forward(h);
-        return scope.MoveToOuter(h);
-    }
-}
-
-/// <summary>diffusers' TimestepEmbedding: linear_1 → SiLU → linear_2.</summary>
-public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
-{
-    public readonly Linear linear_1;
-    public readonly Linear linear_2;
-
-    public TimestepEmbedding(long inChannels, long timeEmbedDim) : base(nameof(TimestepEmbedding))
-    {
-        linear_1 = nn.Linear(inChannels, timeEmbedDim, hasBias: true);
-        linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim, hasBias: true);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor sample)
-    {
-        using var scope = torch.NewDisposeScope();
-        return scope.MoveToOuter(linear_2.forward(F.silu(linear_1.forward(sample))));
-    }
-}
-
 /// <summary>diffusers' PixArtAlphaTextProjection with act_fn "silu": projects the pooled text embedding.</summary>
 public sealed class PixArtAlphaTextProjection : nn.Module<Tensor, Tensor>
 {
@@ -405,8 +346,8 @@ public sealed class FluxTransformerBlock : nn.Module
         norm1 = new AdaLayerNormZero(dim);
         norm1_context = new AdaLayerNormZero(dim);
         attn = new FluxAttention(dim, numAttentionHeads, attentionHeadDim, eps: 1e-6, withAddedProjections: true, preOnly: false);
-        ff = new FeedForward(dim, dim);
-        ff_context = new FeedForward(dim, dim);
+        ff = new FeedForward(dim, dim, activation: FeedForwardActivation.GeluTanh);
+        ff_context = new FeedForward(dim, dim, activation: FeedForwardActivation.GeluTanh);
         RegisterComponents();
     }
 

@@ -58,7 +58,7 @@ public sealed class Timesteps
 }
 
 /// <summary>diffusers' <c>TimestepEmbedding</c> (SiLU, no condition projection, no post activation): linear_1, SiLU, linear_2.</summary>
-public sealed class TimestepEmbedding : nn.Module
+public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 {
     public readonly Linear linear_1;
     public readonly Linear linear_2;
@@ -73,7 +73,7 @@ public sealed class TimestepEmbedding : nn.Module
 
     /// <param name="sample">[B, in]</param>
     /// <returns>[B, timeEmbedDim]</returns>
-    public Tensor forward(Tensor sample)
+    public override Tensor forward(Tensor sample)
     {
         using var scope = torch.NewDisposeScope();
         var hidden = linear_2.forward(F.silu(linear_1.forward(sample)));

@@ -5,50 +5,6 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Diffusion.Engine.Models.Blocks;
 
-/// <summary>diffusers' <c>GEGLU</c>: one projection to twice the width, then value * gelu(gate) (exact erf GELU).</summary>
-public sealed class GEGLU : nn.Module<Tensor, Tensor>
-{
-    public readonly Linear proj;
-
-    public GEGLU(long dimIn, long dimOut)
-        : base(nameof(GEGLU))
-    {
-        proj = nn.Linear(dimIn, dimOut * 2);
-        RegisterComponents();
-    }
-
-    /// <param name="hidden">[B, S, dimIn]</param>
-    /// <returns>[B, S, dimOut]</returns>
-    public override Tensor forward(Tensor hidden)
-    {
-        using var scope = torch.NewDisposeScope();
-        var halves = proj.forward(hidden).chunk(2, dim: -1);
-        return scope.MoveToOuter(halves[0] * F.gelu(halves[1]));
-    }
-}
-
-/// <summary>diffusers' <c>FeedForward</c> with GEGLU: net.0 = GEGLU(dim, 4*dim), net.1 = dropout, net.2 = Linear(4*dim, dim).</summary>
-public sealed class FeedForward : nn.Module<Tensor, Tensor>
-{
-    public readonly ModuleList<nn.Module<Tensor, Tensor>> net;
-
-    public FeedForward(long dim, long mult = 4)
-        : base(nameof(FeedForward))
-    {
-        long innerDim = dim * mult;
-        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GEGLU(dim, innerDim), nn.Dropout(0.0), nn.Linear(innerDim, dim));
-        RegisterComponents();
-    }
-
-    /// <param name="hidden">[B, S, dim]</param>
-    public override Tensor forward(Tensor hidden)
-    {
-        using var scope = torch.NewDisposeScope();
-        foreach (var layer in net) hidden = layer.forward(hidden);
-        return scope.MoveToOuter(hidden);
-    }
-}
-
 /// <summary>
 /// diffusers' <c>BasicTransformerBlock</c> with <c>norm_type="layer_norm"</c>: pre-LayerNorm self-attention (attn1),
 /// cross-attention to the text (attn2), and a GEGLU feed-forward, each added back to the residual stream.
