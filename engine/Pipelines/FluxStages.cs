@@ -114,7 +114,7 @@ internal static class FluxStages
         var latents = FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator, dtype).to(device);
         int imageSeqLen = (int)latents.shape[1];
         var cfg = scheduler.Config;
-        float mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, (float)cfg.BaseShift, (float)cfg.MaxShift);
+        var mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, cfg.BaseShift, cfg.MaxShift);
         scheduler.SetTimesteps(steps, mu);
 
         List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, long seedUsed, int stepsDone, double seconds = 0) =>
