@@ -111,7 +111,7 @@ if (@($filter).Count) { `$files = `$files | Where-Object { `$n = `$_.Name; @($fi
 "@
     New-Item -ItemType Directory -Force (Split-Path $resultFile) | Out-Null
     $pwsh = (Get-Process -Id $PID).Path
-    $pwshArgs = if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { @([Environment]::GetCommandLineArgs()[1]) } else { @() }
+    $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
     $env:DIFFUSION_MODULE = $moduleOut
     & $pwsh @pwshArgs -NoProfile -NonInteractive -Command $script | Out-Host
     if (-not (Test-Path $resultFile)) { throw 'The Pester run ended without results; see its output above.' }

@@ -41,7 +41,7 @@ if (Test-Path `$flux) {
 }
 "@
 $pwsh = (Get-Process -Id $PID).Path
-$pwshArgs = if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { @([Environment]::GetCommandLineArgs()[1]) } else { @() }
+$pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
 & $pwsh @pwshArgs -NoProfile -NonInteractive -Command $script
 if ($LASTEXITCODE -ne 0) { throw "The demo failed (exit code $LASTEXITCODE)." }
 $png = (Resolve-Path (Join-Path $outDir 'sd-tiny.png')).Path

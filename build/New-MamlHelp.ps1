@@ -66,7 +66,7 @@ $worker = {
     Set-Content -Path $Target -Value $sb.ToString() -Encoding utf8
 }
 $pwsh = (Get-Process -Id $PID).Path
-$pwshArgs = if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { @([Environment]::GetCommandLineArgs()[1]) } else { @() }
+$pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
 $encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$source' '$target'"))
 & $pwsh @pwshArgs -NoProfile -NonInteractive -EncodedCommand $encoded
 if ($LASTEXITCODE -ne 0) { throw "Writing the help failed (exit code $LASTEXITCODE)." }

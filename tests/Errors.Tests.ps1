@@ -150,7 +150,7 @@ Describe 'New-DiffusionPipeline errors' {
 
     It 'an unknown scheduler' {
         $e = Get-ErrorRecord { New-DiffusionPipeline $script:SdTiny -Scheduler lms-fancy }
-        $e.FullyQualifiedErrorId | Should -BeLike 'UnknownScheduler,*'
+        $e.FullyQualifiedErrorId | Should -BeLike 'SchedulerNameUnknown,*'
         $e.ToString() | Should -Match 'euler'
     }
 }

@@ -4,7 +4,7 @@ BeforeAll {
     $script:Temp = Join-Path ([IO.Path]::GetTempPath()) ("diffusion-proc-" + [guid]::NewGuid())
     New-Item -ItemType Directory $script:Temp | Out-Null
     $script:Pwsh = (Get-Process -Id $PID).Path
-    $script:PwshArgs = if ((Split-Path $script:Pwsh -Leaf) -like 'dotnet*') { @([Environment]::GetCommandLineArgs()[1]) } else { @() }
+    $script:PwshArgs = @(if ((Split-Path $script:Pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
 
     function Invoke-Stage([string] $script) {
         $full = "`$ErrorActionPreference = 'Stop'; Import-Module '$script:ModulePath'; $script"

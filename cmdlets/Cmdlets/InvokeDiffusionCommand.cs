@@ -100,7 +100,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             WriteObject(image);
             return;
         }
-        var target = Run(() => OutputPathTemplate.Resolve(GetUnresolvedProviderPathFromPSPath(OutputPath), image.Index, latent.Seed, latent.Prompt));
+        var target = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt));
         if (!ShouldProcess(target, $"Save image #{image.Index}")) return;
         try { image.SavePng(target, overwrite: Force); }
         catch (DiffusionException e) { WriteEngineError(e, target); return; }

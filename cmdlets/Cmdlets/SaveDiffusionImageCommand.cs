@@ -24,19 +24,16 @@ public sealed class SaveDiffusionImageCommand : DiffusionCmdlet
     public SwitchParameter Force { get; set; }
 
     private readonly HashSet<string> _written = new(StringComparer.Ordinal);
-    private int _received;
+    private OutputPathTemplate _template = null!;
+
+    protected override void BeginProcessing() =>
+        _template = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(Path)));
 
     protected override void ProcessRecord()
     {
         foreach (var image in Image)
         {
-            int ordinal = _received++;
-            string target;
-            try
-            {
-                target = OutputPathTemplate.Resolve(GetUnresolvedProviderPathFromPSPath(Path), image.Index, image.Parameters.Seed, image.Parameters.Prompt);
-            }
-            catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, Path)); return; }
+            var target = Run(() => _template.Expand(image.Index, image.Parameters?.Seed ?? 0, image.Parameters?.Prompt ?? ""));
             if (!_written.Add(target))
             {
                 WriteError(ArgumentError("ImagePathCollision",

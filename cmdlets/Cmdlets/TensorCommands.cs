@@ -3,6 +3,7 @@ using Diffusion.Cmdlets.Infrastructure;
 using Diffusion.Engine;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Pipelines;
+using Diffusion.Engine.Tokenizers;
 
 namespace Diffusion.Cmdlets;
 

@@ -3,7 +3,10 @@ using static TorchSharp.torch;
 
 namespace Diffusion.Engine.Imaging;
 
-/// <summary>A generated image: 8-bit RGB pixels and the parameters that made it, saved as PNG with text chunks.</summary>
+/// <summary>
+/// A generated image: 8-bit RGB pixels and the parameters that made it, saved as PNG with text chunks. Images decoded
+/// by the pipeline also keep the VAE's float output (<see cref="Pixels"/>, [3,H,W] in [0,1], diffusers' output_type="pt").
+/// </summary>
 public sealed class DiffusionImage
 {
     public int Width { get; }
@@ -11,6 +14,18 @@ public sealed class DiffusionImage
     /// <summary>Interleaved RGB, row-major, Width*Height*3 bytes.</summary>
     public byte[] Rgb { get; }
     public GenerationParameters? Parameters { get; }
+    /// <summary>Position of the prompt this image came from (0-based), for file name templates and ordering.</summary>
+    public int Index { get; init; }
+    /// <summary>The float image [3,H,W] in [0,1] on the CPU, when the image came from the VAE; null for images read from 8-bit data.</summary>
+    public Tensor? Pixels { get; private init; }
+
+    /// <summary>An image decoded by the pipeline: keeps the float pixels [3,H,W] and their 8-bit RGB.</summary>
+    public DiffusionImage(Tensor pixels, GenerationParameters parameters, int index)
+        : this((int)pixels.shape[2], (int)pixels.shape[1], ImageEncoder.ToRgb24(pixels), parameters)
+    {
+        Pixels = pixels.DetachFromDisposeScope();
+        Index = index;
+    }
 
     public DiffusionImage(int width, int height, byte[] rgb, GenerationParameters? parameters = null)
     {

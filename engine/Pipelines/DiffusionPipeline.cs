@@ -70,8 +70,8 @@ public sealed class DiffusionPipeline : IDisposable
         var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
         var device = DeviceCatalog.Parse(options.Device);
         var dtype = DTypeNames.Parse(options.DType);
-        if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler))
-            Schedulers.SchedulerFactory.Validate(options.Scheduler);
+        if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler) && folder.Components.ContainsKey("scheduler"))
+            Schedulers.SchedulerFactory.Create(folder.ComponentFile("scheduler", "scheduler_config.json"), options.Scheduler); // fails early on an unknown or incompatible name
         var plan = PlanComponents(folder, options.Components);
         var loaded = new Dictionary<string, PipelineComponent>(StringComparer.Ordinal);
         try

@@ -101,7 +101,7 @@ internal static class FluxStages
         {
             context = torch.cat(batch.Select(e => e.PromptEmbeds).ToArray(), 0).to(dtype, device).MoveToOuterDisposeScope(); // [B,S,C]
             pooled = torch.cat(batch.Select(e => e.PooledPromptEmbeds ?? throw MissingPooled(e)).ToArray(), 0).to(dtype, device).MoveToOuterDisposeScope();
-            textIds = FluxLatents.TextIds(context.shape[1]).to(device).MoveToOuterDisposeScope(); // [S,3]
+            textIds = FluxLatents.TextIds((int)context.shape[1]).to(device).MoveToOuterDisposeScope(); // [S,3]
             imageIds = FluxLatents.PrepareLatentImageIds(height / vsf / 2, width / vsf / 2).to(device).MoveToOuterDisposeScope(); // [L,3]
             guidanceTensor = torch.full([b], guidance, ScalarType.Float32, device).MoveToOuterDisposeScope();
         }

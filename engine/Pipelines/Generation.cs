@@ -79,7 +79,7 @@ public static class Generation
             for (int i = 0; i < items.Count; i++)
             {
                 var l = items[i];
-                images.Add(new DiffusionImage(pixels[i].contiguous().MoveToOuterDisposeScope(), new GenerationParameters
+                images.Add(new DiffusionImage(pixels[i].contiguous(), new GenerationParameters
                 {
                     Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Steps = l.Steps, Scheduler = l.Scheduler,
                     GuidanceScale = l.GuidanceScale, Seed = l.Seed, Width = l.Width, Height = l.Height, Model = l.Model,

@@ -70,7 +70,7 @@ internal static class StableDiffusionStages
         int steps = o.Steps ?? DefaultSteps;
         double guidance = o.GuidanceScale ?? DefaultGuidance;
         int vsf = pipe.VaeScaleFactor;
-        int defaultSize = unet.Config.SampleSize * vsf;
+        int defaultSize = (unet.Config.SampleSize?.Single ?? unet.Config.SampleSize?.List?[0] ?? 64) * vsf;
         int height = o.Height ?? defaultSize, width = o.Width ?? defaultSize;
         PipelineChecks.Size(height, width, vsf);
         PipelineChecks.Steps(steps);

@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
+using GeluApproximate = TorchSharp.Modules.GELU.Approximate;
 
 namespace Diffusion.Engine.Models.Blocks;
 
