@@ -22,7 +22,7 @@ Describe 'Save-DiffusionImage' {
         $files[1].Name | Should -Not -Match '[<>:"?]'
         $bytes = [IO.File]::ReadAllBytes($files[0].FullName)
         $bytes[0..7] | Should -Be @(0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A)
-        $p = [Diffusion.Engine.Imaging.DiffusionImage]::ReadParameters($files[0].FullName)
+        $p = $script:DiffusionImageType::ReadParameters($files[0].FullName)
         $p.Prompt | Should -Be 'a photo of a dog'
         $p.NegativePrompt | Should -Be 'blurry'
         $p.Seed | Should -Be 11
@@ -74,7 +74,7 @@ Describe 'Export-DiffusionTensor / Import-DiffusionTensor' {
         $back[0].NegativePrompt | Should -Be 'blurry'
         $null = Assert-TensorClose $script:Emb[1].PromptEmbeds $back[1].PromptEmbeds 0 0 'prompt_embeds'
         $null = Assert-TensorClose $script:Emb[1].NegativePromptEmbeds $back[1].NegativePromptEmbeds 0 0 'negative_prompt_embeds'
-        $f = [Diffusion.Engine.IO.SafeTensorsFile]::Open($file)
+        $f = $script:SafeTensorsFile::Open($file)
         try { ($f.Tensors.Keys | Sort-Object) | Should -Be @('negative_prompt_embeds', 'prompt_embeds') } finally { $f.Dispose() }
     }
 

@@ -45,7 +45,7 @@ Describe 'Ctrl+C during denoising' {
 Import-Module '$script:ModulePath'
 `$p = New-DiffusionPipeline '$script:SdTiny'
 `$e = ConvertTo-DiffusionEmbedding -Pipeline `$p 'a cat'
-`$before = [Diffusion.Engine.Devices.MemoryLedger]::Allocated('cpu')
+`$before = (Get-DiffusionDevice cpu).AllocatedByEngine
 `$e | Invoke-Denoise -Pipeline `$p -Steps 1000 -Height 64 -Width 64 -Seed 1
 "@)
             $async = $ps.BeginInvoke()
@@ -56,7 +56,7 @@ Import-Module '$script:ModulePath'
             $steps = @($ps.Streams.Progress | Where-Object { $_.StatusDescription -match '^step (\d+)/' } | ForEach-Object { [int]$Matches[1] })
             ($steps | Measure-Object -Maximum).Maximum | Should -BeLessThan 1000
             $before = $ps.Runspace.SessionStateProxy.GetVariable('before')
-            [Diffusion.Engine.Devices.MemoryLedger]::Allocated('cpu') | Should -Be $before
+            (Get-DiffusionDevice cpu).AllocatedByEngine | Should -Be $before
         } finally { $ps.Dispose() }
     }
 }

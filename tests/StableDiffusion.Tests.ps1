@@ -1,5 +1,6 @@
 # Stable Diffusion 1.x through the cmdlets against diffusers' reference runs (float32, CPU).
-# Tolerances: embeddings and every step's latents 1e-4 relative (+1e-5 absolute), images 2e-3 absolute.
+# Tolerances: embeddings and every step's latents within 1e-4 of the tensor's scale (max|diff| <= 1e-4 * max|ref|),
+# images 2e-3 absolute. Measured: steps <= 2.6e-6 of scale, images <= 3e-6.
 BeforeDiscovery {
     $script:Runs = Get-Content (Join-Path ($env:DIFFUSION_FIXTURES ?? (Join-Path $PSScriptRoot '../../shared/fixtures')) 'sd-tiny-refs.json') -Raw | ConvertFrom-Json
 }
@@ -34,12 +35,12 @@ Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
 
     It 'encodes prompts like CLIPTextModel (prompt_embeds)' {
         $expected = Get-RefTensor $script:File 'prompt_embeds'
-        $null = Assert-TensorClose $expected (Join-Tensor $script:Embeddings.PromptEmbeds) 1e-4 1e-5 'prompt_embeds'
+        $null = Assert-TensorScaled $expected (Join-Tensor $script:Embeddings.PromptEmbeds) 1e-4 'prompt_embeds'
     }
 
-    It 'encodes the negative prompts (negative_prompt_embeds)' -Skip:(-not (Test-RefTensor $_.file 'negative_prompt_embeds')) {
+    It 'encodes the negative prompts (negative_prompt_embeds)' -Skip:($_.guidance_scale -le 1) {
         $expected = Get-RefTensor $script:File 'negative_prompt_embeds'
-        $null = Assert-TensorClose $expected (Join-Tensor $script:Embeddings.NegativePromptEmbeds) 1e-4 1e-5 'negative_prompt_embeds'
+        $null = Assert-TensorScaled $expected (Join-Tensor $script:Embeddings.NegativePromptEmbeds) 1e-4 'negative_prompt_embeds'
     }
 
     It 'reports the scheduler it ran' {
@@ -52,13 +53,13 @@ Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
             $step = @($script:Latents | Where-Object { $_.Step -eq $i + 1 } | Sort-Object Index)
             $step.Count | Should -Be $run.prompts.Count
             $expected = Get-RefTensor $script:File "step${i}_latents"
-            $null = Assert-TensorClose $expected (Join-Tensor $step.Latents) 1e-4 1e-5 "step $i latents"
+            $null = Assert-TensorScaled $expected (Join-Tensor $step.Latents) 1e-4 "step $i latents"
         }
     }
 
     It 'decodes the image (2e-3 absolute)' {
         $expected = Get-RefTensor $script:File 'image'
-        $actual = [TorchSharp.torch]::stack([TorchSharp.torch+Tensor[]] $script:Images.Pixels, 0)
+        $actual = Join-TensorStack $script:Images.Pixels
         $null = Assert-TensorClose $expected $actual 0 2e-3 'image'
         $script:Images[0].Width | Should -Be $run.width
         $script:Images[0].Height | Should -Be $run.height

@@ -6,34 +6,66 @@ $script:Fixtures = (Resolve-Path $script:Fixtures -ErrorAction Stop).Path
 $script:SdTiny = Join-Path $script:Fixtures 'sd-tiny'
 $script:FluxTiny = Join-Path $script:Fixtures 'flux-tiny'
 
+# Engine and TorchSharp types live in the module's own AssemblyLoadContext, which PowerShell's [TypeName] lookup
+# does not search: tests reach them through the loaded assemblies.
+$null = Get-DiffusionDevice # loads the engine and the backend
+$script:EngineContext = [System.Runtime.Loader.AssemblyLoadContext]::All | Where-Object Name -eq 'Diffusion.Engine'
+function Get-EngineType([string] $name) {
+    foreach ($a in $script:EngineContext.Assemblies) {
+        $t = $a.GetType($name)
+        if ($t) { return $t }
+    }
+    throw "No type $name in the engine's load context."
+}
+$script:SafeTensorsFile = Get-EngineType 'Diffusion.Engine.IO.SafeTensorsFile'
+$script:TensorComparison = Get-EngineType 'Diffusion.Engine.Diagnostics.TensorComparison'
+$script:Torch = Get-EngineType 'TorchSharp.torch'
+$script:TensorType = Get-EngineType 'TorchSharp.torch+Tensor'
+$script:MemoryLedger = Get-EngineType 'Diffusion.Engine.Devices.MemoryLedger'
+$script:DiffusionImageType = Get-EngineType 'Diffusion.Engine.Imaging.DiffusionImage'
+
 function Get-RefRun([string] $family) {
     Get-Content (Join-Path $script:Fixtures "$family-refs.json") -Raw | ConvertFrom-Json
 }
 
 # Reads one tensor of a reference file onto the CPU.
 function Get-RefTensor([string] $file, [string] $name) {
-    $f = [Diffusion.Engine.IO.SafeTensorsFile]::Open((Join-Path $script:Fixtures $file))
+    $f = $script:SafeTensorsFile::Open((Join-Path $script:Fixtures $file))
     try { $f.Load($name) } finally { $f.Dispose() }
 }
 
 function Test-RefTensor([string] $file, [string] $name) {
-    $f = [Diffusion.Engine.IO.SafeTensorsFile]::Open((Join-Path $script:Fixtures $file))
+    $f = $script:SafeTensorsFile::Open((Join-Path $script:Fixtures $file))
     try { $f.Contains($name) } finally { $f.Dispose() }
 }
 
 # Elementwise |actual - expected| <= atol + rtol*|expected|; throws with the worst difference otherwise.
 function Assert-TensorClose($Expected, $Actual, [double] $RelativeTolerance, [double] $AbsoluteTolerance, [string] $What) {
-    $c = [Diffusion.Engine.Diagnostics.TensorComparison]::Compare($Expected, $Actual, $RelativeTolerance, $AbsoluteTolerance, $What)
+    $c = $script:TensorComparison::Compare($Expected, $Actual, $RelativeTolerance, $AbsoluteTolerance, $What)
     if (-not $c.WithinTolerance) {
         throw "${What}: max |diff| $($c.MaxAbsDifference) (max rel $($c.MaxRelativeDifference)) exceeds rtol $RelativeTolerance / atol $AbsoluteTolerance"
     }
     $c
 }
 
-# Concatenates the per-item tensors of pipeline objects along dim 0.
-function Join-Tensor([object[]] $tensors) {
-    [TorchSharp.torch]::cat([TorchSharp.torch+Tensor[]] $tensors, 0)
+# max|actual - expected| <= Relative * max|expected|: the error relative to the tensor's scale (for embeddings and
+# latents, whose elements near zero make an elementwise relative bound meaningless).
+function Assert-TensorScaled($Expected, $Actual, [double] $Relative, [string] $What) {
+    $c = $script:TensorComparison::Compare($Expected, $Actual, 0, 0, $What)
+    if ($c.ScaledMaxDifference -gt $Relative) {
+        throw "${What}: max |diff| $($c.MaxAbsDifference) is $($c.ScaledMaxDifference) of the tensor's scale $($c.MaxAbsExpected), over $Relative"
+    }
+    $c
 }
+
+# Concatenates the per-item tensors of pipeline objects along dim 0.
+function ConvertTo-TensorArray([object[]] $tensors) {
+    $array = [Array]::CreateInstance($script:TensorType, $tensors.Count)
+    for ($i = 0; $i -lt $tensors.Count; $i++) { $array[$i] = $tensors[$i] }
+    , $array
+}
+function Join-Tensor([object[]] $tensors) { $script:Torch::cat((ConvertTo-TensorArray $tensors), 0) }
+function Join-TensorStack([object[]] $tensors) { $script:Torch::stack((ConvertTo-TensorArray $tensors), 0) }
 
 # A scheduler_config.json for a reference run, so the run uses exactly diffusers' configuration.
 function New-SchedulerConfigFile($run) {

@@ -5,8 +5,11 @@ namespace Diffusion.Engine.Diagnostics;
 
 /// <summary>How far two tensors are apart (e.g. float16 vs float32 output, or ours vs a diffusers reference).</summary>
 public sealed record TensorComparison(string Name, long[] Shape, double MaxAbsDifference, double MaxRelativeDifference,
-    double MeanAbsDifference, double RelativeTolerance, double AbsoluteTolerance, bool WithinTolerance)
+    double MeanAbsDifference, double MaxAbsExpected, double RelativeTolerance, double AbsoluteTolerance, bool WithinTolerance)
 {
+    /// <summary>max|actual - expected| / max|expected|: the error relative to the tensor's scale.</summary>
+    public double ScaledMaxDifference => MaxAbsExpected > 0 ? MaxAbsDifference / MaxAbsExpected : MaxAbsDifference;
+
     /// <summary>Elementwise |a - e| &lt;= atol + rtol * |e| (numpy.allclose), computed in float64 on the CPU.</summary>
     public static TensorComparison Compare(Tensor expected, Tensor actual, double rtol, double atol, string name = "")
     {
@@ -19,6 +22,7 @@ public sealed record TensorComparison(string Name, long[] Shape, double MaxAbsDi
         var diff = (a - e).abs();
         var rel = diff / e.abs().clamp_min(1e-12);
         bool ok = (diff - (e.abs() * rtol + atol)).max().item<double>() <= 0;
-        return new TensorComparison(name, expected.shape, diff.max().item<double>(), rel.max().item<double>(), diff.mean().item<double>(), rtol, atol, ok);
+        return new TensorComparison(name, expected.shape, diff.max().item<double>(), rel.max().item<double>(), diff.mean().item<double>(),
+            e.abs().max().item<double>(), rtol, atol, ok);
     }
 }
