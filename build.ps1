@@ -95,7 +95,8 @@ function Invoke-EngineTest {
 function Invoke-ModuleTest {
     $pester = Get-PesterPath
     $resultFile = Join-Path $out 'test-results/pester.json'
-    $filter = if ($TestFilter) { ($TestFilter | ForEach-Object { "'$_'" }) -join ',' } else { '' }
+    # From bash, -TestFilter a,b arrives as one string: split it.
+    $filter = if ($TestFilter) { ($TestFilter -split ',' | ForEach-Object { "'$($_.Trim())'" }) -join ',' } else { '' }
     # A fresh pwsh: the module's natives load once per process, as a user's session would.
     $script = @"
 `$ErrorActionPreference = 'Stop'

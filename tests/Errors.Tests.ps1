@@ -170,7 +170,14 @@ Describe 'Stage errors' {
 
     It 'steps < 1' {
         $e = Get-ErrorRecord { $script:Emb | Invoke-Denoise -Pipeline $script:Pipe -Steps 0 }
-        $e.FullyQualifiedErrorId | Should -Match 'Steps'
+        $e.FullyQualifiedErrorId | Should -BeLike 'ParameterArgumentValidationError,*'
+        $e.ToString() | Should -Match 'Steps'
+    }
+
+    It 'more steps than the schedule has timesteps' {
+        $e = Get-ErrorRecord { $script:Emb | Invoke-Denoise -Pipeline $script:Pipe -Steps 1000 -Height 64 -Width 64 }
+        $e.FullyQualifiedErrorId | Should -BeLike 'InvalidSteps,*'
+        $e.ToString() | Should -Match 'at most 999'
     }
 
     It 'a stage whose component was not loaded says which and how to load it' {

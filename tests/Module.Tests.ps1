@@ -86,7 +86,15 @@ Describe 'Pipeline object' {
     }
 
     It '-WhatIf loads nothing and says what it would load' {
-        $out = New-DiffusionPipeline $script:SdTiny -WhatIf 6>&1 | Out-String
-        $out | Should -Match 'unet'
+        $before = (Get-DiffusionDevice cpu).AllocatedByEngine
+        New-DiffusionPipeline $script:SdTiny -WhatIf | Should -BeNullOrEmpty
+        (Get-DiffusionDevice cpu).AllocatedByEngine | Should -Be $before
+        # What-if messages go to the host, so read them from a child pwsh's console output.
+        $pwsh = (Get-Process -Id $PID).Path
+        $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
+        $text = & $pwsh @pwshArgs -NoProfile -NonInteractive -Command "Import-Module '$script:ModulePath'; New-DiffusionPipeline '$script:SdTiny' -Component unet -WhatIf" | Out-String
+        $text | Should -Match 'What if'
+        $text | Should -Match 'unet \(UNet2DConditionModel\)'
+        $text | Should -Match 'scheduler'
     }
 }

@@ -110,9 +110,9 @@ Describe 'Invoke-Diffusion' {
         $r[0].Seed | Should -Be 11
     }
 
-    It 'gives the same pixels as the staged cmdlets' {
+    It 'gives the same pixels as the staged cmdlets (1e-5: it decodes one image at a time, the staged run both together)' {
         $img = @(Invoke-Diffusion -Path $script:SdTiny -Prompt 'a photo of a dog', 'a cat: <red>?' -NegativePrompt 'blurry' -Steps 2 -Seed 11 -Height 64 -Width 64)
-        $null = Assert-TensorClose $script:Img[0].Pixels $img[0].Pixels 0 1e-6 'image 0'
-        $null = Assert-TensorClose $script:Img[1].Pixels $img[1].Pixels 0 1e-6 'image 1'
+        $null = Assert-TensorClose $script:Img[0].Pixels $img[0].Pixels 0 1e-5 'image 0'
+        $null = Assert-TensorClose $script:Img[1].Pixels $img[1].Pixels 0 1e-5 'image 1'
     }
 }

@@ -24,6 +24,19 @@ internal static class PipelineChecks
             throw new DiffusionException("InvalidSteps", DiffusionErrorKind.InvalidArgument, $"-Steps {steps}: at least 1 step is needed (typical: 20-50).", "Steps");
     }
 
+    /// <summary>
+    /// More steps than the schedule has room for puts a timestep past the last trained one (diffusers fails there
+    /// with an index error); say so with the limit.
+    /// </summary>
+    public static void TimestepsInRange(Schedulers.IScheduler scheduler, int steps)
+    {
+        int trained = scheduler.Config.NumTrainTimesteps;
+        if (scheduler.Timesteps.Any(t => t >= trained))
+            throw new DiffusionException("InvalidSteps", DiffusionErrorKind.InvalidArgument,
+                $"-Steps {steps} is too many for {scheduler.Name} with this configuration: its timesteps would pass the {trained} it was trained on " +
+                $"(steps_offset {scheduler.Config.StepsOffset}). Use at most {trained - Math.Max(0, scheduler.Config.StepsOffset)} steps.", "Steps");
+    }
+
     public static long RandomSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
 
     public static Tensor Negative(DiffusionEmbedding e) => e.NegativePromptEmbeds

@@ -90,6 +90,7 @@ internal static class StableDiffusionStages
 
         // 2. Timesteps and initial noise from a CPU generator seeded with `seed` (same numbers as torch.Generator).
         scheduler.SetTimesteps(steps);
+        PipelineChecks.TimestepsInRange(scheduler, steps);
         var generator = new torch.Generator((ulong)seed, torch.CPU);
         long[] shape = [batch.Count, unet.Config.InChannels, height / vsf, width / vsf];
         var latents = (torch.randn(shape, dtype, torch.CPU, generator: generator) * scheduler.InitNoiseSigma).to(device); // drawn in the embeddings' dtype, as diffusers
