@@ -37,6 +37,32 @@ Describe 'Staged inference in three processes' {
     }
 }
 
+Describe 'FLUX staged in three processes' {
+    It 'encode, denoise and decode, each in its own pwsh, give diffusers'' image (flux-tiny-ref-a, 2e-3)' {
+        $run = (Get-RefRun 'flux-tiny')[0]
+        $emb = Join-Path $script:Temp 'flux-emb.safetensors'
+        $lat = Join-Path $script:Temp 'flux-lat.safetensors'
+        $png = Join-Path $script:Temp 'flux.png'
+        Invoke-Stage "`$p = New-DiffusionPipeline '$script:FluxTiny' -Component text_encoder, text_encoder_2; '$($run.prompts[0])' | ConvertTo-DiffusionEmbedding -Pipeline `$p -MaxSequenceLength $($run.max_sequence_length) | Export-DiffusionTensor '$emb'" | Out-Null
+        Invoke-Stage "`$p = New-DiffusionPipeline '$script:FluxTiny' -Component transformer; Import-DiffusionTensor '$emb' | Invoke-Denoise -Pipeline `$p -Steps $($run.steps) -GuidanceScale $($run.guidance_scale) -Seed $($run.seed) -Height $($run.height) -Width $($run.width) | Export-DiffusionTensor '$lat'" | Out-Null
+        Invoke-Stage "`$p = New-DiffusionPipeline '$script:FluxTiny' -Component vae; Import-DiffusionTensor '$lat' | ConvertFrom-DiffusionLatent -Pipeline `$p | Save-DiffusionImage '$png'" | Out-Null
+
+        $f = $script:SafeTensorsFile::Open($lat)
+        try { $null = Assert-TensorScaled (Get-RefTensor $run.file 'packed_latents') $f.Load('latents') 1e-4 'packed_latents' } finally { $f.Dispose() }
+        # The saved PNG carries the run's parameters, and its bytes equal a decode of the exported latents here.
+        $params = $script:DiffusionImageType::ReadParameters($png)
+        $params.Seed | Should -Be $run.seed
+        $params.Width | Should -Be $run.width
+        $vae = New-DiffusionPipeline $script:FluxTiny -Component vae
+        try {
+            $image = Import-DiffusionTensor $lat | ConvertFrom-DiffusionLatent -Pipeline $vae
+            $null = Assert-TensorClose (Get-RefTensor $run.file 'image') ($image.Pixels.unsqueeze(0)) 0 2e-3 'image'
+            $saved = [IO.File]::ReadAllBytes($png)
+            $saved | Should -Be $image.EncodePng()
+        } finally { Remove-DiffusionPipeline $vae }
+    }
+}
+
 Describe 'Ctrl+C during denoising' {
     It 'stops after the current step and frees the run''s memory' {
         $ps = [powershell]::Create()
