@@ -12,7 +12,7 @@ $ErrorActionPreference = 'Stop'
 if ($LibTorchPath) { $env:DIFFUSION_LIBTORCH = $LibTorchPath }
 $fixtures = if ($env:DIFFUSION_FIXTURES) { $env:DIFFUSION_FIXTURES } else { Join-Path $PSScriptRoot '../../shared/fixtures' }
 $fixtures = (Resolve-Path $fixtures).Path
-$outDir = Join-Path $PSScriptRoot '../out/demo'
+$outDir = [IO.Path]::GetFullPath((Join-Path $PSScriptRoot '../out/demo'))
 New-Item -ItemType Directory -Force $outDir | Out-Null
 
 # A child pwsh, as a user would run it: the module loads its natives in a fresh process.

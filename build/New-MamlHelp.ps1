@@ -18,6 +18,12 @@ $worker = {
     $common = [System.Management.Automation.PSCmdlet]::CommonParameters + [System.Management.Automation.PSCmdlet]::OptionalCommonParameters
     function Esc([string] $s) { [System.Security.SecurityElement]::Escape($s) }
     function Para([string] $s) { "<maml:para>$(Esc $s)</maml:para>" }
+    function TypeName([type] $t) {
+        $u = [Nullable]::GetUnderlyingType($t)
+        if ($u) { $t = $u }
+        if ($t.IsArray) { return (TypeName $t.GetElementType()) + '[]' }
+        $t.Name
+    }
     $sb = [System.Text.StringBuilder]::new()
     $null = $sb.AppendLine('<?xml version="1.0" encoding="utf-8"?>')
     $null = $sb.AppendLine('<helpItems schema="maml" xmlns="http://msh">')
@@ -33,7 +39,8 @@ $worker = {
             $null = $sb.AppendLine("<command:syntaxItem><maml:name>$($cmd.Name)</maml:name>")
             foreach ($p in $set.Parameters | Where-Object { $_.Name -notin $common }) {
                 $pos = if ($p.Position -ge 0) { $p.Position } else { 'named' }
-                $null = $sb.AppendLine("<command:parameter required=""$($p.IsMandatory.ToString().ToLower())"" position=""$pos""><maml:name>$($p.Name)</maml:name><command:parameterValue required=""true"">$(Esc $p.ParameterType.Name)</command:parameterValue></command:parameter>")
+                $value = if ($p.ParameterType -eq [switch]) { '' } else { "<command:parameterValue required=""true"">$(Esc (TypeName $p.ParameterType))</command:parameterValue>" }
+                $null = $sb.AppendLine("<command:parameter required=""$($p.IsMandatory.ToString().ToLower())"" position=""$pos""><maml:name>$($p.Name)</maml:name>$value</command:parameter>")
             }
             $null = $sb.AppendLine('</command:syntaxItem>')
         }
@@ -44,14 +51,14 @@ $worker = {
             if (-not $desc -and $p.Name -eq 'Confirm') { $desc = 'Asks for confirmation first.' }
             if (-not $desc) { throw "module/help/Diffusion.help.psd1 has no description for -$($p.Name) of $($cmd.Name)." }
             $attr = $p.Attributes | Where-Object { $_ -is [System.Management.Automation.ParameterAttribute] }
-            $mandatory = [bool]($attr | Where-Object IsMandatory)
+            $mandatory = [bool]($attr | Where-Object Mandatory)
             $pipeline = @()
             if ($attr | Where-Object ValueFromPipeline) { $pipeline += 'ByValue' }
             if ($attr | Where-Object ValueFromPipelineByPropertyName) { $pipeline += 'ByPropertyName' }
             $pipelineText = if ($pipeline) { "true ($($pipeline -join ', '))" } else { 'false' }
             $position = ($attr | Where-Object { $_.Position -ge 0 } | Select-Object -First 1).Position
             if ($null -eq $position) { $position = 'named' }
-            $null = $sb.AppendLine("<command:parameter required=""$($mandatory.ToString().ToLower())"" pipelineInput=""$pipelineText"" position=""$position""><maml:name>$($p.Name)</maml:name><maml:description>$(Para $desc)</maml:description><command:parameterValue required=""true"">$(Esc $p.ParameterType.Name)</command:parameterValue><dev:type><maml:name>$(Esc $p.ParameterType.FullName)</maml:name></dev:type></command:parameter>")
+            $null = $sb.AppendLine("<command:parameter required=""$($mandatory.ToString().ToLower())"" pipelineInput=""$pipelineText"" position=""$position""><maml:name>$($p.Name)</maml:name><maml:description>$(Para $desc)</maml:description><command:parameterValue required=""true"">$(Esc (TypeName $p.ParameterType))</command:parameterValue><dev:type><maml:name>$(Esc $p.ParameterType.FullName)</maml:name></dev:type></command:parameter>")
         }
         $null = $sb.AppendLine('</command:parameters><command:examples>')
         $n = 0
