@@ -1,6 +1,10 @@
 namespace Diffusion.Engine.Devices;
 
-/// <summary>The guide's flush(): collect garbage so unreferenced tensors free their native memory, reset peaks.</summary>
+/// <summary>
+/// The guide's flush(): collect garbage so unreferenced tensors free their native memory, reset peaks.
+/// On CUDA, libtorch's caching allocator keeps freed blocks reserved; TorchSharp exposes no empty_cache and c10's
+/// emptyCache is an inline header function (no exported symbol), so returning that reserve needs a native shim: not done yet.
+/// </summary>
 public static class MemoryCleaner
 {
     public static void Flush()
@@ -11,7 +15,6 @@ public static class MemoryCleaner
             GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
             GC.WaitForPendingFinalizers();
         }
-        CudaCache.EmptyCache();
         MemoryLedger.ResetPeaks();
     }
 }
