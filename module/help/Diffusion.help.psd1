@@ -159,7 +159,7 @@
     }
     'Clear-DiffusionMemory' = @{
         Synopsis    = 'Frees the tensors nothing refers to any more and resets the peak counters: the guide''s flush().'
-        Description = 'Collects garbage so that released embeddings, latents and models free their native memory, and resets the peak values Get-DiffusionDevice reports. (On CUDA, libtorch's caching allocator keeps its reserve: returning it is not available yet.)'
+        Description = 'Collects garbage so that released embeddings, latents and models free their native memory, and resets the peak values Get-DiffusionDevice reports. (On CUDA, libtorch''s caching allocator keeps its reserve: returning it is not available yet.)'
         Parameters  = @{ PassThru = 'Output the devices'' memory after clearing.' }
         Examples    = @(
             @{ Code = 'Remove-DiffusionPipeline $den; Clear-DiffusionMemory -PassThru'; Remarks = 'Frees the transformer between stages and shows what remains.' }
