@@ -24,7 +24,7 @@ Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
         $script:Embeddings = @($run.prompts | ConvertTo-DiffusionEmbedding -Pipeline $script:Pipe -NegativePrompt $negative)
         $script:Latents = @($script:Embeddings | Invoke-Denoise -Pipeline $script:Pipe -Steps $run.steps -GuidanceScale $run.guidance_scale `
                 -Seed $run.seed -Height $run.height -Width $run.width -Scheduler $schedulerFile -IncludeSteps)
-        $script:Final = @($script:Latents | Where-Object { $_.Step -eq $_.Steps })
+        $script:Final = @($script:Latents | Where-Object IsFinal)
         $script:Images = @($script:Final | ConvertFrom-DiffusionLatent -Pipeline $script:Pipe)
     }
 
@@ -50,7 +50,11 @@ Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
     }
 
     It 'matches every step''s latents' {
-        for ($i = 0; $i -lt $run.steps; $i++) {
+        $count = Get-RefStepCount $script:File
+        $count | Should -BeGreaterOrEqual $run.steps
+        @($script:Latents | Where-Object IsFinal).Count | Should -Be $run.prompts.Count
+        @($script:Latents.Step | Sort-Object -Unique).Count | Should -Be $count
+        for ($i = 0; $i -lt $count; $i++) {
             $step = @($script:Latents | Where-Object { $_.Step -eq $i + 1 } | Sort-Object Index)
             $step.Count | Should -Be $run.prompts.Count
             $expected = Get-RefTensor $script:File "step${i}_latents"

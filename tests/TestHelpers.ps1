@@ -34,6 +34,12 @@ function Get-RefTensor([string] $file, [string] $name) {
     try { $f.Load($name) } finally { $f.Dispose() }
 }
 
+# How many step{i}_latents a reference file holds (PNDM runs steps+1 model steps: its first timestep repeats).
+function Get-RefStepCount([string] $file) {
+    $f = $script:SafeTensorsFile::Open((Join-Path $script:Fixtures $file))
+    try { @($f.Tensors.Keys | Where-Object { $_ -match '^step\d+_latents$' }).Count } finally { $f.Dispose() }
+}
+
 function Test-RefTensor([string] $file, [string] $name) {
     $f = $script:SafeTensorsFile::Open((Join-Path $script:Fixtures $file))
     try { $f.Contains($name) } finally { $f.Dispose() }

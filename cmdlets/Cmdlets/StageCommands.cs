@@ -64,6 +64,9 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     /// <summary>Also output the latents after every step (Step &lt; Steps), e.g. to preview progress; the final latents come last.</summary>
     [Parameter] public SwitchParameter IncludeSteps { get; set; }
 
+    /// <summary>diffusers' latents=: start from these latents (one per embedding) instead of seeded noise.</summary>
+    [Parameter] public DiffusionLatent[]? InitialLatent { get; set; }
+
     private readonly List<DiffusionEmbedding> _embeddings = new();
 
     protected override void ProcessRecord() => _embeddings.AddRange(Embedding);
@@ -73,6 +76,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
         var options = new DenoiseOptions
         {
             Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps,
+            InitialLatents = InitialLatent,
         };
         DenoiseBatches(this, Pipeline, _embeddings, options, BatchSize, WriteObject);
     }

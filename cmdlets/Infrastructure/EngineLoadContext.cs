@@ -32,6 +32,9 @@ internal sealed class EngineLoadContext : AssemblyLoadContext
 
     protected override IntPtr LoadUnmanagedDll(string unmanagedDllName)
     {
+        // A library the backend already loaded (possibly from an external libtorch folder) wins over the bundled copy.
+        var loaded = LoadedByBackend(unmanagedDllName);
+        if (loaded != IntPtr.Zero) return loaded;
         foreach (var name in NativeNames(unmanagedDllName))
         {
             var candidate = Path.Combine(_dependencyFolder, name);
@@ -39,6 +42,10 @@ internal sealed class EngineLoadContext : AssemblyLoadContext
         }
         return IntPtr.Zero;
     }
+
+    // Kept out of line so that the engine assembly is only resolved once natives are being loaded (it is by then).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static IntPtr LoadedByBackend(string name) => Diffusion.Engine.TorchBackend.LoadedHandle(name);
 
     private static IEnumerable<string> NativeNames(string name)
     {

@@ -15,8 +15,12 @@ public sealed class DiffusionLatent : TensorHolder
     public string Model { get; init; } = "";
     public long Seed { get; init; }
     public int Steps { get; init; }
-    /// <summary>Steps done when these latents were taken (equals <see cref="Steps"/> for the final latents).</summary>
+    /// <summary>Model steps done when these latents were taken.</summary>
     public int Step { get; init; }
+    /// <summary>Model steps in the run: usually <see cref="Steps"/>; PNDM's schedule has one more (its first timestep repeats).</summary>
+    public int TotalSteps { get; init; }
+    /// <summary>True for the run's result; false for the per-step latents of -IncludeSteps.</summary>
+    public bool IsFinal => Step == TotalSteps;
     public double GuidanceScale { get; init; }
     public string Scheduler { get; init; } = "";
     public int Height { get; init; }

@@ -111,7 +111,11 @@ internal static class FluxStages
 
         // 2. Packed noise [B, L, 64] from the CPU generator; sigmas linspace(1, 1/N, N) shifted by mu(L).
         var generator = new torch.Generator((ulong)seed, torch.CPU);
-        var latents = FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator, dtype).to(device);
+        var (latentHeight, latentWidth) = FluxLatents.LatentSize(height, width, vsf);
+        using var given = PipelineChecks.InitialLatents(o, b, [1, (latentHeight / 2) * (latentWidth / 2), transformer.Config.InChannels]);
+        var latents = given is not null
+            ? given.to(dtype, device)
+            : FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator, dtype).to(device);
         int imageSeqLen = (int)latents.shape[1];
         var cfg = scheduler.Config;
         var mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, cfg.BaseShift, cfg.MaxShift);
@@ -121,7 +125,7 @@ internal static class FluxStages
             items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
             {
                 Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = ModelFamily.Flux,
-                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, GuidanceScale = guidance, Scheduler = scheduler.Name,
+                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, TotalSteps = scheduler.Timesteps.Length, GuidanceScale = guidance, Scheduler = scheduler.Name,
                 Height = height, Width = width, Seconds = seconds,
             }).ToList();
 

@@ -30,6 +30,11 @@ public sealed class DenoiseOptions
     public string? Scheduler { get; set; }
     /// <summary>Also hand out every step's latents (for previews and step-by-step checks).</summary>
     public bool CaptureSteps { get; set; }
+    /// <summary>
+    /// diffusers' <c>latents=</c>: start from these latents (one per embedding, in order) instead of drawing noise.
+    /// SD: [1,C,h,w], scaled by the scheduler's init_noise_sigma as diffusers does; FLUX: packed [1,L,64].
+    /// </summary>
+    public IReadOnlyList<DiffusionLatent>? InitialLatents { get; set; }
 }
 
 /// <summary>One finished denoising step, for progress; with CaptureSteps, the latents of every image after it.</summary>

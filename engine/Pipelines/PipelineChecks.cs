@@ -37,6 +37,20 @@ internal static class PipelineChecks
                 $"(steps_offset {scheduler.Config.StepsOffset}). Use at most {trained - Math.Max(0, scheduler.Config.StepsOffset)} steps.", "Steps");
     }
 
+    /// <summary>The initial latents for a batch: the user's (checked against the expected shape) or null to draw noise.</summary>
+    public static Tensor? InitialLatents(DenoiseOptions o, int batch, long[] expectedItemShape)
+    {
+        if (o.InitialLatents is null) return null;
+        if (o.InitialLatents.Count != batch)
+            throw new DiffusionException("InitialLatentCountMismatch", DiffusionErrorKind.InvalidArgument,
+                $"-InitialLatent has {o.InitialLatents.Count} latents for {batch} embeddings; give one per embedding.", "InitialLatent");
+        foreach (var l in o.InitialLatents)
+            if (!l.Latents.shape.SequenceEqual(expectedItemShape))
+                throw new DiffusionException("InitialLatentShapeMismatch", DiffusionErrorKind.InvalidArgument,
+                    $"-InitialLatent #{l.Index} has shape [{string.Join(",", l.Latents.shape)}] but this size needs [{string.Join(",", expectedItemShape)}]. Use the same -Height/-Width it was made for.", "InitialLatent");
+        return torch.cat(o.InitialLatents.Select(l => l.Latents).ToArray(), 0);
+    }
+
     public static long RandomSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
 
     public static Tensor Negative(DiffusionEmbedding e) => e.NegativePromptEmbeds

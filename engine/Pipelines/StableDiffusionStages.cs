@@ -93,13 +93,17 @@ internal static class StableDiffusionStages
         PipelineChecks.TimestepsInRange(scheduler, steps);
         var generator = new torch.Generator((ulong)seed, torch.CPU);
         long[] shape = [batch.Count, unet.Config.InChannels, height / vsf, width / vsf];
-        var latents = (torch.randn(shape, dtype, torch.CPU, generator: generator) * scheduler.InitNoiseSigma).to(device); // drawn in the embeddings' dtype, as diffusers
+        // Noise is drawn in the embeddings' dtype, as diffusers does (libtorch's CPU randn gives other numbers in float16/bfloat16).
+        using var given = PipelineChecks.InitialLatents(o, batch.Count, [1, .. shape[1..]]);
+        var initial = given?.to(dtype) ?? torch.randn(shape, dtype, torch.CPU, generator: generator);
+        var latents = (initial * scheduler.InitNoiseSigma).to(device);
+        initial.Dispose();
 
         List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, long seedUsed, int stepsDone, double seconds = 0) =>
             items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
             {
                 Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = ModelFamily.StableDiffusion,
-                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, GuidanceScale = guidance, Scheduler = scheduler.Name,
+                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, TotalSteps = scheduler.Timesteps.Length, GuidanceScale = guidance, Scheduler = scheduler.Name,
                 Height = height, Width = width, Seconds = seconds,
             }).ToList();
 

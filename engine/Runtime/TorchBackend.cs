@@ -137,11 +137,20 @@ public static class TorchBackend
         }
     }
 
-    private static IntPtr Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath)
+    private static IntPtr Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath) => LoadedHandle(libraryName);
+
+    /// <summary>
+    /// The handle of a native library this backend loaded (by name: "torch_cpu", "libtorch_cpu.so", "LibTorchSharp"), or
+    /// zero. The module's AssemblyLoadContext asks this first, so TorchSharp's own by-name loads get the libtorch chosen
+    /// here rather than a second copy (two libtorch copies in one process abort on duplicate operator registration).
+    /// </summary>
+    public static IntPtr LoadedHandle(string libraryName)
     {
-        var stem = Path.GetFileNameWithoutExtension(libraryName);
+        var stem = Path.GetFileName(libraryName);
+        foreach (var ext in new[] { ".so", ".dll", ".dylib" })
+            if (stem.EndsWith(ext, StringComparison.Ordinal)) stem = stem[..^ext.Length];
         if (stem.StartsWith("lib", StringComparison.Ordinal) && !Loaded.ContainsKey(stem)) stem = stem[3..];
-        return Loaded.TryGetValue(stem, out var handle) ? handle : IntPtr.Zero;
+        lock (Gate) return Loaded.TryGetValue(stem, out var handle) ? handle : IntPtr.Zero;
     }
 }
 

@@ -69,6 +69,7 @@
             Scheduler     = 'A scheduler for this run instead of the pipeline''s (name, alias or scheduler_config.json path).'
             BatchSize     = 'Images denoised together. Default: all received.'
             IncludeSteps  = 'Also output the latents after every step (Step below Steps), before the final latents.'
+            InitialLatent = 'diffusers'' latents= argument: start from these latents (one per embedding, e.g. from Import-DiffusionTensor) instead of noise drawn from -Seed. SD latents are scaled by the scheduler''s init_noise_sigma as diffusers does.'
         }
         Examples    = @(
             @{ Code = '$lat = $emb | Invoke-Denoise -Pipeline $pipe -Steps 30 -Seed 42 -Height 512 -Width 512'; Remarks = 'Denoises the embeddings as one batch.' }
