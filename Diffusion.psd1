@@ -9,7 +9,6 @@
     PowerShellVersion    = '7.4'
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('Diffusion.format.ps1xml')
-    TypesToProcess       = @('Diffusion.types.ps1xml')
     CmdletsToExport      = @(
         'Initialize-DiffusionBackend'
         'Get-DiffusionDevice'
