@@ -28,22 +28,7 @@ public sealed class CLIPTextConfig
 
     public static CLIPTextConfig Load(string configJsonPath)
     {
-        if (!File.Exists(configJsonPath))
-            throw new DiffusionException("ConfigNotFound", DiffusionErrorKind.ObjectNotFound,
-                $"The CLIP text encoder config '{configJsonPath}' does not exist. Check that the model folder is complete (text_encoder/config.json).", configJsonPath);
-        CLIPTextConfig? config;
-        try
-        {
-            config = JsonSerializer.Deserialize<CLIPTextConfig>(File.ReadAllText(configJsonPath));
-        }
-        catch (JsonException e)
-        {
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The CLIP text encoder config '{configJsonPath}' is not valid JSON for a CLIPTextModel ({e.Message}). Download the model again.", configJsonPath, e);
-        }
-        if (config is null)
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The CLIP text encoder config '{configJsonPath}' is empty (null). Download the model again.", configJsonPath);
+        var config = ModelConfigJson.Read<CLIPTextConfig>(configJsonPath, "CLIP text encoder");
         config.Validate(configJsonPath);
         return config;
     }
@@ -52,7 +37,7 @@ public sealed class CLIPTextConfig
     {
         var where = source is null ? "The CLIP text encoder config" : $"The CLIP text encoder config '{source}'";
         if (NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
+            throw new DiffusionException("ModelConfigInvalid", DiffusionErrorKind.InvalidData,
                 $"{where} has hidden_size {HiddenSize}, which is not divisible by num_attention_heads {NumAttentionHeads}.", source);
         if (HiddenAct is not ("quick_gelu" or "gelu"))
             throw new DiffusionException("ActivationNotSupported", DiffusionErrorKind.NotSupported,

@@ -29,22 +29,7 @@ public sealed class FluxTransformer2DConfig
 
     public static FluxTransformer2DConfig Load(string configJsonPath)
     {
-        if (!File.Exists(configJsonPath))
-            throw new DiffusionException("ConfigNotFound", DiffusionErrorKind.ObjectNotFound,
-                $"The transformer config '{configJsonPath}' does not exist. A FLUX model folder needs transformer/config.json; download the model again.", configJsonPath);
-        FluxTransformer2DConfig? config;
-        try
-        {
-            config = JsonSerializer.Deserialize<FluxTransformer2DConfig>(File.ReadAllText(configJsonPath));
-        }
-        catch (JsonException e)
-        {
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The transformer config '{configJsonPath}' is not valid JSON for a FluxTransformer2DModel ({e.Message}). Replace it with the model's original config.json.", configJsonPath, e);
-        }
-        if (config is null)
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The transformer config '{configJsonPath}' is empty (null). Replace it with the model's original config.json.", configJsonPath);
+        var config = ModelConfigJson.Read<FluxTransformer2DConfig>(configJsonPath, "FLUX transformer");
         config.Validate(configJsonPath);
         return config;
     }
@@ -61,7 +46,7 @@ public sealed class FluxTransformer2DConfig
         else if (AxesDimsRope.Sum() != AttentionHeadDim)
             problem = $"axes_dims_rope [{string.Join(", ", AxesDimsRope)}] must add up to attention_head_dim {AttentionHeadDim}";
         if (problem is not null)
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
+            throw new DiffusionException("ModelConfigInvalid", DiffusionErrorKind.InvalidData,
                 $"The transformer config '{path}' is not usable: {problem}. Replace it with the model's original config.json.", path);
     }
 }

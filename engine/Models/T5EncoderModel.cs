@@ -35,22 +35,7 @@ public sealed class T5Config
 
     public static T5Config Load(string configJsonPath)
     {
-        if (!File.Exists(configJsonPath))
-            throw new DiffusionException("ConfigNotFound", DiffusionErrorKind.ObjectNotFound,
-                $"The T5 text encoder config '{configJsonPath}' does not exist. Check that the model folder is complete (text_encoder_2/config.json).", configJsonPath);
-        T5Config? config;
-        try
-        {
-            config = JsonSerializer.Deserialize<T5Config>(File.ReadAllText(configJsonPath));
-        }
-        catch (JsonException e)
-        {
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The T5 text encoder config '{configJsonPath}' is not valid JSON for a T5EncoderModel ({e.Message}). Download the model again.", configJsonPath, e);
-        }
-        if (config is null)
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The T5 text encoder config '{configJsonPath}' is empty (null). Download the model again.", configJsonPath);
+        var config = ModelConfigJson.Read<T5Config>(configJsonPath, "T5 text encoder");
         config.Validate(configJsonPath);
         return config;
     }
@@ -65,7 +50,7 @@ public sealed class T5Config
             throw new DiffusionException("ActivationNotSupported", DiffusionErrorKind.NotSupported,
                 $"{where} uses the activation '{DenseActFn}'; this engine supports 'gelu_new', 'gelu' and 'relu'.", source);
         if (RelativeAttentionNumBuckets < 4 || RelativeAttentionMaxDistance <= RelativeAttentionNumBuckets / 4)
-            throw new DiffusionException("ConfigInvalid", DiffusionErrorKind.InvalidData,
+            throw new DiffusionException("ModelConfigInvalid", DiffusionErrorKind.InvalidData,
                 $"{where} has relative_attention_num_buckets {RelativeAttentionNumBuckets} and relative_attention_max_distance {RelativeAttentionMaxDistance}; " +
                 "it needs at least 4 buckets and a max distance above a quarter of them.", source);
     }

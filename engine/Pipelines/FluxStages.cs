@@ -121,13 +121,7 @@ internal static class FluxStages
         var mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, cfg.BaseShift, cfg.MaxShift);
         scheduler.SetTimesteps(steps, mu);
 
-        List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, long seedUsed, int stepsDone, double seconds = 0) =>
-            items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
-            {
-                Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = ModelFamily.Flux,
-                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, TotalSteps = scheduler.Timesteps.Length, GuidanceScale = guidance, Scheduler = scheduler.Name,
-                Height = height, Width = width, Seconds = seconds,
-            }).ToList();
+        var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width);
 
         // 3. Denoise. The in-flight latents are counted, and freed however the loop ends (Ctrl+C included).
         var clock = Stopwatch.StartNew();
@@ -149,9 +143,9 @@ internal static class FluxStages
                     latents = next;
                 }
                 yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
-                    o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
+                    o.CaptureSteps ? run.Split(latents, batch, i + 1) : null);
             }
-            results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
+            results.AddRange(run.Split(latents, batch, timesteps.Length, clock.Elapsed.TotalSeconds));
         }
         finally
         {

@@ -99,13 +99,7 @@ internal static class StableDiffusionStages
         var latents = (initial * scheduler.InitNoiseSigma).to(device);
         initial.Dispose();
 
-        List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, long seedUsed, int stepsDone, double seconds = 0) =>
-            items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
-            {
-                Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = ModelFamily.StableDiffusion,
-                Model = pipe.Path, Seed = seedUsed, Steps = steps, Step = stepsDone, TotalSteps = scheduler.Timesteps.Length, GuidanceScale = guidance, Scheduler = scheduler.Name,
-                Height = height, Width = width, Seconds = seconds,
-            }).ToList();
+        var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width);
 
         // 3. Denoise. The in-flight latents are counted, and freed however the loop ends (Ctrl+C included).
         var clock = Stopwatch.StartNew();
@@ -134,11 +128,11 @@ internal static class StableDiffusionStages
                     latents = next;
                 }
                 yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
-                    o.CaptureSteps ? Split(latents, batch, seed, i + 1) : null);
+                    o.CaptureSteps ? run.Split(latents, batch, i + 1) : null);
             }
 
             // 4. One latent object per image.
-            results.AddRange(Split(latents, batch, seed, timesteps.Length, clock.Elapsed.TotalSeconds));
+            results.AddRange(run.Split(latents, batch, timesteps.Length, clock.Elapsed.TotalSeconds));
         }
         finally
         {

@@ -149,11 +149,11 @@ public class FluxTransformerTests
         try
         {
             var e = Assert.Throws<DiffusionException>(() => FluxTransformer2DConfig.Load(path));
-            Assert.Equal("ConfigInvalid", e.ErrorId);
+            Assert.Equal("ModelConfigInvalid", e.ErrorId);
             Assert.Contains("attention_head_dim", e.Message);
         }
         finally { File.Delete(path); }
-        Assert.Equal("ConfigNotFound", Assert.Throws<DiffusionException>(() => FluxTransformer2DConfig.Load(path)).ErrorId);
+        Assert.Equal("ModelConfigNotFound", Assert.Throws<DiffusionException>(() => FluxTransformer2DConfig.Load(path)).ErrorId);
     }
 
     [Fact]

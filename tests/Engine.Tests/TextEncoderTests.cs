@@ -209,13 +209,13 @@ public class TextEncoderTests(ITestOutputHelper output)
         Assert.Equal(("gelu_new", true), (t5.DenseActFn, t5.IsGatedAct));
 
         var missing = Path.Combine(Path.GetTempPath(), $"no-such-{Guid.NewGuid():N}", "config.json");
-        Assert.Equal("ConfigNotFound", Assert.Throws<DiffusionException>(() => CLIPTextConfig.Load(missing)).ErrorId);
-        Assert.Equal("ConfigNotFound", Assert.Throws<DiffusionException>(() => T5Config.Load(missing)).ErrorId);
+        Assert.Equal("ModelConfigNotFound", Assert.Throws<DiffusionException>(() => CLIPTextConfig.Load(missing)).ErrorId);
+        Assert.Equal("ModelConfigNotFound", Assert.Throws<DiffusionException>(() => T5Config.Load(missing)).ErrorId);
         var bad = Path.GetTempFileName();
         try
         {
             File.WriteAllText(bad, "{ \"hidden_size\": \"wide\" }");
-            Assert.Equal("ConfigInvalid", Assert.Throws<DiffusionException>(() => CLIPTextConfig.Load(bad)).ErrorId);
+            Assert.Equal("ModelConfigInvalid", Assert.Throws<DiffusionException>(() => CLIPTextConfig.Load(bad)).ErrorId);
             File.WriteAllText(bad, "{ \"feed_forward_proj\": \"relu\" }");
             Assert.Equal("FeedForwardNotSupported", Assert.Throws<DiffusionException>(() => T5Config.Load(bad)).ErrorId);
         }
