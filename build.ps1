@@ -140,6 +140,12 @@ switch ($Task) {
     'Bench' {
         Invoke-Build
         & (Join-Path $root 'bench/Invoke-Benchmark.ps1') -ModulePath $moduleOut -Device $Device -LibTorchPath $LibTorchPath
+        # The model-level table (real SD 1.5 / FLUX.1-dev architectures on CUDA, the tiny configs on CPU), in a fresh pwsh.
+        $pwsh = (Get-Process -Id $PID).Path
+        $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
+        if ($LibTorchPath) { $env:DIFFUSION_LIBTORCH = $LibTorchPath }
+        & $pwsh @pwshArgs -NoProfile -NonInteractive -File (Join-Path $root 'bench/Invoke-ArchitectureBenchmark.ps1') -ModulePath $moduleOut -Device $Device
+        if ($LASTEXITCODE -ne 0) { throw "The architecture benchmark failed (exit code $LASTEXITCODE)." }
     }
     'Demo' {
         Invoke-Build
