@@ -30,11 +30,13 @@ public static class DeviceMapPlanner
         {
             var mainDevices = gpus.Count > 0 ? new HashSet<string> { gpus[0], DeviceNames.Cpu } : new HashSet<string> { DeviceNames.Cpu };
             var reservedFor = new Dictionary<string, long>();
-            var map = Infer(layout, devices, caps, (device, largestLayer) =>
+            // accelerate subtracts the reservation from the (balanced) cap.
+            var map = Infer(layout, devices, (device, largestLayer) =>
             {
-                if (!mainDevices.Contains(device)) return 0;
+                if (caps[device] is not long cap) return null;
+                if (!mainDevices.Contains(device)) return cap;
                 reservedFor[device] = Math.Max(reservedFor.GetValueOrDefault(device), largestLayer);
-                return largestLayer;
+                return cap - largestLayer;
             });
             var exec = ExecutionDevice(layout, map, gpus);
             var usage = Usage(layout, map, devices, caps, d => 0, d => reservedFor.GetValueOrDefault(d));
@@ -47,7 +49,11 @@ public static class DeviceMapPlanner
         for (int round = 0; round < MaxRounds; round++)
         {
             long s = stream, ds = diskStage;
-            placed = Infer(layout, devices, caps, (device, _) => Reserve(device, gpus, activations.Bytes, s, ds));
+            // The balanced cap spreads weights; the head-room is physical memory: the limit is the smaller of the cap and
+            // the budget less the head-room.
+            placed = Infer(layout, devices, (device, _) => devices.First(d => d.Device == device).Bytes is long budget
+                ? Math.Min(caps[device]!.Value, budget - Reserve(device, gpus, activations.Bytes, s, ds))
+                : null);
             var (needStream, needStage) = StreamingNeeds(layout, placed, gpus);
             if (needStream <= stream && needStage <= diskStage) break;
             stream = Math.Max(stream, needStream);
@@ -167,10 +173,10 @@ public static class DeviceMapPlanner
         layout.Units.Select(u => map[u.Path]).FirstOrDefault(DeviceNames.IsGpu) ?? gpus.FirstOrDefault() ?? DeviceNames.Cpu;
 
     /// <summary>
-    /// infer_auto_device_map's loop over the layout tree. <paramref name="reserve"/> gives what to keep free on a device,
-    /// knowing the largest layer still to place. Returns unit -> device.
+    /// infer_auto_device_map's loop over the layout tree. <paramref name="limit"/> gives the bytes of weights a device may
+    /// take (null: no limit), knowing the largest layer still to place. Returns unit -> device.
     /// </summary>
-    private static OrderedMap Infer(ModuleLayout layout, List<DeviceBudget> devices, Dictionary<string, long?> caps, Func<string, long, long> reserve)
+    private static OrderedMap Infer(ModuleLayout layout, List<DeviceBudget> devices, Func<string, long, long?> limit)
     {
         var toTreat = new List<LayoutNode>(layout.Root.IsUnit ? [layout.Root] : layout.Root.Children);
         var (largest, largestNames) = LargestLayer(toTreat);
@@ -184,9 +190,8 @@ public static class DeviceMapPlanner
             largestNames.RemoveAll(n => n == node.Path || n.StartsWith(node.Path + ".", StringComparison.Ordinal) || node.Path.Length == 0);
             if (largestNames.Count == 0) (largest, largestNames) = LargestLayer(toTreat);
             var device = devices[current].Device;
-            long? limit = caps[device];
-            if (limit is long l) limit = l - reserve(device, largest);
-            if (limit is null || used[device] + node.Bytes <= limit)
+            var room = limit(device, largest);
+            if (room is null || used[device] + node.Bytes <= room)
             {
                 used[device] += node.Bytes;
                 foreach (var u in node.Units()) placed[u.Path] = device;
