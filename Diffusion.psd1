@@ -24,6 +24,7 @@
         'Import-DiffusionTensor'
         'Get-DiffusionPromptToken'
         'Clear-DiffusionMemory'
+        'Get-DiffusionDeviceMap'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

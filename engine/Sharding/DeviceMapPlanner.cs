@@ -130,6 +130,22 @@ public static class DeviceMapPlanner
         return new ModelDevicePlan(component, layout, DeviceMapStrategy.User, HeadroomPolicy.Activations, map, device, usage, activations);
     }
 
+    /// <summary>
+    /// The guide's CPU offload for one model: every unit's weights in CPU memory, run on <paramref name="executionDevice"/>.
+    /// Sequential offload streams one unit at a time (room for the largest unit is kept there); model offload streams
+    /// the whole model in when it is used and out when another model is (room for all of it).
+    /// </summary>
+    public static ModelDevicePlan Offloaded(ModuleLayout layout, string executionDevice, ActivationEstimate activations, bool wholeModel, string component = "")
+    {
+        var map = new OrderedMap(layout.Units.Select(u => new KeyValuePair<string, string>(u.Path, DeviceNames.Cpu)));
+        long stream = wholeModel ? layout.TotalBytes : layout.Units.Max(u => u.Bytes);
+        var usage = executionDevice == DeviceNames.Cpu
+            ? new[] { new DeviceUsage(DeviceNames.Cpu, null, null, layout.TotalBytes, activations.Bytes, stream) }
+            : new[] { new DeviceUsage(executionDevice, null, null, 0, activations.Bytes, stream), new DeviceUsage(DeviceNames.Cpu, null, null, layout.TotalBytes, 0, 0) };
+        return new ModelDevicePlan(component, layout, wholeModel ? DeviceMapStrategy.ModelOffload : DeviceMapStrategy.SequentialOffload,
+            HeadroomPolicy.Activations, map, executionDevice, usage, activations);
+    }
+
     private static string? MostSpecific(Dictionary<string, string> keys, string path)
     {
         for (var p = path; ; p = p.LastIndexOf('.') is var i && i < 0 ? "" : p[..i])

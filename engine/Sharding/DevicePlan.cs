@@ -15,6 +15,10 @@ public enum DeviceMapStrategy
     Sequential,
     /// <summary>A map given by the user.</summary>
     User,
+    /// <summary>-Offload model: the whole model in CPU memory, moved to the GPU while it is used.</summary>
+    ModelOffload,
+    /// <summary>-Offload sequential: every unit in CPU memory, streamed to the GPU for each call.</summary>
+    SequentialOffload,
 }
 
 /// <summary>What a plan keeps free on each device besides the weights.</summary>
@@ -68,11 +72,18 @@ public sealed class ModelDevicePlan
     public long TotalBytes { get; }
     internal ModuleLayout Layout { get; }
 
+    /// <summary>Devices whose budget the plan exceeds (the head-room alone may not fit), as sentences for the user.</summary>
+    public IReadOnlyList<string> Warnings => Devices.Where(d => d.Free < 0).Select(d =>
+        $"{(Component.Length > 0 ? Component + ": " : "")}{d.Device} needs {MemorySize.Format(d.Weights + d.ActivationHeadroom + d.StreamingBuffer)} " +
+        $"(weights {MemorySize.Format(d.Weights)}, head-room {MemorySize.Format(d.ActivationHeadroom + d.StreamingBuffer)}) but its budget is {MemorySize.Format(d.Budget!.Value)}: " +
+        "it may run out of memory. Give it more memory, plan for a smaller image (-Height/-Width), or use a smaller dtype.").ToList();
+
     /// <summary>Units whose weights live on cpu or disk but run on the execution device.</summary>
     public IReadOnlyList<string> OffloadedUnits =>
         UnitDevices.Where(kv => IsOffloaded(kv.Value)).Select(kv => kv.Key).ToList();
 
-    public bool IsOffloaded(string device) => device != ExecutionDevice && !DeviceNames.IsGpu(device);
+    public bool IsOffloaded(string device) =>
+        Strategy is DeviceMapStrategy.ModelOffload or DeviceMapStrategy.SequentialOffload || (device != ExecutionDevice && !DeviceNames.IsGpu(device));
 
     /// <summary>The devices holding weights, in placement order (e.g. "cuda:0,cpu").</summary>
     public string Summary => string.Join(",", UnitDevices.Values.Distinct());
@@ -94,6 +105,7 @@ public sealed class ModelDevicePlan
         var offloaded = OffloadedUnits;
         if (offloaded.Count > 0) sb.AppendLine($"  offloaded to {ExecutionDevice} on use: {offloaded.Count} unit(s)");
         sb.AppendLine($"  head-room for activations: {Activations.Note}");
+        foreach (var w in Warnings) sb.AppendLine($"  warning: {w}");
         sb.Append(ToJson());
         return sb.ToString();
     }
@@ -102,6 +114,8 @@ public sealed class ModelDevicePlan
     {
         DeviceMapStrategy.BalancedLow0 => "balanced_low_0",
         DeviceMapStrategy.User => "user map",
+        DeviceMapStrategy.ModelOffload => "model offload",
+        DeviceMapStrategy.SequentialOffload => "sequential offload",
         _ => s.ToString().ToLowerInvariant(),
     };
 }

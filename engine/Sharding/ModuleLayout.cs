@@ -52,9 +52,9 @@ public sealed class ModuleLayout
     private readonly Dictionary<string, LayoutNode> _byPath;
     private readonly Dictionary<string, string> _unitOfTensor;
 
-    internal ModuleLayout(string className, string dtype, LayoutNode root, Dictionary<string, string> unitOfTensor, long meanLeafModuleBytes)
+    internal ModuleLayout(string className, string dtype, LayoutNode root, Dictionary<string, string> unitOfTensor, long meanLeafModuleBytes, long elements)
     {
-        ClassName = className; DType = dtype; Root = root; _unitOfTensor = unitOfTensor; MeanLeafModuleBytes = meanLeafModuleBytes;
+        ClassName = className; DType = dtype; Root = root; _unitOfTensor = unitOfTensor; MeanLeafModuleBytes = meanLeafModuleBytes; Elements = elements;
         _byPath = new Dictionary<string, LayoutNode>(StringComparer.Ordinal);
         void Index(LayoutNode n) { _byPath[n.Path] = n; foreach (var c in n.Children) Index(c); }
         Index(root);
@@ -67,6 +67,8 @@ public sealed class ModuleLayout
     /// <summary>The units in execution order.</summary>
     public IReadOnlyList<LayoutNode> Units { get; }
     public long TotalBytes => Root.Bytes;
+    /// <summary>Number of weights (elements of every tensor in the checkpoint).</summary>
+    public long Elements { get; }
     /// <summary>accelerate's mean size of the final modules (modules without child modules), used by its balanced buffer.</summary>
     public long MeanLeafModuleBytes { get; }
     /// <summary>True when the model has units below the model itself (it can be split across devices).</summary>
@@ -131,7 +133,7 @@ public static class ModuleLayouts
             moduleBytes[module] = moduleBytes.GetValueOrDefault(module) + bytes;
         }
         if (rules is not null) Order(root, rules);
-        return new ModuleLayout(className, dtype, root, unitOf, MeanLeafBytes(moduleBytes));
+        return new ModuleLayout(className, dtype, root, unitOf, MeanLeafBytes(moduleBytes), list.Sum(t => t.Elements));
     }
 
     /// <summary>Splittable classes and their no-split blocks; other classes (the VAE) are one unit.</summary>

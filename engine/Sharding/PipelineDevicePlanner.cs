@@ -13,9 +13,10 @@ public sealed record ComponentForPlan(string Name, ModuleLayout Layout, Activati
 /// </summary>
 public sealed class PipelineDevicePlan
 {
-    internal PipelineDevicePlan(string strategy, HeadroomPolicy policy, IReadOnlyList<ModelDevicePlan> components, IReadOnlyList<DeviceUsage> devices, string mainDevice)
+    internal PipelineDevicePlan(string strategy, HeadroomPolicy policy, IReadOnlyList<ModelDevicePlan> components, IReadOnlyList<DeviceUsage> devices, string mainDevice,
+        bool modelLevel = false)
     {
-        Strategy = strategy; Policy = policy; Devices = devices; MainDevice = mainDevice;
+        Strategy = strategy; Policy = policy; Devices = devices; MainDevice = mainDevice; ModelLevel = modelLevel;
         Components = components.ToDictionary(c => c.Component, StringComparer.Ordinal);
         DeviceMap = new OrderedMap(components.Select(c => new KeyValuePair<string, string>(c.Component, c.Summary)));
     }
@@ -27,19 +28,36 @@ public sealed class PipelineDevicePlan
     public IReadOnlyList<DeviceUsage> Devices { get; }
     /// <summary>The pipeline's device: where latents and embeddings are made (the first GPU, or cpu).</summary>
     public string MainDevice { get; }
+    /// <summary>True when one model was planned module by module (-DeviceMap on a single component).</summary>
+    public bool ModelLevel { get; }
+
+    /// <summary>A model-level plan of the one model component being loaded.</summary>
+    internal static PipelineDevicePlan ForOne(ModelDevicePlan plan) =>
+        new(DeviceMapStrategyName(plan), plan.Policy, [plan], plan.Devices, plan.ExecutionDevice, modelLevel: true);
+
+    private static string DeviceMapStrategyName(ModelDevicePlan plan) => ModelDevicePlan.StrategyName(plan.Strategy);
 
     public string ToJson() => DeviceMap.ToJson();
 
+    /// <summary>Devices whose budget the plan exceeds, as sentences for the user.</summary>
+    public IReadOnlyList<string> Warnings => ModelLevel || Components.Count == 1
+        ? Components.Values.Single().Warnings
+        : Devices.Where(d => d.Free < 0).Select(d =>
+            $"{d.Device} needs {MemorySize.Format(d.Weights + d.ActivationHeadroom)} (weights and activation head-room) but its budget is {MemorySize.Format(d.Budget!.Value)}: " +
+            "it may run out of memory.").Concat(Components.Values.Where(c => c.UnitDevices.Values.Distinct().Count() > 1).SelectMany(c => c.Warnings)).ToList();
+
     public override string ToString()
     {
+        if (ModelLevel || Components.Count == 1) return Components.Values.Single().ToString();
         var sb = new StringBuilder();
-        sb.AppendLine($"Pipeline device map '{Strategy}':");
+        sb.AppendLine($"Pipeline device map '{Strategy}', main device {MainDevice}:");
         foreach (var d in Devices.Where(d => d.Weights > 0 || d.ActivationHeadroom > 0))
             sb.AppendLine($"  {d.Device}: weights {MemorySize.Format(d.Weights)}" +
                 (d.ActivationHeadroom > 0 ? $", activation head-room {MemorySize.Format(d.ActivationHeadroom)}" : "") +
                 (d.Budget is long b ? $", budget {MemorySize.Format(b)}" : ""));
         sb.AppendLine(ToJson());
-        foreach (var c in Components.Values.Where(c => c.Summary.Contains(',')))
+        foreach (var w in Warnings) sb.AppendLine($"warning: {w}");
+        foreach (var c in Components.Values.Where(c => c.UnitDevices.Values.Distinct().Count() > 1))
             sb.AppendLine().Append(c.ToString()).AppendLine();
         return sb.ToString().TrimEnd();
     }

@@ -5,6 +5,17 @@ using static TorchSharp.torch;
 
 namespace Diffusion.Engine.Sharding;
 
+/// <summary>How one model component is placed: its plan, the devices the plan's names stand for, and the model-offload chain.</summary>
+internal sealed record ComponentPlacement(ModelDevicePlan Plan, Device ExecutionDevice, Func<string, Device> Resolve, OffloadChain Chain)
+{
+    public PlacedModel Place(nn.Module model, IReadOnlyList<string> files, ScalarType dtype, Func<string, string>? moduleKey) =>
+        Plan.Strategy == DeviceMapStrategy.ModelOffload
+            ? ShardedLoader.LoadWhole(model, files, dtype, moduleKey, ExecutionDevice, Plan.Layout.Units.Select(u => u.Path), Chain)
+            : ShardedLoader.Load(model, files, dtype, moduleKey,
+                Plan.Layout.Units.Select(u => new UnitSpec(u.Path, Plan.UnitDevices[u.Path], Plan.IsOffloaded(Plan.UnitDevices[u.Path]))).ToList(),
+                ExecutionDevice, Resolve);
+}
+
 /// <summary>One unit of a model to place: its device from the plan and whether its weights stream to the execution device.</summary>
 internal sealed record UnitSpec(string Path, string Device, bool Streamed);
 
@@ -35,6 +46,7 @@ internal sealed class PlacedModel : IDisposable
         if (Whole is not null) Add(DeviceNames.Cpu, Whole.HostBytes);
         foreach (var (module, p) in _units)
         {
+            if (p.Group is not null) continue; // counted with Whole
             if (p.Streamed is not null) Add(DeviceNames.Cpu, p.Streamed.HostBytes);
             else Add(DeviceCatalog.Name(p.ExecutionDevice), module.parameters().Sum(t => t.numel() * t.element_size()));
         }
@@ -109,12 +121,26 @@ internal static class ShardedLoader
         }
     }
 
-    /// <summary>Model offload: the whole model loaded on the CPU, its weights streamed to <paramref name="executionDevice"/> while the pipeline uses it.</summary>
-    public static PlacedModel LoadWhole(nn.Module model, IReadOnlyList<string> files, ScalarType dtype, Func<string, string>? moduleKey, Device executionDevice)
+    /// <summary>
+    /// Model offload: the whole model loaded into CPU memory; entering any of <paramref name="unitPaths"/> (the model's
+    /// units, "" for the model itself) brings all of it to <paramref name="executionDevice"/> and sends the chain's
+    /// previous model back.
+    /// </summary>
+    public static PlacedModel LoadWhole(nn.Module model, IReadOnlyList<string> files, ScalarType dtype, Func<string, string>? moduleKey,
+        Device executionDevice, IEnumerable<string> unitPaths, OffloadChain chain)
     {
         WeightLoader.LoadInto(model, files, torch.CPU, dtype, moduleKey);
         var whole = StreamedWeights.TakeOver(model, "", executionDevice, null);
-        return new PlacedModel([], whole, null, executionDevice);
+        var group = new OffloadGroup(whole, chain);
+        var modules = Modules(model);
+        var units = new List<(nn.Module, UnitPlacement)>();
+        foreach (var path in unitPaths.Append("").Distinct())
+        {
+            var placement = new UnitPlacement(path, DeviceNames.Cpu, executionDevice, null, group);
+            units.Add((modules[path], placement));
+            UnitDispatch.Register(modules[path], placement);
+        }
+        return new PlacedModel(units, whole, null, executionDevice);
     }
 
     private static Dictionary<string, nn.Module> Modules(nn.Module model)

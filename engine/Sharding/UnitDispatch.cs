@@ -41,10 +41,13 @@ public static class UnitDispatch
 /// <summary>Where one unit lives and runs, and what its hook did (for tests and the benchmark).</summary>
 internal sealed class UnitPlacement
 {
-    public UnitPlacement(string path, string device, Device executionDevice, StreamedWeights? streamed)
+    public UnitPlacement(string path, string device, Device executionDevice, StreamedWeights? streamed, OffloadGroup? group = null)
     {
-        Path = path; Device = device; ExecutionDevice = executionDevice; Streamed = streamed;
+        Path = path; Device = device; ExecutionDevice = executionDevice; Streamed = streamed; Group = group;
     }
+
+    /// <summary>Model offload: the component this unit belongs to, brought to the GPU as a whole when any of its units runs.</summary>
+    public OffloadGroup? Group { get; }
 
     public string Path { get; }
     /// <summary>The plan's device for the unit's weights: cuda:N, cpu or disk.</summary>
@@ -59,6 +62,7 @@ internal sealed class UnitPlacement
     public UnitScope Enter()
     {
         Calls++;
+        Group?.Activate();
         Streamed?.In();
         return new UnitScope(this);
     }
@@ -97,4 +101,28 @@ public sealed class UnitScope : IDisposable
     public void Move(ref Tensor a, ref Tensor b, ref Tensor c, ref Tensor d, ref Tensor e) { a = In(a); b = In(b); c = In(c); d = In(d); e = In(e); }
 
     public void Dispose() => _placement?.Exit();
+}
+
+/// <summary>The models of one pipeline under model offload: at most one has its weights on the GPU.</summary>
+internal sealed class OffloadChain
+{
+    public OffloadGroup? Active { get; set; }
+}
+
+/// <summary>
+/// One model under model offload (diffusers' enable_model_cpu_offload): when one of its units is entered, the model
+/// before it in the chain goes back to CPU memory and this one comes to the GPU, where it stays until another model
+/// is used, so the denoising loop streams nothing.
+/// </summary>
+internal sealed class OffloadGroup(StreamedWeights whole, OffloadChain chain)
+{
+    public StreamedWeights Whole { get; } = whole;
+
+    public void Activate()
+    {
+        if (chain.Active == this && Whole.IsIn) return;
+        chain.Active?.Whole.Out();
+        Whole.In();
+        chain.Active = this;
+    }
 }

@@ -144,16 +144,16 @@ public class ShardedExecutionTests
     }
 
     [Fact]
-    public void WholeModelOffloadStreamsInAndOut()
+    public void ModelOffloadBringsTheWholeModelInAndSendsThePreviousOneBack()
     {
         var dir = Fixtures.PathOf("flux-tiny", "transformer");
         using var plain = FluxTransformer2DModel.FromPretrained(dir, Cpu, ScalarType.Float32);
         using var model = new FluxTransformer2DModel(FluxTransformer2DConfig.Load(Path.Combine(dir, "config.json")));
         model.eval();
-        using var placed = ShardedLoader.LoadWhole(model, WeightLoader.FindWeightFiles(dir), ScalarType.Float32, null, Cpu);
+        var chain = new OffloadChain();
+        var layout = ModuleLayouts.FromComponentFolder(dir, "FluxTransformer2DModel", "float32");
+        using var placed = ShardedLoader.LoadWhole(model, WeightLoader.FindWeightFiles(dir), ScalarType.Float32, null, Cpu, layout.Units.Select(u => u.Path), chain);
         Assert.Equal(0, model.proj_out.weight!.numel());
-        placed.Whole!.In();
-        Assert.True(model.proj_out.weight!.numel() > 0);
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
         var gen = new Generator(3, Cpu);
@@ -164,7 +164,18 @@ public class ShardedExecutionTests
         var g = torch.full([1], 3.5f);
         Assert.True(Same(plain.forward(args.Item1, args.Item2, args.Item3, t, imgIds, txtIds, g),
             model.forward(args.Item1, args.Item2, args.Item3, t, imgIds, txtIds, g)));
-        placed.Whole.Out();
+        // The first unit brought the whole model in, and it stays for the next call (no streaming per step).
+        Assert.Same(chain.Active!.Whole, placed.Whole);
+        Assert.True(placed.Whole!.IsIn);
+        Assert.True(model.proj_out.weight!.numel() > 0);
+        model.forward(args.Item1, args.Item2, args.Item3, t, imgIds, txtIds, g);
+        Assert.Equal(1, placed.Whole.TimesIn);
+        // Another model of the chain taking over sends this one back.
+        using var other = new FluxTransformer2DModel(FluxTransformer2DConfig.Load(Path.Combine(dir, "config.json")));
+        other.eval();
+        using var otherPlaced = ShardedLoader.LoadWhole(other, WeightLoader.FindWeightFiles(dir), ScalarType.Float32, null, Cpu, layout.Units.Select(u => u.Path), chain);
+        other.forward(args.Item1, args.Item2, args.Item3, t, imgIds, txtIds, g);
+        Assert.False(placed.Whole.IsIn);
         Assert.All(model.parameters(), p => Assert.Equal(0, p.numel()));
     }
 }
