@@ -19,7 +19,7 @@ internal static class ComponentLoader
         var dir = folder.ComponentPath(spec.Name);
         PlacedModel? placed = null;
         nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey = null) =>
-            ComponentLoader.LoadModel(model, dir, device, dtype, moduleKey, placement, out placed);
+            LoadWeights(model, dir, device, dtype, moduleKey, placement, out placed);
         object instance = spec.ClassName switch
         {
             "CLIPTokenizer" or "CLIPTokenizerFast" => CLIPTokenizer.FromFolder(dir),
@@ -46,7 +46,7 @@ internal static class ComponentLoader
         }
     }
 
-    private static nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey,
+    private static nn.Module LoadWeights(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey,
         ComponentPlacement? placement, out PlacedModel? placed)
     {
         placed = null;

@@ -33,9 +33,7 @@ public sealed class PipelineDevicePlan
 
     /// <summary>A model-level plan of the one model component being loaded.</summary>
     internal static PipelineDevicePlan ForOne(ModelDevicePlan plan) =>
-        new(DeviceMapStrategyName(plan), plan.Policy, [plan], plan.Devices, plan.ExecutionDevice, modelLevel: true);
-
-    private static string DeviceMapStrategyName(ModelDevicePlan plan) => ModelDevicePlan.StrategyName(plan.Strategy);
+        new(ModelDevicePlan.StrategyName(plan.Strategy), plan.Policy, [plan], plan.Devices, plan.ExecutionDevice, modelLevel: true);
 
     public string ToJson() => DeviceMap.ToJson();
 
