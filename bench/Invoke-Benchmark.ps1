@@ -90,6 +90,17 @@ $worker = {
             } finally { Remove-DiffusionPipeline $pipe; Clear-DiffusionMemory }
         }
 
+        # The activation head-room estimate against what a forward really takes (CPU peak resident memory), for a
+        # FLUX transformer of width 1024 (one block of each kind, random weights).
+        $probe = $engine.Assemblies.ForEach({ $_.GetType('Diffusion.Engine.Diagnostics.ActivationProbe') }).Where({ $_ })[0]
+        $probeConfig = '{"attention_head_dim":128,"axes_dims_rope":[16,56,56],"guidance_embeds":true,"in_channels":64,"joint_attention_dim":1024,"num_attention_heads":8,"num_layers":1,"num_single_layers":1,"patch_size":1,"pooled_projection_dim":256}'
+        foreach ($case in @(@{ DType = 'float32'; Size = 768 }, @{ DType = 'bfloat16'; Size = 768 })) {
+            $m = $probe::MeasureFlux($probeConfig, $case.DType, $case.Size, 512)
+            if ($m) {
+                Add-Row 'flux width 1024' "activations at $($case.Size)px $($case.DType): estimate / measured (MB)" 0 ('{0:N0} / {1:N0} (CPU peak resident memory over rest)' -f ($m.Item2 / 1e6), ($m.Item1 / 1e6))
+            }
+        }
+
         # CPU: the offload machinery on the tiny transformer (every block streamed for each call).
         $tinyEmb = ConvertTo-DiffusionEmbedding -Pipeline ($enc = New-DiffusionPipeline "$Fixtures/flux-tiny" -Component text_encoder, text_encoder_2 -Device cpu) 'a photo of a dog' -MaxSequenceLength 64
         Remove-DiffusionPipeline $enc
@@ -125,7 +136,7 @@ $worker = {
     } finally { Remove-Item $fluxDev -Recurse -Force -ErrorAction SilentlyContinue }
 
     $rows | ConvertTo-Json | Set-Content $ResultFile
-    $rows | Format-Table -AutoSize | Out-Host
+    $rows | Format-Table -AutoSize | Out-String -Width 220 | Out-Host
 }
 $pwsh = (Get-Process -Id $PID).Path
 $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
