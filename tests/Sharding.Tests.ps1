@@ -87,6 +87,7 @@ Describe 'Pipeline-level balanced' {
         $pipe = New-DiffusionPipeline $script:SdTiny -DeviceMap @{ text_encoder = 'cpu'; unet = 'cpu'; vae = 'disk' }
         try {
             $pipe.DeviceMap['vae'] | Should -Be 'disk'
+            $pipe.Components.vae.ExecutionDevice | Should -Be 'cpu' # runs on the CPU, weights read from the file
             $image = $script:SdLatent | ConvertFrom-DiffusionLatent -Pipeline $pipe
             Assert-Same $script:SdImage.Pixels $image.Pixels 'image'
         } finally { Remove-DiffusionPipeline $pipe }

@@ -122,12 +122,18 @@ public static class DeviceMapPlanner
         return new ModelDevicePlan(component, layout, DeviceMapStrategy.User, HeadroomPolicy.Activations, map, exec, usage, activations);
     }
 
-    /// <summary>Every unit on one device (a plain -Device load, or a component the pipeline plan keeps whole).</summary>
-    public static ModelDevicePlan Whole(ModuleLayout layout, string device, ActivationEstimate activations, string component = "")
+    /// <summary>
+    /// Every unit on one device (a component the pipeline plan keeps whole). On disk the model runs on
+    /// <paramref name="diskExecutionDevice"/> with its weights read from the file for each call.
+    /// </summary>
+    public static ModelDevicePlan Whole(ModuleLayout layout, string device, ActivationEstimate activations, string component = "", string diskExecutionDevice = DeviceNames.Cpu)
     {
         var map = new OrderedMap(layout.Units.Select(u => new KeyValuePair<string, string>(u.Path, device)));
-        var usage = new[] { new DeviceUsage(device, null, null, layout.TotalBytes, activations.Bytes, 0) };
-        return new ModelDevicePlan(component, layout, DeviceMapStrategy.User, HeadroomPolicy.Activations, map, device, usage, activations);
+        var exec = device == DeviceNames.Disk ? diskExecutionDevice : device;
+        var usage = device == exec
+            ? new[] { new DeviceUsage(device, null, null, layout.TotalBytes, activations.Bytes, 0) }
+            : new[] { new DeviceUsage(exec, null, null, 0, activations.Bytes, layout.Units.Max(u => u.Bytes)), new DeviceUsage(device, null, null, layout.TotalBytes, 0, 0) };
+        return new ModelDevicePlan(component, layout, DeviceMapStrategy.User, HeadroomPolicy.Activations, map, exec, usage, activations);
     }
 
     /// <summary>

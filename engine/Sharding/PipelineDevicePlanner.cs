@@ -148,7 +148,8 @@ public static class PipelineDevicePlanner
                 if (knownDevices is not null && !knownDevices.Contains(device))
                     throw new DiffusionException("UnknownDevice", DiffusionErrorKind.InvalidArgument,
                         $"-DeviceMap puts '{name}' on '{device}', which is not a device here. Devices: {string.Join(", ", knownDevices)} (see Get-DiffusionDevice).", "DeviceMap");
-                plans[name] = DeviceMapPlanner.Whole(c.Layout, device, c.Activations, name);
+                plans[name] = DeviceMapPlanner.Whole(c.Layout, device, c.Activations, name,
+                    budgets.Where(b => b.IsGpu).Select(b => b.Device).FirstOrDefault() ?? DeviceNames.Cpu);
             }
         }
         var missing = components.Where(c => !plans.ContainsKey(c.Name)).Select(c => c.Name).ToList();
