@@ -23,6 +23,7 @@
         'Import-DiffusionTensor'
         'Get-DiffusionPromptToken'
         'Clear-DiffusionMemory'
+        'Get-DiffusionDeviceMap'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

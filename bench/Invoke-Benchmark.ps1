@@ -3,7 +3,11 @@
     The benchmark: times each stage of the tiny fixture pipelines (CPU, so CI exercises it) and prints a table.
 .DESCRIPTION
     Rows: text encode, one denoiser step, VAE decode and a whole image, for sd-tiny and flux-tiny, as the median
-    of -Repeat runs after a warm-up, plus the engine's peak memory. Runs in a fresh pwsh so the backend
+    of -Repeat runs after a warm-up, plus the engine's peak memory. Device maps: planning FLUX.1-dev (12B, from a
+    header-only copy whose data are holes in sparse files) and the tiny transformer's step with its weights
+    offloaded (CPU: streamed from CPU memory or from the file). With -Device cuda also the GPU rows of issue 5:
+    the full-size FLUX transformer (zero weights) split between cuda:0 and cpu under a 16 GB budget, next to all
+    on the GPU: step time and GPU memory in use. Runs in a fresh pwsh so the backend
     ($env:DIFFUSION_LIBTORCH / -LibTorchPath) loads as a user's session would. Results also go to
     out/bench/results.json.
 #>
@@ -58,9 +62,81 @@ $worker = {
     $peak = (Get-DiffusionDevice ($Device -replace ':.*$', '') | Select-Object -First 1).PeakByEngine
     Add-Row 'all' 'peak engine memory (MB)' ($peak / 1MB)
     Remove-DiffusionPipeline $pipe
+    Clear-DiffusionMemory
+
+    # Device maps. Planning reads safetensors headers only: FLUX.1-dev at full size, written as a header-only copy.
+    $engine = [System.Runtime.Loader.AssemblyLoadContext]::All | Where-Object Name -eq 'Diffusion.Engine'
+    $writer = $engine.Assemblies.ForEach({ $_.GetType('Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint') }).Where({ $_ })[0]
+    $fluxDev = Join-Path ([IO.Path]::GetTempPath()) "diffusion-bench-flux-dev-$PID"
+    try {
+        $null = $writer::WriteFluxDev($fluxDev, 'BF16')
+        Add-Row 'FLUX.1-dev' 'plan transformer, 16GB GPU + cpu' (Measure-Median { Get-DiffusionDeviceMap $fluxDev -Component transformer -DType bfloat16 -MaxMemory @{ 0 = '16GB'; cpu = '64GB' } }) 'headers only, no weights loaded'
+        Add-Row 'FLUX.1-dev' 'plan pipeline balanced, 2 x 16GB GPUs' (Measure-Median { Get-DiffusionDeviceMap $fluxDev -DType bfloat16 -MaxMemory @{ 0 = '16GB'; 1 = '16GB'; cpu = '64GB' } }) 'headers only, no weights loaded'
+        $plan = Get-DiffusionDeviceMap $fluxDev -Component transformer -DType bfloat16 -MaxMemory @{ 0 = '16GB'; cpu = '64GB' }
+        $gpu = $plan.Components['transformer'].Devices | Where-Object Device -eq 'cuda:0'
+        Add-Row 'FLUX.1-dev' 'planned on cuda:0 (GB): weights / activations / streaming' 0 ('{0:N2} / {1:N2} / {2:N2}, {3} blocks offloaded' -f ($gpu.Weights / 1e9), ($gpu.ActivationHeadroom / 1e9), ($gpu.StreamingBuffer / 1e9), $plan.Components['transformer'].OffloadedUnits.Count)
+
+        # One denoising step of a transformer loaded with the given placement, median of single-step runs, and
+        # the device's memory in use (total - free, the low point of free memory after each step).
+        function Measure-Step($folder, [hashtable] $placement, $embedding, [int] $size, [string] $memoryDevice) {
+            $pipe = New-DiffusionPipeline $folder -Component transformer @placement
+            try {
+                $script:used = 0
+                $ms = Measure-Median {
+                    $embedding | Invoke-Denoise -Pipeline $pipe -Steps 1 -Seed 1 -Height $size -Width $size
+                    if ($memoryDevice) { $d = Get-DiffusionDevice $memoryDevice; $script:used = [math]::Max($script:used, $d.TotalMemory - $d.FreeMemory) }
+                }
+                [pscustomobject]@{ Milliseconds = $ms; Used = $script:used }
+            } finally { Remove-DiffusionPipeline $pipe; Clear-DiffusionMemory }
+        }
+
+        # The activation head-room estimate against what a forward really takes (CPU peak resident memory), for a
+        # FLUX transformer of width 1024 (one block of each kind, random weights).
+        $probe = $engine.Assemblies.ForEach({ $_.GetType('Diffusion.Engine.Diagnostics.ActivationProbe') }).Where({ $_ })[0]
+        $probeConfig = '{"attention_head_dim":128,"axes_dims_rope":[16,56,56],"guidance_embeds":true,"in_channels":64,"joint_attention_dim":1024,"num_attention_heads":8,"num_layers":1,"num_single_layers":1,"patch_size":1,"pooled_projection_dim":256}'
+        foreach ($case in @(@{ DType = 'float32'; Size = 768 }, @{ DType = 'bfloat16'; Size = 768 })) {
+            $m = $probe::MeasureFlux($probeConfig, $case.DType, $case.Size, 512)
+            if ($m) {
+                Add-Row 'flux width 1024' "activations at $($case.Size)px $($case.DType): estimate / measured (MB)" 0 ('{0:N0} / {1:N0} (CPU peak resident memory over rest)' -f ($m.Item2 / 1e6), ($m.Item1 / 1e6))
+            }
+        }
+
+        # CPU: the offload machinery on the tiny transformer (every block streamed for each call).
+        $tinyEmb = ConvertTo-DiffusionEmbedding -Pipeline ($enc = New-DiffusionPipeline "$Fixtures/flux-tiny" -Component text_encoder, text_encoder_2 -Device cpu) 'a photo of a dog' -MaxSequenceLength 64
+        Remove-DiffusionPipeline $enc
+        foreach ($case in @(
+                @{ Name = 'all on cpu'; Placement = @{ Device = 'cpu' } }
+                @{ Name = 'sequential offload (cpu -> cpu)'; Placement = @{ Device = 'cpu'; Offload = 'sequential' } }
+                @{ Name = 'blocks on disk (read per step)'; Placement = @{ DeviceMap = @{ '' = 'disk'; x_embedder = 'cpu' } } })) {
+            $r = Measure-Step "$Fixtures/flux-tiny" $case.Placement $tinyEmb 128 $null
+            Add-Row 'flux-tiny' "transformer step 128x128, $($case.Name)" $r.Milliseconds
+        }
+
+        if ($Device -like 'cuda*') {
+            # GPU rows (issue 5): FLUX.1-dev's transformer at full size in bfloat16 with zero weights (the sparse
+            # header-only copy reads as zeros; kernels do not skip zeros), 1024x1024, 512 T5 tokens.
+            $embFile = Join-Path $fluxDev 'embedding.safetensors'
+            $writer::WriteSparse($embFile, [System.Collections.Generic.List[System.ValueTuple[string, string, long[]]]]@(
+                    [System.ValueTuple[string, string, long[]]]::new('prompt_embeds', 'BF16', [long[]](1, 512, 4096)),
+                    [System.ValueTuple[string, string, long[]]]::new('pooled_prompt_embeds', 'BF16', [long[]](1, 768))))
+            $emb = Import-DiffusionTensor $embFile
+            foreach ($case in @(
+                    @{ Name = 'all on cuda:0'; Placement = @{ Device = 'cuda:0'; DType = 'bfloat16' } }
+                    @{ Name = 'cuda:0 16GB + cpu (auto)'; Placement = @{ DeviceMap = 'auto'; MaxMemory = @{ 0 = '16GB'; cpu = '64GB' }; DType = 'bfloat16' } }
+                    @{ Name = 'model offload'; Placement = @{ Device = 'cuda:0'; Offload = 'model'; DType = 'bfloat16' } }
+                    @{ Name = 'sequential offload'; Placement = @{ Device = 'cuda:0'; Offload = 'sequential'; DType = 'bfloat16' } })) {
+                try {
+                    $r = Measure-Step $fluxDev $case.Placement $emb 1024 'cuda:0'
+                    Add-Row 'FLUX.1-dev' "transformer step 1024x1024 bf16, $($case.Name)" $r.Milliseconds ('GPU memory in use {0:N2} GB' -f ($r.Used / 1e9))
+                } catch { Add-Row 'FLUX.1-dev' "transformer step 1024x1024 bf16, $($case.Name)" 0 "failed: $($_.Exception.Message)" }
+            }
+        } else {
+            Add-Row 'FLUX.1-dev' 'transformer step, cuda:0 16GB + cpu vs all on GPU' 0 'GPU rows: run build.ps1 -Task Bench -Device cuda on a machine with a CUDA GPU'
+        }
+    } finally { Remove-Item $fluxDev -Recurse -Force -ErrorAction SilentlyContinue }
 
     $rows | ConvertTo-Json | Set-Content $ResultFile
-    $rows | Format-Table -AutoSize | Out-Host
+    $rows | Format-Table -AutoSize | Out-String -Width 220 | Out-Host
 }
 $pwsh = (Get-Process -Id $PID).Path
 $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })

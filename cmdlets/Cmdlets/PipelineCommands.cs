@@ -31,17 +31,52 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
     [ArgumentCompleter(typeof(SchedulerCompleter))]
     public string? Scheduler { get; set; }
 
+    /// <summary>auto, balanced, balanced_low_0, sequential, or a hashtable (module path or component -> device).</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(DeviceMapCompleter))]
+    public object? DeviceMap { get; set; }
+
+    /// <summary>Device -> memory for -DeviceMap, e.g. @{0='16GB'; 1='16GB'; cpu='64GB'}.</summary>
+    [Parameter]
+    public System.Collections.Hashtable? MaxMemory { get; set; }
+
+    /// <summary>model or sequential CPU offload onto -Device.</summary>
+    [Parameter]
+    [ValidateSet("model", "sequential")]
+    public string? Offload { get; set; }
+
+    /// <summary>The image height a device map keeps activation head-room for.</summary>
+    [Parameter]
+    [ValidateRange(16, 16384)]
+    public int? Height { get; set; }
+
+    /// <summary>The image width a device map keeps activation head-room for.</summary>
+    [Parameter]
+    [ValidateRange(16, 16384)]
+    public int? Width { get; set; }
+
     protected override void ProcessRecord()
     {
         var path = GetUnresolvedProviderPathFromPSPath(Path);
+        var options = new PipelineLoadOptions
+        {
+            Device = Device, DType = DType, Components = Component, Scheduler = Scheduler,
+            DeviceMap = DeviceMapArguments.Unwrap(DeviceMap), MaxMemory = DeviceMapArguments.Dictionary(MaxMemory), Offload = Offload,
+            Height = Height, Width = Width,
+        };
         var plan = Run(() => DiffusionPipeline.PlanComponents(DiffusersFolder.Open(path), Component));
-        var what = $"{string.Join(", ", plan.Select(c => $"{c.Name} ({c.ClassName})"))} on {Device ?? "the default device"} as {DType}";
+        var placement = options.DeviceMap is not null || Offload is not null || MaxMemory is not null
+            ? Run(() => DiffusionPipeline.PlanDevices(path, options))
+            : null;
+        var where = placement is null ? $"on {Device ?? "the default device"}" : $"with this device plan:{Environment.NewLine}{placement}{Environment.NewLine}";
+        var what = $"{string.Join(", ", plan.Select(c => $"{c.Name} ({c.ClassName})"))} as {DType} {where}";
         if (!ShouldProcess(path, $"Load {what}")) return;
+        if (placement is not null)
+            foreach (var warning in placement.Warnings) WriteWarning(warning);
         EnsureBackendOrThrow();
         int done = 0;
         var progress = new ProgressRecord(1, $"Loading {path}", "starting");
-        var pipeline = Run(() => DiffusionPipeline.Load(path,
-            new PipelineLoadOptions { Device = Device, DType = DType, Components = Component, Scheduler = Scheduler },
+        var pipeline = Run(() => DiffusionPipeline.Load(path, options,
             name =>
             {
                 progress.StatusDescription = name;

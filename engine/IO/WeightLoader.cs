@@ -83,41 +83,18 @@ public static class WeightLoader
 
     public static void LoadInto(nn.Module module, IReadOnlyList<string> files, Device device, ScalarType dtype, Func<string, string>? moduleKey = null)
     {
-        if (files.Count == 0) throw new ArgumentException("At least one weights file is needed.", nameof(files));
-        var label = files.Count == 1 ? Path.GetFullPath(files[0]) : Path.GetDirectoryName(Path.GetFullPath(files[0]))!;
-        var opened = new List<SafeTensorsFile>();
-        try
-        {
-            foreach (var f in files) opened.Add(SafeTensorsFile.Open(f));
-            // module key -> (file, key in that file)
-            var where = new Dictionary<string, (SafeTensorsFile File, string Key)>(StringComparer.Ordinal);
-            foreach (var f in opened)
-                foreach (var k in f.Tensors.Keys)
-                    if (!where.TryAdd(moduleKey?.Invoke(k) ?? k, (f, k)))
-                        throw new DiffusionException("WeightKeyDuplicated", DiffusionErrorKind.InvalidData,
-                            $"Weight '{k}' is in both '{where[moduleKey?.Invoke(k) ?? k].File.Path}' and '{f.Path}'. Download the model again.", f.Path);
-            var target = module.state_dict();
-            CheckKeys(module, label, target.Keys, where.Keys);
-            // Check every shape and dtype before touching the module, so a mismatch leaves it as it was.
-            foreach (var (key, dst) in target)
-                CheckCompatible(where[key].Key, where[key].File, dst);
-
-            using var _ = torch.no_grad();
-            module.to(device);
-            module.to(dtype); // floating-point parameters and buffers only
-            foreach (var (key, dst) in module.state_dict())
-            {
-                using var src = where[key].File.Load(where[key].Key);
-                dst.copy_(src); // casts to the parameter's dtype and moves to its device
-            }
-        }
-        finally
-        {
-            foreach (var f in opened) f.Dispose();
-        }
+        using var weights = CheckedWeights.Open(module, files, moduleKey);
+        using var _ = torch.no_grad();
+        module.to(device);
+        module.to(dtype); // floating-point parameters and buffers only
+        foreach (var (key, dst) in module.state_dict())
+            weights.CopyInto(key, dst);
     }
 
-    private static void CheckKeys(nn.Module module, string label, IEnumerable<string> moduleKeys, IEnumerable<string> fileKeys)
+    internal static void CheckKeys(nn.Module module, string label, IEnumerable<string> moduleKeys, IEnumerable<string> fileKeys)
+        => CheckKeysCore(module, label, moduleKeys, fileKeys);
+
+    private static void CheckKeysCore(nn.Module module, string label, IEnumerable<string> moduleKeys, IEnumerable<string> fileKeys)
     {
         var expected = moduleKeys.ToHashSet(StringComparer.Ordinal);
         var present = fileKeys.ToHashSet(StringComparer.Ordinal);
@@ -133,7 +110,7 @@ public static class WeightLoader
             "Check that config.json belongs to these weights (same model and version).", label);
     }
 
-    private static void CheckCompatible(string key, SafeTensorsFile file, Tensor dst)
+    internal static void CheckCompatible(string key, SafeTensorsFile file, Tensor dst)
     {
         var info = file.Tensors[key];
         if (!info.Shape.SequenceEqual(dst.shape))
@@ -145,5 +122,68 @@ public static class WeightLoader
         if (floating != torch.is_floating_point(srcType))
             throw new DiffusionException("WeightDTypeMismatch", DiffusionErrorKind.InvalidData,
                 $"Weight '{key}' in '{file.Path}' is {info.DType} but the model expects a {(floating ? "floating-point" : "integer")} tensor.", file.Path);
+    }
+}
+
+/// <summary>
+/// A component's weight files, opened and checked against a module (every key present both ways, shapes and kinds
+/// compatible) before anything is copied, so a mismatch leaves the module as it was. Keeps the files mapped until
+/// disposed, for loads that read tensors later (weights offloaded to disk are read from here on every use).
+/// </summary>
+public sealed class CheckedWeights : IDisposable
+{
+    private readonly List<SafeTensorsFile> _files;
+    private readonly Dictionary<string, (SafeTensorsFile File, string Key)> _where;
+
+    private CheckedWeights(List<SafeTensorsFile> files, Dictionary<string, (SafeTensorsFile, string)> where)
+    {
+        _files = files; _where = where;
+    }
+
+    public static CheckedWeights Open(nn.Module module, IReadOnlyList<string> files, Func<string, string>? moduleKey = null)
+    {
+        if (files.Count == 0) throw new ArgumentException("At least one weights file is needed.", nameof(files));
+        var label = files.Count == 1 ? Path.GetFullPath(files[0]) : Path.GetDirectoryName(Path.GetFullPath(files[0]))!;
+        var opened = new List<SafeTensorsFile>();
+        try
+        {
+            foreach (var f in files) opened.Add(SafeTensorsFile.Open(f));
+            // module key -> (file, key in that file)
+            var where = new Dictionary<string, (SafeTensorsFile File, string Key)>(StringComparer.Ordinal);
+            foreach (var f in opened)
+                foreach (var k in f.Tensors.Keys)
+                    if (!where.TryAdd(moduleKey?.Invoke(k) ?? k, (f, k)))
+                        throw new DiffusionException("WeightKeyDuplicated", DiffusionErrorKind.InvalidData,
+                            $"Weight '{k}' is in both '{where[moduleKey?.Invoke(k) ?? k].File.Path}' and '{f.Path}'. Download the model again.", f.Path);
+            var target = module.state_dict();
+            WeightLoader.CheckKeys(module, label, target.Keys, where.Keys);
+            foreach (var (key, dst) in target)
+                WeightLoader.CheckCompatible(where[key].Key, where[key].File, dst);
+            return new CheckedWeights(opened, where);
+        }
+        catch
+        {
+            foreach (var f in opened) f.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies the weight of a module key into <paramref name="dst"/>, casting to its dtype and moving to its device.</summary>
+    public void CopyInto(string moduleKey, Tensor dst)
+    {
+        using var src = Read(moduleKey);
+        dst.copy_(src);
+    }
+
+    /// <summary>The weight of a module key, read onto the CPU in its stored dtype.</summary>
+    public Tensor Read(string moduleKey)
+    {
+        var (file, key) = _where[moduleKey];
+        return file.Load(key);
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
     }
 }

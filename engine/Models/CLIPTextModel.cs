@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -182,7 +183,7 @@ public sealed class CLIPEncoder : nn.Module
         var h = inputsEmbeds;
         foreach (var layer in layers)
         {
-            h = layer.forward(h);
+            using (var at = UnitDispatch.Enter(layer)) h = layer.forward(at.In(h));
             layerOutputs.Add(h);
         }
         scope.MoveToOuter(layerOutputs);
@@ -236,9 +237,15 @@ public sealed class CLIPTextModel : nn.Module
 
         using var scope = torch.NewDisposeScope();
         var ids = inputIds.view(-1, seq); // [B, S]
-        var hiddenStates = encoder.forward(embeddings.forward(ids));
-        var last = final_layer_norm.forward(hiddenStates[^1]); // [B, S, C]
-        var selected = clipSkip == 0 ? last : final_layer_norm.forward(hiddenStates[^(clipSkip + 1)]);
+        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
+        Tensor embedded, last, selected;
+        using (var at = UnitDispatch.Enter(embeddings)) embedded = embeddings.forward(at.In(ids));
+        var hiddenStates = encoder.forward(embedded);
+        using (var at = UnitDispatch.Enter(final_layer_norm))
+        {
+            last = final_layer_norm.forward(at.In(hiddenStates[^1])); // [B, S, C]
+            selected = clipSkip == 0 ? last : final_layer_norm.forward(at.In(hiddenStates[^(clipSkip + 1)]));
+        }
 
         // transformers: eos_token_id 2 is the pre-#24773 config value, where the EOS is the highest id in the row (argmax);
         // otherwise the first position of eos_token_id (pad may equal eos).
@@ -249,7 +256,7 @@ public sealed class CLIPTextModel : nn.Module
         var rows = torch.arange(last.shape[0], dtype: ScalarType.Int64, device: last.device);
         var pooled = last.index(rows, eosPositions); // [B, C]
 
-        var (outSelected, outPooled) = scope.MoveToOuter(selected, pooled);
+        var (outSelected, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(selected, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
         return new CLIPTextOutput(outSelected, outPooled);
     }
 }

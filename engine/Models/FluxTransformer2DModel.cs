@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models.Blocks;
+using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -112,30 +113,42 @@ public sealed class FluxTransformer2DModel : nn.Module
         var dtype = x_embedder.weight.dtype;
         var device = x_embedder.weight.device;
 
-        var hidden = x_embedder.forward(hiddenStates.to(dtype, device)); // [B, L, D]
+        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
+        Tensor hidden, temb, encoder;
+        using (var at = UnitDispatch.Enter(x_embedder)) hidden = x_embedder.forward(at.In(hiddenStates.to(dtype, device))); // [B, L, D]
         var t = timestep.to(dtype, device) * 1000;
         var pooled = pooledProjections.to(dtype, device);
-        var temb = time_text_embed switch // [B, D]
-        {
-            CombinedTimestepGuidanceTextProjEmbeddings withGuidance => withGuidance.forward(t, GuidanceTimes1000(guidance, dtype, device), pooled),
-            CombinedTimestepTextProjEmbeddings withoutGuidance when guidance is null => withoutGuidance.forward(t, pooled),
-            _ => throw new DiffusionException("GuidanceNotSupported", DiffusionErrorKind.InvalidArgument,
-                "This FLUX transformer has no guidance embedding (guidance_embeds is false, e.g. FLUX.1-schnell), so it takes no guidance value. " +
-                "Leave the guidance scale unset for this model.", "guidance"),
-        };
-        var encoder = context_embedder.forward(encoderHiddenStates.to(dtype, device)); // [B, S, D]
+        using (var at = UnitDispatch.Enter(time_text_embed))
+            temb = time_text_embed switch // [B, D]
+            {
+                CombinedTimestepGuidanceTextProjEmbeddings withGuidance => withGuidance.forward(at.In(t), at.In(GuidanceTimes1000(guidance, dtype, device)), at.In(pooled)),
+                CombinedTimestepTextProjEmbeddings withoutGuidance when guidance is null => withoutGuidance.forward(at.In(t), at.In(pooled)),
+                _ => throw new DiffusionException("GuidanceNotSupported", DiffusionErrorKind.InvalidArgument,
+                    "This FLUX transformer has no guidance embedding (guidance_embeds is false, e.g. FLUX.1-schnell), so it takes no guidance value. " +
+                    "Leave the guidance scale unset for this model.", "guidance"),
+            };
+        using (var at = UnitDispatch.Enter(context_embedder)) encoder = context_embedder.forward(at.In(encoderHiddenStates.to(dtype, device))); // [B, S, D]
 
         var ids = torch.cat([txtIds.to(CPU), imgIds.to(CPU)], dim: 0); // [S+L, 3]
         var (ropeCos, ropeSin) = _posEmbed.forward(ids, device); // [S+L, head_dim] float32
 
         // Each block's outputs replace its inputs, which are freed at once (57 blocks of [B, S+L, D] would add up).
         foreach (var block in transformer_blocks)
-            ReplaceStreams(block.forward(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
+            using (var at = UnitDispatch.Enter(block))
+            {
+                at.Move(ref hidden, ref encoder, ref temb, ref ropeCos, ref ropeSin);
+                ReplaceStreams(block.forward(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
+            }
         foreach (var block in single_transformer_blocks)
-            ReplaceStreams(block.forward(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
+            using (var at = UnitDispatch.Enter(block))
+            {
+                at.Move(ref hidden, ref encoder, ref temb, ref ropeCos, ref ropeSin);
+                ReplaceStreams(block.forward(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
+            }
 
-        hidden = norm_out.forward(hidden, temb);
-        return scope.MoveToOuter(proj_out.forward(hidden));
+        using (var at = UnitDispatch.Enter(norm_out)) { at.Move(ref hidden, ref temb); hidden = norm_out.forward(hidden, temb); }
+        using (var at = UnitDispatch.Enter(proj_out)) hidden = proj_out.forward(at.In(hidden));
+        return scope.MoveToOuter(UnitDispatch.ReturnTo(hidden, hiddenStates));
     }
 
     private static void ReplaceStreams((Tensor Encoder, Tensor Hidden) next, ref Tensor encoder, ref Tensor hidden)

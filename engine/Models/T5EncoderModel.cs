@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -302,17 +303,25 @@ public sealed class T5Stack : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         long seq = inputsEmbeds.shape[1];
-        var positionBias = block[0].SelfAttention.ComputeBias(seq, seq, inputsEmbeds.device); // [1, heads, S, S]
+        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
+        Tensor positionBias;
+        using (var at = UnitDispatch.Enter(block[0]))
+            positionBias = block[0].SelfAttention.ComputeBias(seq, seq, at.Device ?? inputsEmbeds.device); // [1, heads, S, S]
         if (attentionMask is not null)
         {
             var dtype = inputsEmbeds.dtype;
-            var keep = attentionMask.to(dtype, inputsEmbeds.device).unsqueeze(1).unsqueeze(1); // [B, 1, 1, S]
+            var keep = attentionMask.to(dtype, positionBias.device).unsqueeze(1).unsqueeze(1); // [B, 1, 1, S]
             positionBias = positionBias + (1.0 - keep) * torch.finfo(dtype).min; // [B, heads, S, S]
         }
         var h = inputsEmbeds;
         foreach (var b in block)
-            h = b.forward(h, positionBias);
-        return scope.MoveToOuter(final_layer_norm.forward(h));
+            using (var at = UnitDispatch.Enter(b))
+            {
+                at.Move(ref h, ref positionBias);
+                h = b.forward(h, positionBias);
+            }
+        using (var at = UnitDispatch.Enter(final_layer_norm)) h = final_layer_norm.forward(at.In(h));
+        return scope.MoveToOuter(h);
     }
 }
 
@@ -342,7 +351,8 @@ public sealed class T5EncoderModel : nn.Module
     public Tensor forward(Tensor inputIds, Tensor? attentionMask = null)
     {
         using var scope = torch.NewDisposeScope();
-        var embeds = shared.forward(inputIds); // [B, S, d_model]
-        return scope.MoveToOuter(encoder.forward(embeds, attentionMask));
+        Tensor embeds;
+        using (var at = UnitDispatch.Enter(shared)) embeds = shared.forward(at.In(inputIds)); // [B, S, d_model]
+        return scope.MoveToOuter(UnitDispatch.ReturnTo(encoder.forward(embeds, attentionMask), inputIds));
     }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models.Blocks;
+using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -235,17 +236,27 @@ public sealed class UNet2DConditionModel : nn.Module
         var timesteps = timestep.dim() == 0 ? timestep.unsqueeze(0) : timestep;
         timesteps = timesteps.to(sample.device).expand(sample.shape[0]); // [B]
         var tEmb = _timeProj.forward(timesteps).to_type(sample.dtype);  // [B, C0], computed in float32
-        var emb = time_embedding.forward(tEmb);                           // [B, time_embed_dim]
+        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
+        var input = sample;
+        Tensor emb;
+        using (var at = UnitDispatch.Enter(time_embedding)) emb = time_embedding.forward(at.In(tEmb)); // [B, time_embed_dim]
 
-        sample = conv_in.forward(sample);
+        using (var at = UnitDispatch.Enter(conv_in)) sample = conv_in.forward(at.In(sample));
         var skips = new List<Tensor> { sample };
         foreach (var block in down_blocks)
-        {
-            (sample, var states) = block.forward(sample, emb, encoderHiddenStates);
-            skips.AddRange(states);
-        }
+            using (var at = UnitDispatch.Enter(block))
+            {
+                at.Move(ref sample, ref emb, ref encoderHiddenStates);
+                (sample, var states) = block.forward(sample, emb, encoderHiddenStates);
+                skips.AddRange(states);
+            }
 
-        if (mid_block is not null) sample = mid_block.forward(sample, emb, encoderHiddenStates);
+        if (mid_block is not null)
+            using (var at = UnitDispatch.Enter(mid_block))
+            {
+                at.Move(ref sample, ref emb, ref encoderHiddenStates);
+                sample = mid_block.forward(sample, emb, encoderHiddenStates);
+            }
 
         for (int i = 0; i < up_blocks.Count; i++)
         {
@@ -254,11 +265,13 @@ public sealed class UNet2DConditionModel : nn.Module
             var blockSkips = skips.GetRange(skips.Count - block.ResnetCount, block.ResnetCount);
             skips.RemoveRange(skips.Count - block.ResnetCount, block.ResnetCount);
             long[]? upsampleSize = !isFinal && forwardUpsampleSize ? skips[^1].shape[2..] : null;
-            sample = block.forward(sample, blockSkips, emb, encoderHiddenStates, upsampleSize);
+            using var at = UnitDispatch.Enter(block);
+            at.Move(ref sample, ref emb, ref encoderHiddenStates);
+            sample = block.forward(sample, blockSkips.Select(at.In).ToList(), emb, encoderHiddenStates, upsampleSize);
         }
 
-        sample = F.silu(conv_norm_out.forward(sample));
-        sample = conv_out.forward(sample);
-        return scope.MoveToOuter(sample);
+        using (var at = UnitDispatch.Enter(conv_norm_out)) sample = F.silu(conv_norm_out.forward(at.In(sample)));
+        using (var at = UnitDispatch.Enter(conv_out)) sample = conv_out.forward(at.In(sample));
+        return scope.MoveToOuter(UnitDispatch.ReturnTo(sample, input));
     }
 }

@@ -1,5 +1,6 @@
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
+using Diffusion.Engine.Sharding;
 using Diffusion.Engine.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -12,9 +13,13 @@ internal static class ComponentLoader
     public static readonly string[] ModelClasses =
         ["CLIPTextModel", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
 
-    public static PipelineComponent Load(DiffusersFolder folder, ComponentSpec spec, Device device, ScalarType dtype)
+    /// <param name="placement">Where a model's units go (a device map or CPU offload); null: the whole model on <paramref name="device"/>.</param>
+    public static PipelineComponent Load(DiffusersFolder folder, ComponentSpec spec, Device device, ScalarType dtype, ComponentPlacement? placement = null)
     {
         var dir = folder.ComponentPath(spec.Name);
+        PlacedModel? placed = null;
+        nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey = null) =>
+            LoadWeights(model, dir, device, dtype, moduleKey, placement, out placed);
         object instance = spec.ClassName switch
         {
             "CLIPTokenizer" or "CLIPTokenizerFast" => CLIPTokenizer.FromFolder(dir),
@@ -29,15 +34,29 @@ internal static class ComponentLoader
                 $"The component '{spec.Name}' in '{folder.Path}' is a {spec.Library}.{spec.ClassName}, which this module cannot load. " +
                 $"Supported: {string.Join(", ", ModelClasses)}, CLIPTokenizer, T5Tokenizer(Fast) and the schedulers.", spec.Name),
         };
-        return new PipelineComponent(spec, dir, instance);
+        try
+        {
+            return new PipelineComponent(spec, dir, instance, placed, placement?.Plan);
+        }
+        catch
+        {
+            placed?.Dispose();
+            (instance as IDisposable)?.Dispose();
+            throw;
+        }
     }
 
-    private static nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey = null)
+    private static nn.Module LoadWeights(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey,
+        ComponentPlacement? placement, out PlacedModel? placed)
     {
+        placed = null;
         try
         {
             model.eval();
-            WeightLoader.LoadInto(model, dir, device, dtype, moduleKey);
+            if (placement is null)
+                WeightLoader.LoadInto(model, dir, device, dtype, moduleKey);
+            else
+                placed = placement.Place(model, WeightLoader.FindWeightFiles(dir), dtype, moduleKey);
             return model;
         }
         catch

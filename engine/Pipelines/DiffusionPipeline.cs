@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Diffusion.Engine.Devices;
+using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,11 +34,37 @@ public sealed class DiffusionPipeline : IDisposable
     internal Device TorchDevice { get; }
     internal ScalarType TorchDType { get; }
 
-    private DiffusionPipeline(DiffusersFolder folder, ModelFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components)
+    /// <summary>The plan the components were placed by (-DeviceMap or -Offload), or null for a plain load.</summary>
+    public PipelineDevicePlan? DevicePlan { get; }
+
+    /// <summary>Model component -> device, as diffusers' hf_device_map ("cuda:0,cuda:1" for a model split by blocks).</summary>
+    public OrderedMap DeviceMap => DevicePlan?.DeviceMap
+        ?? new OrderedMap(_components.Values.Where(c => c.Device is not null).Select(c => new KeyValuePair<string, string>(c.Name, c.Device!)));
+
+    private DiffusionPipeline(DiffusersFolder folder, ModelFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components,
+        PipelineDevicePlan? devicePlan)
     {
         Folder = folder; Path = folder.Path; ClassName = folder.ClassName; Family = family;
         TorchDevice = device; TorchDType = dtype; Device = DeviceCatalog.Name(device); DType = DTypeNames.Name(dtype);
-        SchedulerOverride = scheduler; _components = components;
+        SchedulerOverride = scheduler; _components = components; DevicePlan = devicePlan;
+    }
+
+    /// <summary>
+    /// The device plan a load with these options would follow (-DeviceMap / -MaxMemory / -Offload), made from the
+    /// weights' headers and configs without loading anything; null when the options ask for a plain load. Any GPU may
+    /// be named in -MaxMemory, to plan for another machine.
+    /// </summary>
+    /// <param name="defaultStrategy">Without -DeviceMap and -Offload: plan with auto (one model component) or balanced (several) instead of returning null.</param>
+    public static PipelineDevicePlan? PlanDevices(string path, PipelineLoadOptions options, bool defaultStrategy = false)
+    {
+        var folder = DiffusersFolder.Open(path);
+        var specs = PlanComponents(folder, options.Components);
+        if (defaultStrategy && options.DeviceMap is null && options.Offload is null)
+        {
+            int models = specs.Count(s => ComponentLoader.ModelClasses.Contains(s.ClassName));
+            options.DeviceMap = models == 1 ? "auto" : "balanced";
+        }
+        return DevicePlanning.Plan(folder, specs, options, forLoad: false);
     }
 
     /// <summary>The components a load will bring, in load order, without loading anything (for -WhatIf and validation).</summary>
@@ -68,18 +95,24 @@ public sealed class DiffusionPipeline : IDisposable
         TorchBackend.EnsureLoaded();
         var folder = DiffusersFolder.Open(path);
         var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
-        var device = DeviceCatalog.Parse(options.Device);
         var dtype = DTypeNames.Parse(options.DType);
         if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler) && folder.Components.ContainsKey("scheduler"))
             Schedulers.SchedulerFactory.Create(folder.ComponentFile("scheduler", "scheduler_config.json"), options.Scheduler); // fails early on an unknown or incompatible name
         var plan = PlanComponents(folder, options.Components);
+        var devicePlan = DevicePlanning.Plan(folder, plan, options, forLoad: true);
+        static Device Resolve(string name) => name is DeviceNames.Cpu or DeviceNames.Disk ? torch.CPU : DeviceCatalog.Parse(name, "DeviceMap");
+        var device = devicePlan is null ? DeviceCatalog.Parse(options.Device) : Resolve(devicePlan.MainDevice);
+        var chain = new OffloadChain();
         var loaded = new Dictionary<string, PipelineComponent>(StringComparer.Ordinal);
         try
         {
             foreach (var spec in plan)
             {
                 onComponent?.Invoke(spec.Name);
-                loaded[spec.Name] = ComponentLoader.Load(folder, spec, device, dtype);
+                var placement = devicePlan is not null && devicePlan.Components.TryGetValue(spec.Name, out var modelPlan)
+                    ? new ComponentPlacement(modelPlan, Resolve(modelPlan.ExecutionDevice), Resolve, chain)
+                    : null;
+                loaded[spec.Name] = ComponentLoader.Load(folder, spec, device, dtype, placement);
             }
         }
         catch
@@ -87,7 +120,7 @@ public sealed class DiffusionPipeline : IDisposable
             foreach (var c in loaded.Values) c.Dispose();
             throw;
         }
-        return new DiffusionPipeline(folder, family, device, dtype, options.Scheduler, loaded);
+        return new DiffusionPipeline(folder, family, device, dtype, options.Scheduler, loaded, devicePlan);
     }
 
     public bool Has(string component) => _components.ContainsKey(component);

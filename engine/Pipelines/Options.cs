@@ -10,6 +10,20 @@ public sealed class PipelineLoadOptions
     public string[]? Components { get; set; }
     /// <summary>A scheduler to use instead of the folder's (class name or alias).</summary>
     public string? Scheduler { get; set; }
+    /// <summary>
+    /// Where the weights go: a strategy (auto, balanced, balanced_low_0, sequential) or a map (IDictionary): module path ->
+    /// device for one component, component -> device (or -> a module map) for several. Null: everything on <see cref="Device"/>.
+    /// </summary>
+    public object? DeviceMap { get; set; }
+    /// <summary>Device -> bytes or size string (accelerate's max_memory): 0, 1, 'cuda:0', 'cpu', 'disk'. Null: each device's free memory.</summary>
+    public System.Collections.IDictionary? MaxMemory { get; set; }
+    /// <summary>model or sequential: the guide's CPU offload, running on <see cref="Device"/>.</summary>
+    public string? Offload { get; set; }
+    /// <summary>The image size a device map keeps activation head-room for (default: the model's default size).</summary>
+    public int? Height { get; set; }
+    public int? Width { get; set; }
+    /// <summary>What a device map keeps free besides weights (default: activations at the requested size).</summary>
+    public Sharding.HeadroomPolicy HeadroomPolicy { get; set; } = Sharding.HeadroomPolicy.Activations;
 }
 
 public sealed class EncodeOptions

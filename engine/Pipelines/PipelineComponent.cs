@@ -1,4 +1,5 @@
 using Diffusion.Engine.Devices;
+using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -16,13 +17,33 @@ public sealed class PipelineComponent : IDisposable
     public string? DType { get; }
     public long Parameters { get; }
     public long Bytes { get; }
+    /// <summary>Module path -> device, as accelerate's hf_device_map ({"": device} for a model on one device); null for tokenizers and schedulers.</summary>
+    public OrderedMap? DeviceMap { get; }
+    /// <summary>The device a model computes on (its inputs go there); null for tokenizers and schedulers.</summary>
+    public string? ExecutionDevice { get; }
+    /// <summary>The plan this model was placed by (-DeviceMap or -Offload), or null.</summary>
+    public ModelDevicePlan? DevicePlan { get; }
     internal object Instance { get; private set; }
+    private readonly PlacedModel? _placed;
+    private readonly IReadOnlyDictionary<string, long> _counted = new Dictionary<string, long>();
     private bool _disposed;
 
-    internal PipelineComponent(ComponentSpec spec, string path, object instance)
+    internal PipelineComponent(ComponentSpec spec, string path, object instance, PlacedModel? placed = null, ModelDevicePlan? plan = null)
     {
         Name = spec.Name; ClassName = spec.ClassName; Library = spec.Library; Path = path; Instance = instance;
-        if (instance is nn.Module module)
+        _placed = placed; DevicePlan = plan;
+        if (instance is nn.Module && placed is not null && plan is not null)
+        {
+            Parameters = plan.Layout.Elements; // offloaded parameters are empty at rest: count from the checkpoint
+            Bytes = plan.TotalBytes;
+            DType = plan.DType;
+            ExecutionDevice = plan.ExecutionDevice;
+            Device = plan.Strategy is DeviceMapStrategy.ModelOffload or DeviceMapStrategy.SequentialOffload ? $"cpu (offload to {plan.ExecutionDevice})" : plan.Summary;
+            DeviceMap = plan.DeviceMap;
+            _counted = placed.BytesAtRest();
+            foreach (var (d, b) in _counted) MemoryLedger.Add(d, b);
+        }
+        else if (instance is nn.Module module)
         {
             var parameters = module.parameters().ToList();
             Parameters = parameters.Sum(p => p.numel());
@@ -30,7 +51,13 @@ public sealed class PipelineComponent : IDisposable
             var first = parameters.FirstOrDefault();
             Device = first is null ? null : DeviceCatalog.Name(first.device);
             DType = first?.dtype.ToString().ToLowerInvariant();
-            if (Device is not null) MemoryLedger.Add(Device, Bytes);
+            if (Device is not null)
+            {
+                ExecutionDevice = Device;
+                DeviceMap = new OrderedMap([new KeyValuePair<string, string>("", Device)]);
+                _counted = new Dictionary<string, long> { [Device] = Bytes };
+                MemoryLedger.Add(Device, Bytes);
+            }
         }
     }
 
@@ -46,8 +73,9 @@ public sealed class PipelineComponent : IDisposable
         _disposed = true;
         if (Instance is nn.Module module)
         {
+            _placed?.Dispose();
             module.Dispose();
-            if (Device is not null) MemoryLedger.Remove(Device, Bytes);
+            foreach (var (d, b) in _counted) MemoryLedger.Remove(d, b);
         }
         Instance = null!;
     }

@@ -27,11 +27,40 @@
             DType     = 'float32 (default), float16 or bfloat16.'
             Component = 'Load only these components, e.g. text_encoder,text_encoder_2 or transformer. A text encoder brings its tokenizer, the UNet or transformer brings the scheduler.'
             Scheduler = 'A scheduler to use instead of the folder''s: a class name (EulerDiscreteScheduler) or alias (pndm, ddim, euler, euler_a, dpm++2m, dpm++2m-karras, flow-euler), or the path of a scheduler_config.json.'
+            DeviceMap = 'Where the weights go, planned from the safetensors headers before loading (see about_Diffusion, "Device maps"). Several components: balanced (diffusers'' pipeline balanced: whole components dealt to the GPUs by size; one that fits no GPU is split by blocks across them), or a hashtable component -> device, e.g. @{transformer=0; text_encoder_2=1; text_encoder=1; vae=1}. One model component (-Component transformer or unet): auto or balanced (blocks spread evenly over the GPUs), balanced_low_0 (as little as possible on cuda:0), sequential (fill cuda:0, then cuda:1, then cpu, then disk), or a hashtable module path -> device, e.g. @{''''=''cpu''; transformer_blocks=0}. Blocks (FluxTransformerBlock, FluxSingleTransformerBlock, UNet down/mid/up blocks, T5 blocks, CLIP layers) are never split. Blocks on cpu or disk run on the first GPU with their weights streamed in. The plan is in $pipe.DevicePlan, $pipe.DeviceMap and $pipe.Components.<name>.DeviceMap.'
+            MaxMemory = 'Memory per device for -DeviceMap, as accelerate''s max_memory: keys 0, 1 or ''cuda:0'', ''cpu'', ''disk''; values bytes or strings: ''16GB'' (10^9), ''16GiB'' (2^30), ''512MB'', ''512MiB''. A lowercase final b means bits (''8Gb'' is 1 GB), as in accelerate. Unquoted 16GB is PowerShell''s number, 16 GiB. Only the devices named are used. Default: each device''s free memory.'
+            Offload   = 'The guide''s CPU offload for one GPU (-Device): model keeps every model in CPU memory and moves each to the GPU while it is used (the denoiser stays there for the whole loop); sequential streams block by block for each call, using the least GPU memory and the most time. Not with -DeviceMap.'
+            Height    = 'With -DeviceMap: the image height the plan keeps activation head-room for. Default: the model''s default size (1024 for FLUX, 512 for SD 1.5).'
+            Width     = 'With -DeviceMap: the image width the plan keeps activation head-room for. Default as -Height.'
         }
         Examples    = @(
             @{ Code = '$pipe = New-DiffusionPipeline ./stable-diffusion-v1-5 -Device cuda -DType float16'; Remarks = 'The whole SD 1.5 pipeline on the GPU in half precision.' }
+            @{ Code = '$pipe = New-DiffusionPipeline ./FLUX.1-dev -DType bfloat16 -DeviceMap balanced -MaxMemory @{0=''16GB''; 1=''16GB''; cpu=''64GB''}; $pipe.DeviceMap'; Remarks = 'FLUX across two 16 GB GPUs: the components dealt by size; the transformer, which fits neither, split by blocks across both.' }
+            @{ Code = '$den = New-DiffusionPipeline ./FLUX.1-dev -Component transformer -DType bfloat16 -DeviceMap auto -MaxMemory @{0=''16GB''; cpu=''64GB''}; $den.Components.transformer.DeviceMap | ConvertTo-Json'; Remarks = 'The transformer on one 16 GB GPU, the blocks that do not fit streamed from CPU memory; prints the module map as JSON.' }
+            @{ Code = 'New-DiffusionPipeline ./FLUX.1-dev -Component transformer -DType bfloat16 -DeviceMap auto -MaxMemory @{0=''24GB''; 1=''24GB''} -Height 1360 -Width 768 -WhatIf'; Remarks = 'Prints the plan (and the head-room kept for 1360x768 activations) without loading; GPUs need not be present.' }
+            @{ Code = '$pipe = New-DiffusionPipeline ./FLUX.1-dev -DType bfloat16 -Device cuda -Offload model'; Remarks = 'One GPU: each model moves to the GPU while it is used.' }
             @{ Code = '$enc = New-DiffusionPipeline ./FLUX.1-dev -Component text_encoder,text_encoder_2 -DType bfloat16'; Remarks = 'Only FLUX''s text encoders, for the first stage of staged inference.' }
             @{ Code = 'New-DiffusionPipeline ./stable-diffusion-v1-5 -Scheduler dpm++2m-karras -WhatIf'; Remarks = 'Shows what would be loaded.' }
+        )
+    }
+    'Get-DiffusionDeviceMap' = @{
+        Synopsis    = 'Plans where a model folder''s components, or one component''s blocks, would go across GPUs, CPU and disk, without loading anything.'
+        Description = 'Reads the safetensors headers and configs and makes the plan New-DiffusionPipeline -DeviceMap would follow: component -> device for several components (DeviceMap), module path -> device for each model (Components.<name>.DeviceMap), and per device the weights, the activation head-room kept for the image size, the streaming buffer for offloaded blocks and the budget. The placement follows accelerate (infer_auto_device_map, get_balanced_memory) and diffusers (pipeline balanced); the head-room is computed for the model at -Height x -Width instead of reserving the largest layer on every main device. GPUs named in -MaxMemory need not be present, so plans for another machine can be made here. The plan prints as text; .ToJson() and .DeviceMap give the map.'
+        Parameters  = @{
+            Path             = 'The model folder: the one holding model_index.json.'
+            Component        = 'Plan only these components; with one model component the plan is module by module.'
+            DeviceMap        = 'auto, balanced, balanced_low_0, sequential or a hashtable, as New-DiffusionPipeline -DeviceMap. Default: auto for one model component, balanced for several.'
+            MaxMemory        = 'Memory per device: @{0=''16GB''; 1=''16GB''; cpu=''64GB''}; see New-DiffusionPipeline -MaxMemory. Default: each device''s free memory.'
+            Offload          = 'Plan model or sequential CPU offload onto -Device instead of a device map.'
+            Device           = 'With -Offload: the device that runs the offloaded models (cuda, cuda:N).'
+            DType            = 'The dtype the weights would be loaded in: float32 (default), float16 or bfloat16.'
+            Height           = 'The image height to keep activation head-room for. Default: the model''s default size.'
+            Width            = 'The image width to keep activation head-room for. Default: the model''s default size.'
+            AcceleratePolicy = 'Keep accelerate''s head-room instead (the largest remaining layer on the first GPU and on the CPU, no activations), to compare.'
+        }
+        Examples    = @(
+            @{ Code = 'Get-DiffusionDeviceMap ./FLUX.1-dev -Component transformer -DType bfloat16 -MaxMemory @{0=''16GB''; cpu=''64GB''}'; Remarks = 'Which FLUX blocks stay on a 16 GB GPU and which stream from CPU memory.' }
+            @{ Code = '(Get-DiffusionDeviceMap ./FLUX.1-dev -DType bfloat16 -MaxMemory @{0=''16GB''; 1=''16GB''}).DeviceMap | ConvertTo-Json'; Remarks = 'The pipeline map for two 16 GB GPUs as JSON.' }
         )
     }
     'Remove-DiffusionPipeline' = @{
