@@ -24,10 +24,13 @@
         'Import-DiffusionTensor'
         'Get-DiffusionPromptToken'
         'Clear-DiffusionMemory'
+        'Split-Prompt'
+        'Get-DiffusionRank'
+        'Start-DiffusionParallel'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
-    AliasesToExport      = @()
+    AliasesToExport      = @('Split-Prompts')
     PrivateData          = @{
         PSData = @{
             Tags       = @('diffusion', 'stable-diffusion', 'flux', 'torch', 'gpu', 'ai')

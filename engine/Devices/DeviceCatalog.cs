@@ -71,6 +71,9 @@ public static class DeviceCatalog
         catch (DiffusionException) { return info.DefaultDevice; }
     }
 
+    /// <summary>Checks a device name against what is present (as <see cref="Parse"/>) and returns its canonical name (cuda:N, cpu).</summary>
+    public static string Validate(string? name, string parameterName = "Device") => Name(Parse(name, parameterName));
+
     public static string Name(Device d) => d.type == DeviceType.CUDA ? $"cuda:{Math.Max(0, d.index)}" : d.type.ToString().ToLowerInvariant();
 
     private static DiffusionException Unknown(string name, string parameterName, BackendInfo info) =>
