@@ -17,8 +17,8 @@ public sealed class DiffusionResult
     public string Prompt { get; init; } = "";
     public long Seed { get; init; }
     public string? Path { get; init; }
-    /// <summary>The rank of the process that made it (0 in a single process).</summary>
-    public int Rank { get; init; }
+    /// <summary>The rank of the process that made it (0 in a single process). Not "Rank": $results.Rank would be the array's own Rank.</summary>
+    public int ProcessRank { get; init; }
     public string Device { get; init; } = "";
     public double Seconds { get; init; }
     public DiffusionImage? Image { get; init; }
@@ -211,14 +211,14 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         catch (DiffusionException e) { WriteEngineError(e, target); return; }
         WriteObject(new DiffusionResult
         {
-            Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, Rank = rank, Device = device, Seconds = seconds,
+            Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, ProcessRank = rank, Device = device, Seconds = seconds,
         });
     }
 
     /// <summary>This process's rank from the launcher's variables; 0 when there are none (or they do not parse).</summary>
     private static int ProcessRank()
     {
-        try { return RankEnvironment.FromProcess().Rank; }
+        try { return RankEnvironment.FromProcess().ProcessRank; }
         catch (DiffusionException) { return 0; }
     }
 

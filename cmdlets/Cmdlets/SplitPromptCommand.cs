@@ -54,11 +54,11 @@ public sealed class SplitPromptCommand : DiffusionCmdlet
     {
         var rank = Run(() => RankEnvironment.FromProcess(ProcessIndex, NumProcesses));
         var rows = _items.Count == 1 && Unwrap(_items[0]) is IDictionary table ? Rows(table) : _items;
-        var share = Run(() => PromptSplitter.Share(rows.Count, rank.Rank, rank.WorldSize, ApplyPadding));
+        var share = Run(() => PromptSplitter.Share(rows.Count, rank.ProcessRank, rank.WorldSize, ApplyPadding));
         foreach (var item in share.Items)
             WriteObject(new PromptShareItem
             {
-                Index = item.Index, Value = rows[item.Index], IsPadding = item.IsPadding, ProcessIndex = rank.Rank, NumProcesses = rank.WorldSize,
+                Index = item.Index, Value = rows[item.Index], IsPadding = item.IsPadding, ProcessIndex = rank.ProcessRank, NumProcesses = rank.WorldSize,
             });
     }
 

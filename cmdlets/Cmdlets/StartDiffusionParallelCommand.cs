@@ -132,10 +132,10 @@ public sealed class StartDiffusionParallelCommand : DiffusionCmdlet
         }
     }
 
-    /// <summary>The worker's object with a WorkerRank property saying where it came from.</summary>
+    /// <summary>The worker's object with a ProcessRank property saying which worker it came from.</summary>
     private static PSObject? Annotate(PSObject? value, int rank)
     {
-        if (value is not null && value.Properties["WorkerRank"] is null) value.Properties.Add(new PSNoteProperty("WorkerRank", rank));
+        if (value is not null && value.Properties["ProcessRank"] is null) value.Properties.Add(new PSNoteProperty("ProcessRank", rank));
         return value;
     }
 

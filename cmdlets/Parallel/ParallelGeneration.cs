@@ -218,7 +218,7 @@ internal sealed class ParallelGeneration
             Prompt = _prompts[index],
             Seed = Convert.ToInt64(Get("Seed"), System.Globalization.CultureInfo.InvariantCulture),
             Path = Get("Path")?.ToString(),
-            Rank = worker.Rank,
+            ProcessRank = worker.Rank,
             Device = worker.Device ?? Get("Device")?.ToString() ?? "",
             Seconds = Convert.ToDouble(Get("Seconds"), System.Globalization.CultureInfo.InvariantCulture),
         };

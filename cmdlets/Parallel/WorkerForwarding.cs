@@ -37,7 +37,7 @@ internal static class WorkerForwarding
         var exit = failure.ExitCode is int code ? $" (exit code {code})" : "";
         var reason = failure.Message.TrimEnd();
         if (!reason.EndsWith('.')) reason += ".";
-        var message = $"Worker rank {failure.Rank} ({failure.Device}{(failure.ProcessId is int pid ? $", pid {pid}" : "")}) failed{exit}: {reason}" +
+        var message = $"Worker rank {failure.ProcessRank} ({failure.Device}{(failure.ProcessId is int pid ? $", pid {pid}" : "")}) failed{exit}: {reason}" +
                       (consequence is null ? "" : $" {consequence}");
         return new ErrorRecord(new InvalidOperationException(message), "ParallelWorkerFailed",
             failure.ProcessDied ? ErrorCategory.OperationStopped : ErrorCategory.InvalidResult, failure)

@@ -17,9 +17,9 @@ internal sealed record WorkerFinished(WorkerProcess Worker, WorkerFailure? Failu
 
 /// <summary>Why a worker's invocation did not complete.</summary>
 /// <param name="ProcessDied">The worker process is gone (killed, crashed, exited): it can take no more work.</param>
-public sealed record WorkerFailure(int Rank, string Device, int? ProcessId, bool ProcessDied, int? ExitCode, string Message)
+public sealed record WorkerFailure(int ProcessRank, string Device, int? ProcessId, bool ProcessDied, int? ExitCode, string Message)
 {
-    public override string ToString() => $"rank {Rank} ({Device}{(ProcessId is null ? "" : $", pid {ProcessId}")}): {Message}";
+    public override string ToString() => $"rank {ProcessRank} ({Device}{(ProcessId is null ? "" : $", pid {ProcessId}")}): {Message}";
 }
 
 /// <summary>What one worker process is started with.</summary>

@@ -9,12 +9,12 @@ namespace Diffusion.Engine.Parallel;
 public sealed record LauncherVariables(string Launcher, string RankVariable, string WorldSizeVariable, params string[] LocalRankVariables);
 
 /// <summary>Where this process stands among the processes of a data-parallel run.</summary>
-/// <param name="Rank">This process's index, 0..WorldSize-1 (accelerate's process_index).</param>
+/// <param name="ProcessRank">This process's index, 0..WorldSize-1 (accelerate's process_index).</param>
 /// <param name="WorldSize">How many processes share the work (accelerate's num_processes).</param>
 /// <param name="LocalRank">The index among the processes on this machine; picks the GPU.</param>
 /// <param name="Launcher">What set the values: "parameters", a launcher such as "torchrun/accelerate" or "Slurm", or "none".</param>
 /// <param name="Source">Which parameters and variables the values came from, e.g. "SLURM_PROCID=3, SLURM_NTASKS=8, SLURM_LOCALID=1".</param>
-public sealed record RankInfo(int Rank, int WorldSize, int LocalRank, string Launcher, string Source)
+public sealed record RankInfo(int ProcessRank, int WorldSize, int LocalRank, string Launcher, string Source)
 {
     /// <summary>The device this process uses by default; filled in by <see cref="WithDevice"/>.</summary>
     public string? Device { get; init; }
@@ -28,7 +28,7 @@ public sealed record RankInfo(int Rank, int WorldSize, int LocalRank, string Lau
 
     public RankInfo WithDevice(int cudaDeviceCount) => this with { Device = DefaultDevice(cudaDeviceCount) };
 
-    public override string ToString() => $"rank {Rank} of {WorldSize} (local {LocalRank}) from {Launcher}";
+    public override string ToString() => $"rank {ProcessRank} of {WorldSize} (local {LocalRank}) from {Launcher}";
 }
 
 /// <summary>
@@ -98,9 +98,9 @@ public static class RankEnvironment
         if (info.WorldSize < 1)
             throw new DiffusionException("RankWorldSizeInvalid", DiffusionErrorKind.InvalidArgument,
                 $"{sizeName} {info.WorldSize}: there must be at least 1 process.", sizeName.TrimStart('-'));
-        if (info.Rank < 0 || info.Rank >= info.WorldSize)
+        if (info.ProcessRank < 0 || info.ProcessRank >= info.WorldSize)
             throw new DiffusionException("RankOutOfRange", DiffusionErrorKind.InvalidArgument,
-                $"{rankName} {info.Rank} is not below {sizeName} {info.WorldSize}: ranks run 0..{info.WorldSize - 1}. Check the launcher's variables or the parameters.",
+                $"{rankName} {info.ProcessRank} is not below {sizeName} {info.WorldSize}: ranks run 0..{info.WorldSize - 1}. Check the launcher's variables or the parameters.",
                 rankName.TrimStart('-'));
         return info;
     }

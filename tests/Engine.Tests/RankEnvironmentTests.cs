@@ -21,7 +21,7 @@ public class RankEnvironmentTests
     public void ReadsEachLaunchersVariables(string launcher, string rank, string size, string local)
     {
         var info = RankEnvironment.Detect(Env(rank, size, local, "UNRELATED=x"));
-        Assert.Equal((3, 8, 1, launcher), (info.Rank, info.WorldSize, info.LocalRank, info.Launcher));
+        Assert.Equal((3, 8, 1, launcher), (info.ProcessRank, info.WorldSize, info.LocalRank, info.Launcher));
         Assert.Equal($"{rank}, {size}, {local}", info.Source);
     }
 
@@ -29,7 +29,7 @@ public class RankEnvironmentTests
     public void NothingSetIsRankZeroOfOne()
     {
         var info = RankEnvironment.Detect(new Hashtable());
-        Assert.Equal((0, 1, 0, "none"), (info.Rank, info.WorldSize, info.LocalRank, info.Launcher));
+        Assert.Equal((0, 1, 0, "none"), (info.ProcessRank, info.WorldSize, info.LocalRank, info.Launcher));
     }
 
     [Fact]
@@ -37,13 +37,13 @@ public class RankEnvironmentTests
     {
         var all = Env("PMI_RANK=4", "PMI_SIZE=5", "OMPI_COMM_WORLD_RANK=3", "OMPI_COMM_WORLD_SIZE=5",
             "SLURM_PROCID=2", "SLURM_NTASKS=5", "RANK=1", "WORLD_SIZE=5");
-        Assert.Equal(1, RankEnvironment.Detect(all).Rank);
+        Assert.Equal(1, RankEnvironment.Detect(all).ProcessRank);
         all.Remove("RANK"); all.Remove("WORLD_SIZE");
-        Assert.Equal(2, RankEnvironment.Detect(all).Rank);
+        Assert.Equal(2, RankEnvironment.Detect(all).ProcessRank);
         all.Remove("SLURM_PROCID"); all.Remove("SLURM_NTASKS");
-        Assert.Equal(3, RankEnvironment.Detect(all).Rank);
+        Assert.Equal(3, RankEnvironment.Detect(all).ProcessRank);
         all.Remove("OMPI_COMM_WORLD_RANK"); all.Remove("OMPI_COMM_WORLD_SIZE");
-        Assert.Equal(4, RankEnvironment.Detect(all).Rank);
+        Assert.Equal(4, RankEnvironment.Detect(all).ProcessRank);
     }
 
     [Fact]
@@ -51,11 +51,11 @@ public class RankEnvironmentTests
     {
         var env = Env("RANK=1", "WORLD_SIZE=2", "LOCAL_RANK=1");
         var both = RankEnvironment.Detect(env, rank: 2, worldSize: 3);
-        Assert.Equal((2, 3, "parameters"), (both.Rank, both.WorldSize, both.Launcher));
+        Assert.Equal((2, 3, "parameters"), (both.ProcessRank, both.WorldSize, both.Launcher));
         var one = RankEnvironment.Detect(env, rank: 0);
-        Assert.Equal((0, 2, 1, "parameters and torchrun/accelerate"), (one.Rank, one.WorldSize, one.LocalRank, one.Launcher));
+        Assert.Equal((0, 2, 1, "parameters and torchrun/accelerate"), (one.ProcessRank, one.WorldSize, one.LocalRank, one.Launcher));
         var alone = RankEnvironment.Detect(new Hashtable(), worldSize: 4);
-        Assert.Equal((0, 4), (alone.Rank, alone.WorldSize));
+        Assert.Equal((0, 4), (alone.ProcessRank, alone.WorldSize));
     }
 
     [Fact]
