@@ -39,8 +39,8 @@ internal sealed class ParallelProgress
         var bar = _bars[worker.Rank];
         var parts = active.Values.Select(r => string.IsNullOrEmpty(r.StatusDescription) ? r.Activity : $"{r.Activity}: {r.StatusDescription}");
         bar.StatusDescription = Join(prefix, string.Join(" · ", parts), "running");
-        var percent = active.Values.Select(r => r.PercentComplete).FirstOrDefault(p => p >= 0, -1);
-        bar.PercentComplete = percent;
+        // The outermost activity with a percentage; between activities the bar keeps where it was.
+        bar.PercentComplete = active.Values.Select(r => r.PercentComplete).FirstOrDefault(p => p >= 0, bar.PercentComplete);
         return bar;
     }
 
