@@ -193,7 +193,7 @@ switch ($env:RANK) {
 Import-Module '$script:ModulePath'
 Start-DiffusionParallel -NumProcesses 2 -ArgumentList '$pids' -ScriptBlock {
     param(`$Folder)
-    `$child = Start-Process -FilePath 'sleep' -ArgumentList 300 -PassThru
+    `$child = if (`$IsWindows) { Start-Process ping.exe '-n 300 127.0.0.1' -PassThru -WindowStyle Hidden } else { Start-Process sleep 300 -PassThru }
     "`$PID `$(`$child.Id)" | Set-Content (Join-Path `$Folder "`$env:RANK.txt")
     Start-Sleep 300
 }

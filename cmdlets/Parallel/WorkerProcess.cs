@@ -40,6 +40,7 @@ internal sealed class WorkerProcess : IDisposable
     private readonly Process _process;
     private Runspace? _runspace;
     private Invocation? _current;
+    private volatile bool _killRequested;
     private readonly Queue<string> _stderr = new();
     private bool _disposed;
 
@@ -102,19 +103,36 @@ internal sealed class WorkerProcess : IDisposable
         try
         {
             _runspace = OutOfProcess.CreateRunspace(_instance);
-            _runspace.Open();
+            _runspace.OpenAsync();
+            WhileAlive(() => _runspace.RunspaceStateInfo.State == RunspaceState.BeforeOpen || _runspace.RunspaceStateInfo.State == RunspaceState.Opening);
+            if (_runspace.RunspaceStateInfo.State != RunspaceState.Opened)
+                throw _runspace.RunspaceStateInfo.Reason ?? new InvalidOperationException($"the runspace is {_runspace.RunspaceStateInfo.State}");
             ProcessId = SafeId();
             using var ps = PowerShell.Create();
             ps.Runspace = _runspace;
             ps.AddCommand("Import-Module").AddParameter("Name", modulePath).AddParameter("ErrorAction", "Stop");
-            ps.Invoke();
+            var pending = ps.BeginInvoke();
+            WhileAlive(() => !pending.IsCompleted);
+            ps.EndInvoke(pending);
             return true;
         }
         catch (Exception e) // whatever stops a worker from starting makes it a dead worker, reported with its rank
         {
-            Death = Failure($"could not start: {Describe(e)}", died: true);
+            Death = Failure(_killRequested ? "stopped while starting" : $"could not start: {Describe(e)}", died: true);
             Kill();
             return false;
+        }
+    }
+
+    /// <summary>Waits while <paramref name="waiting"/> holds; a process that exits (or is killed) ends the wait with an error at once.</summary>
+    private void WhileAlive(Func<bool> waiting)
+    {
+        while (waiting())
+        {
+            bool started = SafeId() is not null;
+            if (_killRequested || (started && WaitExit(50)))
+                throw new InvalidOperationException(_killRequested ? "stopped" : ExitDescription());
+            if (!started) Thread.Sleep(50);
         }
     }
 
@@ -257,6 +275,7 @@ internal sealed class WorkerProcess : IDisposable
     /// <summary>Kills the process and everything it started (Ctrl+C, failures): no orphans.</summary>
     public void Kill()
     {
+        _killRequested = true;
         try
         {
             if (!_process.HasExited) _process.Kill(entireProcessTree: true);
@@ -273,8 +292,8 @@ internal sealed class WorkerProcess : IDisposable
         Invocation? running;
         lock (_gate) running = _current;
         if (running is not null) Kill();
-        // Closing the runspace of a dead process would wait for the remoting client's one-minute timeout.
-        if (Death is null && !WaitExit(0))
+        // Closing the runspace of a dead (or killed) process would wait for the remoting client's one-minute timeout.
+        if (!_killRequested && Death is null && !WaitExit(0))
         {
             try { _runspace?.Dispose(); }
             catch (Exception e) when (e is InvalidRunspaceStateException or InvalidOperationException or System.Management.Automation.Remoting.PSRemotingTransportException) { }
