@@ -187,6 +187,8 @@ switch ($env:RANK) {
     It 'Ctrl+C kills every worker and what the workers started' {
         $pids = Join-Path $script:Temp 'pids'
         New-Item -ItemType Directory $pids | Out-Null
+        $scriptCopies = { @(Get-ChildItem ([IO.Path]::GetTempPath()) -Filter 'diffusion-worker-*.ps1').Count }
+        $copiesBefore = & $scriptCopies
         $ps = [powershell]::Create()
         try {
             $null = $ps.AddScript(@"
@@ -209,6 +211,7 @@ Start-DiffusionParallel -NumProcesses 2 -ArgumentList '$pids' -ScriptBlock {
             $deadline = [DateTime]::UtcNow.AddSeconds(10)
             while (@(Get-Process -Id $ids -ErrorAction Ignore).Count -gt 0 -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 100 }
             @(Get-Process -Id $ids -ErrorAction Ignore) | Should -BeNullOrEmpty
+            & $scriptCopies | Should -Be $copiesBefore -Because 'the script block''s file is deleted however the workers end'
         } finally { $ps.Dispose() }
     }
 }

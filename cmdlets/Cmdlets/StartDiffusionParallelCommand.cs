@@ -20,21 +20,16 @@ public sealed class StartDiffusionParallelCommand : DiffusionCmdlet
     private const string FilePathSet = "FilePath";
 
     /// <summary>
-    /// Runs in every worker, in the module's session: the user's script as a script file (so `exit N` ends it with
-    /// code N, as pwsh -File does), with the arguments; a non-zero exit code fails the worker.
+    /// Runs in every worker, in the module's session: the user's script file (a script block is written to one by this
+    /// process, which deletes it afterwards however the workers end) with the arguments, so `exit N` ends it with code
+    /// N as pwsh -File does; a non-zero exit code fails the worker.
     /// </summary>
     private const string WorkerScript = """
-        param([string] $DiffusionWorkerCode, [string] $DiffusionWorkerFile, [object[]] $DiffusionWorkerArguments)
+        param([string] $DiffusionWorkerFile, [object[]] $DiffusionWorkerArguments)
         $global:LASTEXITCODE = 0
-        $target = $DiffusionWorkerFile
-        if (-not $target) {
-            $target = Join-Path ([IO.Path]::GetTempPath()) ('diffusion-worker-' + [guid]::NewGuid().ToString('N') + '.ps1')
-            Set-Content -LiteralPath $target -Value $DiffusionWorkerCode -Encoding utf8NoBOM
-        }
         if ($null -eq $DiffusionWorkerArguments) { $DiffusionWorkerArguments = @() }
-        try { & $target @DiffusionWorkerArguments; $succeeded = $? }
-        finally { if (-not $DiffusionWorkerFile) { Remove-Item -LiteralPath $target -ErrorAction Ignore } }
-        if (-not $succeeded -and $global:LASTEXITCODE) {
+        & $DiffusionWorkerFile @DiffusionWorkerArguments
+        if (-not $? -and $global:LASTEXITCODE) {
             throw [System.Management.Automation.ErrorRecord]::new([Exception]::new("the script exited with code $global:LASTEXITCODE"), 'WorkerExitCode', 'NotSpecified', $global:LASTEXITCODE)
         }
         """;
@@ -60,6 +55,12 @@ public sealed class StartDiffusionParallelCommand : DiffusionCmdlet
                 ThrowTerminatingError(ArgumentError("ParallelScriptNotFound", $"The script '{file}' does not exist. Give the path of a .ps1 file.", file));
         }
         var launches = ParallelLaunch.Plan(this, NumProcesses, Device);
+        string? scriptCopy = null;
+        if (file is null)
+        {
+            scriptCopy = file = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"diffusion-worker-{Guid.NewGuid():N}.ps1");
+            File.WriteAllText(scriptCopy, ScriptBlock.ToString(), new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
+        }
         _pool = new WorkerPool(launches);
         var progress = new ParallelProgress($"Start-DiffusionParallel: {launches.Count} worker process(es)", _pool.Workers);
         try
@@ -67,16 +68,14 @@ public sealed class StartDiffusionParallelCommand : DiffusionCmdlet
             WriteProgress(progress.Overall("starting workers", 0));
             _pool.Open(ParallelLaunch.ModulePath);
             StopIfAsked();
-            var parameters = new Dictionary<string, object?>
-            {
-                ["DiffusionWorkerCode"] = ScriptBlock?.ToString(), ["DiffusionWorkerFile"] = file, ["DiffusionWorkerArguments"] = ArgumentList,
-            };
+            var parameters = new Dictionary<string, object?> { ["DiffusionWorkerFile"] = file, ["DiffusionWorkerArguments"] = ArgumentList };
             Drive(progress, parameters);
         }
         finally
         {
-            foreach (var bar in progress.Completed()) WriteProgress(bar);
             _pool.Dispose();
+            if (scriptCopy is not null) File.Delete(scriptCopy);
+            if (!Stopping) foreach (var bar in progress.Completed()) WriteProgress(bar); // writing throws once Ctrl+C was pressed
         }
     }
 

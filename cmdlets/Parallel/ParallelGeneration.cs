@@ -112,8 +112,8 @@ internal sealed class ParallelGeneration
         }
         finally
         {
-            foreach (var bar in progress.Completed()) _cmd.WriteProgress(bar);
             _pool.Dispose();
+            if (!_cmd.Stopping) foreach (var bar in progress.Completed()) _cmd.WriteProgress(bar); // writing throws once Ctrl+C was pressed
         }
     }
 
