@@ -24,10 +24,13 @@
         'Get-DiffusionPromptToken'
         'Clear-DiffusionMemory'
         'Get-DiffusionDeviceMap'
+        'Split-Prompt'
+        'Get-DiffusionRank'
+        'Start-DiffusionParallel'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
-    AliasesToExport      = @()
+    AliasesToExport      = @('Split-Prompts')
     PrivateData          = @{
         PSData = @{
             Tags       = @('diffusion', 'stable-diffusion', 'flux', 'torch', 'gpu', 'ai')

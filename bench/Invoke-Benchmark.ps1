@@ -7,7 +7,9 @@
     header-only copy whose data are holes in sparse files) and the tiny transformer's step with its weights
     offloaded (CPU: streamed from CPU memory or from the file). With -Device cuda also the GPU rows of issue 5:
     the full-size FLUX transformer (zero weights) split between cuda:0 and cpu under a 16 GB budget, next to all
-    on the GPU: step time and GPU memory in use. Runs in a fresh pwsh so the backend
+    on the GPU: step time and GPU memory in use. Data parallel (sd-tiny): images/s of
+    Invoke-Diffusion in 1 and -Processes worker processes (end to end, and while generating), and the launcher's
+    overhead per process: starting a worker (pwsh + module import) and loading the model in it. Runs in a fresh pwsh so the backend
     ($env:DIFFUSION_LIBTORCH / -LibTorchPath) loads as a user's session would. Results also go to
     out/bench/results.json.
 #>
@@ -15,7 +17,11 @@ param(
     [Parameter(Mandatory)] [string] $ModulePath,
     [string] $Device = 'cpu',
     [string] $LibTorchPath,
-    [int] $Repeat = 5
+    [int] $Repeat = 5,
+    # Worker processes for the data-parallel rows (default: the cores, 2 to 4).
+    [int] $Processes = [Math]::Min(4, [Math]::Max(2, [Environment]::ProcessorCount)),
+    # Prompts for the data-parallel rows.
+    [int] $Images = 8
 )
 $ErrorActionPreference = 'Stop'
 if ($LibTorchPath) { $env:DIFFUSION_LIBTORCH = $LibTorchPath }
@@ -26,8 +32,9 @@ New-Item -ItemType Directory -Force $outDir | Out-Null
 $resultFile = Join-Path $outDir 'results.json'
 
 $worker = {
-    param($ModulePath, $Fixtures, $Device, $Repeat, $ResultFile)
+    param($ModulePath, $Fixtures, $Device, $Repeat, $ResultFile, $Processes, $Images)
     $ErrorActionPreference = 'Stop'
+    $ProgressPreference = 'SilentlyContinue' # the parent reads this process's output: no progress records in it
     Import-Module $ModulePath
     function Measure-Median([scriptblock] $action) {
         & $action | Out-Null # warm-up
@@ -135,12 +142,38 @@ $worker = {
         }
     } finally { Remove-Item $fluxDev -Recurse -Force -ErrorAction SilentlyContinue }
 
+    # Data parallel (sd-tiny, 128x128, 10 steps, one seed per prompt). Each run starts its workers afresh, so the
+    # rows are single runs, not medians. The launcher shares the cores out (OMP_NUM_THREADS = cores / processes).
+    $parallelDevice = if ($Device -eq 'cpu') { @{ Device = 'cpu' } } else { @{} } # else: cuda:LOCAL_RANK in each worker
+    $outDir = Join-Path ([IO.Path]::GetTempPath()) ("diffusion-bench-" + [guid]::NewGuid())
+    try {
+        $startOne = (Measure-Command { Start-DiffusionParallel -NumProcesses 1 @parallelDevice { } }).TotalMilliseconds
+        Add-Row 'launcher' 'start 1 worker (pwsh + Import-Module)' $startOne 'single run'
+        $startMany = (Measure-Command { Start-DiffusionParallel -NumProcesses $Processes @parallelDevice { } }).TotalMilliseconds
+        Add-Row 'launcher' "start $Processes workers at once" $startMany "single run; $([math]::Round($startMany / $Processes)) ms per process"
+        $loads = Start-DiffusionParallel -NumProcesses $Processes @parallelDevice -ArgumentList "$Fixtures/sd-tiny" {
+            param($Model) (Measure-Command { $null = New-DiffusionPipeline $Model }).TotalMilliseconds
+        }
+        Add-Row 'launcher' 'model load in a fresh worker (sd-tiny)' (($loads | Sort-Object)[[int][math]::Floor($loads.Count / 2)]) "median of $Processes workers loading at once, backend load included"
+        $prompts = 1..$Images | ForEach-Object { "a photo of prompt number $_" }
+        foreach ($n in 1, $Processes) {
+            $folder = Join-Path $outDir "p$n"
+            $clock = [Diagnostics.Stopwatch]::StartNew()
+            $results = Invoke-Diffusion -Path "$Fixtures/sd-tiny" @parallelDevice -Prompt $prompts -NumProcesses $n -Seed 1 -Steps 10 -Height 128 -Width 128 -OutputPath "$folder/{index}.png"
+            $wall = $clock.Elapsed.TotalSeconds
+            # While generating: the busiest worker's time over its images.
+            $busiest = ($results | Group-Object ProcessRank | ForEach-Object { ($_.Group | Measure-Object Seconds -Sum).Sum } | Measure-Object -Maximum).Maximum
+            Add-Row 'sd-tiny' "$n process(es): $Images images end to end" ($wall * 1000) ("{0:N2} images/s" -f ($Images / $wall))
+            Add-Row 'sd-tiny' "$n process(es): generating only" ($busiest * 1000) ("{0:N2} images/s, start-up and model load excluded" -f ($Images / $busiest))
+        }
+    } finally { Remove-Item $outDir -Recurse -Force -ErrorAction SilentlyContinue }
+
     $rows | ConvertTo-Json | Set-Content $ResultFile
     $rows | Format-Table -AutoSize | Out-String -Width 220 | Out-Host
 }
 $pwsh = (Get-Process -Id $PID).Path
 $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
-$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$fixtures' '$Device' $Repeat '$resultFile'"))
+$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$fixtures' '$Device' $Repeat '$resultFile' $Processes $Images"))
 & $pwsh @pwshArgs -NoProfile -NonInteractive -EncodedCommand $encoded
 if ($LASTEXITCODE -ne 0) { throw "The benchmark failed (exit code $LASTEXITCODE)." }
 Write-Host "Results: $resultFile"

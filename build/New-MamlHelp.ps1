@@ -27,7 +27,7 @@ $worker = {
     $sb = [System.Text.StringBuilder]::new()
     $null = $sb.AppendLine('<?xml version="1.0" encoding="utf-8"?>')
     $null = $sb.AppendLine('<helpItems schema="maml" xmlns="http://msh">')
-    foreach ($cmd in Get-Command -Module Diffusion | Sort-Object Name) {
+    foreach ($cmd in Get-Command -Module Diffusion -CommandType Cmdlet | Sort-Object Name) {
         $t = $texts[$cmd.Name]
         if (-not $t) { throw "module/help/Diffusion.help.psd1 has no entry for $($cmd.Name)." }
         $verb, $noun = $cmd.Name -split '-', 2

@@ -1,7 +1,7 @@
 # The module itself: import, isolation, help, completion, devices.
 BeforeAll {
     . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
-    $script:Commands = Get-Command -Module Diffusion
+    $script:Commands = Get-Command -Module Diffusion -CommandType Cmdlet
 }
 
 Describe 'Module' {

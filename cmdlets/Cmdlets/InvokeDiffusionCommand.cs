@@ -1,8 +1,11 @@
+using System.Diagnostics;
 using System.Management.Automation;
 using Diffusion.Cmdlets.Infrastructure;
+using Diffusion.Cmdlets.Parallel;
 using Diffusion.Engine;
 using Diffusion.Engine.Imaging;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Parallel;
 using Diffusion.Engine.Pipelines;
 
 namespace Diffusion.Cmdlets;
@@ -14,12 +17,17 @@ public sealed class DiffusionResult
     public string Prompt { get; init; } = "";
     public long Seed { get; init; }
     public string? Path { get; init; }
+    /// <summary>The rank of the process that made it (0 in a single process). Not "Rank": $results.Rank would be the array's own Rank.</summary>
+    public int ProcessRank { get; init; }
     public string Device { get; init; } = "";
     public double Seconds { get; init; }
     public DiffusionImage? Image { get; init; }
 }
 
-/// <summary>All stages in one call: encode, denoise, decode, and (with -OutputPath) save.</summary>
+/// <summary>
+/// All stages in one call: encode, denoise, decode, and (with -OutputPath) save. With -NumProcesses (or several
+/// -Device) the prompts are split between worker processes (see <see cref="ParallelGeneration"/>).
+/// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "Diffusion", DefaultParameterSetName = PipelineSet, SupportsShouldProcess = true)]
 [OutputType(typeof(DiffusionImage), typeof(DiffusionResult))]
 public sealed class InvokeDiffusionCommand : DiffusionCmdlet
@@ -35,7 +43,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Alias("ModelPath")]
     public string Path { get; set; } = "";
 
-    [Parameter(ParameterSetName = PathSet)] [ArgumentCompleter(typeof(DeviceCompleter))] public string? Device { get; set; }
+    /// <summary>One device; several (cuda:0,cuda:1) run one worker process on each.</summary>
+    [Parameter(ParameterSetName = PathSet)] [ArgumentCompleter(typeof(DeviceCompleter))] public string[]? Device { get; set; }
     [Parameter(ParameterSetName = PathSet)] [ValidateSet("float32", "float16", "bfloat16")] public string DType { get; set; } = "float32";
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
@@ -52,40 +61,47 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(1, 512)] public int? MaxSequenceLength { get; set; }
     [Parameter] [ValidateRange(1, int.MaxValue)] public int? BatchSize { get; set; }
 
-    /// <summary>Save each image here (file, folder or template with {index}, {seed}, {prompt}) and output result objects.</summary>
+    /// <summary>Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank}) and output result objects.</summary>
     [Parameter] public string? OutputPath { get; set; }
     [Parameter] public SwitchParameter Force { get; set; }
 
+    /// <summary>Prompt i gets its own generator seeded with Seed + i, and is generated on its own.</summary>
+    [Parameter] public SwitchParameter SeedPerPrompt { get; set; }
+
+    /// <summary>With -SeedPerPrompt: each prompt's index in the whole job (e.g. Split-Prompt's Index), for seeds and file names.</summary>
+    [Parameter] [ValidateNotNullOrEmpty] public int[]? PromptIndex { get; set; }
+
+    /// <summary>Worker processes to split the prompts between (data parallel); implies -SeedPerPrompt.</summary>
+    [Parameter(ParameterSetName = PathSet)] [ValidateRange(1, 1024)] public int? NumProcesses { get; set; }
+
+    /// <summary>Parallel runs: how many times the prompts of a failed worker are re-run on the surviving workers.</summary>
+    [Parameter(ParameterSetName = PathSet)] [ValidateRange(0, 100)] public int Retry { get; set; }
+
     private readonly List<string> _prompts = new();
+    private ParallelGeneration? _parallel;
+
+    internal bool IsParallel => NumProcesses.HasValue || (Device?.Length ?? 0) > 1;
 
     protected override void ProcessRecord() => _prompts.AddRange(Prompt);
 
     protected override void EndProcessing()
     {
+        CheckModes();
         if (_prompts.Count == 0) return;
+        if (IsParallel)
+        {
+            _parallel = new ParallelGeneration(this, _prompts);
+            _parallel.Run();
+            return;
+        }
         bool owned = ParameterSetName == PathSet;
         var pipeline = owned
-            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device, DType = DType, Scheduler = Scheduler }))
+            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }))
             : Pipeline;
         try
         {
-            var embeddings = Run(() => Generation.Encode(pipeline, _prompts, NegativePrompt, new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn));
-            var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
-            try
-            {
-                InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
-                {
-                    using (latent)
-                    {
-                        var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
-                        Emit(image, latent, pipeline.Device);
-                    }
-                });
-            }
-            finally
-            {
-                foreach (var e in embeddings) e.Dispose();
-            }
+            if (SeedPerPrompt) GenerateEach(pipeline, owned);
+            else GenerateBatches(pipeline, owned);
         }
         finally
         {
@@ -93,20 +109,118 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         }
     }
 
-    private void Emit(DiffusionImage image, DiffusionLatent latent, string device)
+    private void CheckModes()
+    {
+        if (IsParallel)
+        {
+            if (PromptIndex is not null)
+                ThrowTerminatingError(ArgumentError("ParallelPromptIndex", "-PromptIndex cannot be combined with -NumProcesses or several -Device: the parallel run numbers the prompts itself (0, 1, 2, ...).", "PromptIndex"));
+            if (BatchSize is not null)
+                ThrowTerminatingError(ArgumentError("ParallelBatchSize", "-BatchSize cannot be combined with -NumProcesses or several -Device: each worker generates one prompt at a time, seeded Seed + index, so the images do not depend on how the prompts were split.", "BatchSize"));
+            return;
+        }
+        if (MyInvocation.BoundParameters.ContainsKey(nameof(Retry)))
+            ThrowTerminatingError(ArgumentError("RetryWithoutParallel", "-Retry applies to parallel runs: add -NumProcesses <n> (or several -Device).", "Retry"));
+        if (PromptIndex is not null && !SeedPerPrompt)
+            ThrowTerminatingError(ArgumentError("PromptIndexWithoutSeedPerPrompt", "-PromptIndex goes with -SeedPerPrompt: add -SeedPerPrompt, so that each prompt's seed is Seed + its index.", "PromptIndex"));
+        if (SeedPerPrompt && BatchSize is not null)
+            ThrowTerminatingError(ArgumentError("SeedPerPromptBatch", "-BatchSize cannot be combined with -SeedPerPrompt: with a seed per prompt each prompt is generated on its own.", "BatchSize"));
+    }
+
+    /// <summary>diffusers' batch call: all prompts encoded together, denoised in batches from one generator seeded with -Seed.</summary>
+    private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
+    {
+        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, NegativePrompt, new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn));
+        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
+        try
+        {
+            InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
+            {
+                using (latent)
+                {
+                    var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
+                    Emit(image, latent, pipeline.Device, latent.Seconds);
+                }
+            });
+        }
+        finally
+        {
+            foreach (var e in embeddings) e.Dispose();
+        }
+    }
+
+    /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with seed Seed + its index.</summary>
+    private void GenerateEach(DiffusionPipeline pipeline, bool owned)
+    {
+        var indices = PromptIndex ?? Enumerable.Range(0, _prompts.Count).ToArray();
+        if (indices.Length != _prompts.Count || indices.Any(i => i < 0) || indices.Distinct().Count() != indices.Length)
+            ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
+                $"-PromptIndex must give one distinct index of 0 or more per prompt: {indices.Length} index(es) for {_prompts.Count} prompt(s).", "PromptIndex"));
+        var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, NegativePrompt));
+        var options = new DenoiseOptions
+        {
+            Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed ?? NewSeed(), SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+        };
+        var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
+        try
+        {
+            for (int k = 0; k < _prompts.Count; k++)
+            {
+                progress.StatusDescription = $"image {k + 1}/{_prompts.Count}";
+                progress.PercentComplete = 100 * k / _prompts.Count;
+                WriteProgress(progress);
+                var clock = Stopwatch.StartNew();
+                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices[k]));
+                try
+                {
+                    InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, 1, latent =>
+                    {
+                        using (latent)
+                        {
+                            var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
+                            Emit(image, latent, pipeline.Device, clock.Elapsed.TotalSeconds);
+                        }
+                    }, parentActivityId: progress.ActivityId);
+                }
+                finally
+                {
+                    foreach (var e in embeddings) e.Dispose();
+                }
+            }
+        }
+        finally
+        {
+            progress.RecordType = ProgressRecordType.Completed;
+            WriteProgress(progress);
+        }
+    }
+
+    internal static long NewSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
+
+    private void Emit(DiffusionImage image, DiffusionLatent latent, string device, double seconds)
     {
         if (OutputPath is null)
         {
             WriteObject(image);
             return;
         }
-        var target = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt));
+        int rank = ProcessRank();
+        var target = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
         if (!ShouldProcess(target, $"Save image #{image.Index}")) return;
         try { image.SavePng(target, overwrite: Force); }
         catch (DiffusionException e) { WriteEngineError(e, target); return; }
         WriteObject(new DiffusionResult
         {
-            Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, Device = device, Seconds = latent.Seconds,
+            Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, ProcessRank = rank, Device = device, Seconds = seconds,
         });
     }
+
+    /// <summary>This process's rank from the launcher's variables; 0 when there are none (or they do not parse).</summary>
+    private static int ProcessRank()
+    {
+        try { return RankEnvironment.FromProcess().ProcessRank; }
+        catch (DiffusionException) { return 0; }
+    }
+
+    protected override void StopProcessing() => _parallel?.Stop();
 }

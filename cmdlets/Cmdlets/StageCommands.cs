@@ -67,18 +67,23 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     /// <summary>diffusers' latents=: start from these latents (one per embedding) instead of seeded noise.</summary>
     [Parameter] public DiffusionLatent[]? InitialLatent { get; set; }
 
+    /// <summary>Each embedding gets its own generator seeded with Seed + its Index, and is denoised on its own.</summary>
+    [Parameter] public SwitchParameter SeedPerPrompt { get; set; }
+
     private readonly List<DiffusionEmbedding> _embeddings = new();
 
     protected override void ProcessRecord() => _embeddings.AddRange(Embedding);
 
     protected override void EndProcessing()
     {
+        if (SeedPerPrompt && BatchSize is not null)
+            ThrowTerminatingError(ArgumentError("SeedPerPromptBatch", "-BatchSize cannot be combined with -SeedPerPrompt: with a seed per prompt each embedding is denoised on its own.", "BatchSize"));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps,
-            InitialLatents = InitialLatent,
+            Steps = Steps, GuidanceScale = GuidanceScale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
+            Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps, InitialLatents = InitialLatent,
         };
-        DenoiseBatches(this, Pipeline, _embeddings, options, BatchSize, WriteObject);
+        DenoiseBatches(this, Pipeline, _embeddings, options, SeedPerPrompt ? 1 : BatchSize, WriteObject);
     }
 
     /// <summary>
@@ -86,14 +91,14 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     /// on the pipeline thread; Ctrl+C stops after the current step and frees the batch.
     /// </summary>
     internal static void DenoiseBatches(DiffusionCmdlet cmdlet, DiffusionPipeline pipeline,
-        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize, Action<DiffusionLatent> emit)
+        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize, Action<DiffusionLatent> emit, int parentActivityId = -1)
     {
         int size = batchSize ?? Math.Max(1, embeddings.Count);
         for (int start = 0; start < embeddings.Count; start += size)
         {
             var batch = embeddings.Skip(start).Take(size).ToList();
             var run = cmdlet.RunEngine(() => Generation.Denoise(pipeline, batch, options, cmdlet.WarnAction));
-            var progress = new ProgressRecord(2, $"Denoising {batch.Count} image(s): {Describe(batch)}", "starting");
+            var progress = new ProgressRecord(2, $"Denoising {batch.Count} image(s): {Describe(batch)}", "starting") { ParentActivityId = parentActivityId };
             try
             {
                 using var steps = run.Steps.GetEnumerator();

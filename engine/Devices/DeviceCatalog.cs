@@ -39,7 +39,7 @@ public static class DeviceCatalog
     public static Device Parse(string? name, string parameterName = "Device")
     {
         var info = TorchBackend.EnsureLoaded();
-        var text = (name ?? info.DefaultDevice).Trim().ToLowerInvariant();
+        var text = (name ?? DefaultDevice(info)).Trim().ToLowerInvariant();
         if (text == "cpu") return torch.CPU;
         if (text == "cuda" || text.StartsWith("cuda:", StringComparison.Ordinal))
         {
@@ -58,6 +58,21 @@ public static class DeviceCatalog
         }
         throw Unknown(name!, parameterName, info);
     }
+
+    /// <summary>
+    /// The device used when none is given: cuda:LOCAL_RANK under a launcher (torchrun, srun, mpirun,
+    /// Start-DiffusionParallel) when there are CUDA devices, else the backend's default. Launcher variables that
+    /// do not parse leave the backend's default (Get-DiffusionRank reports them).
+    /// </summary>
+    public static string DefaultDevice(BackendInfo info)
+    {
+        if (info.CudaDeviceCount == 0) return info.DefaultDevice;
+        try { return Parallel.RankEnvironment.FromProcess().DefaultDevice(info.CudaDeviceCount); }
+        catch (DiffusionException) { return info.DefaultDevice; }
+    }
+
+    /// <summary>Checks a device name against what is present (as <see cref="Parse"/>) and returns its canonical name (cuda:N, cpu).</summary>
+    public static string Validate(string? name, string parameterName = "Device") => Name(Parse(name, parameterName));
 
     public static string Name(Device d) => d.type == DeviceType.CUDA ? $"cuda:{Math.Max(0, d.index)}" : d.type.ToString().ToLowerInvariant();
 

@@ -31,6 +31,9 @@ public sealed class OutputPathTemplate
     /// <summary>True when the template has placeholders; false when every image would get the same path.</summary>
     public bool HasPlaceholders => _segments.Any(s => s.Placeholder is not null);
 
+    /// <summary>True when the template has the placeholder <paramref name="name"/> (index, seed, prompt or rank).</summary>
+    public bool Uses(string name) => _segments.Any(s => string.Equals(s.Placeholder, name, StringComparison.OrdinalIgnoreCase));
+
     /// <param name="path">The -Path value.</param>
     /// <param name="baseDirectory">What a relative path is relative to (PowerShell's current location); default: the process's.</param>
     public OutputPathTemplate(string path, string? baseDirectory = null)
@@ -50,7 +53,7 @@ public sealed class OutputPathTemplate
     /// <param name="index">The image's running number in this run.</param>
     /// <param name="seed">The seed the image was made with.</param>
     /// <param name="prompt">The image's prompt (sanitized here).</param>
-    /// <param name="rank">The image's position within its batch.</param>
+    /// <param name="rank">The rank of the process that made the image (0 in a single process; see Get-DiffusionRank).</param>
     public string Expand(long index, long seed, string prompt, long rank = 0)
     {
         var sb = new StringBuilder();

@@ -91,7 +91,7 @@ internal static class FluxStages
         var (height, width) = FluxLatents.RoundSize(requestedHeight, requestedWidth, vsf, out bool rounded);
         if (rounded)
             warn(new PipelineWarning($"`height` and `width` have to be divisible by {vsf * 2} but are {requestedHeight} and {requestedWidth}. Dimensions will be resized to {height}x{width}."));
-        long seed = o.Seed ?? PipelineChecks.RandomSeed();
+        long seed = PipelineChecks.RunSeed(o, batch);
         var device = pipe.TorchDevice; var dtype = pipe.TorchDType;
         int b = batch.Count;
 

@@ -35,7 +35,7 @@ public static class Generation
     }
 
     /// <summary>One negative prompt per prompt: none, one for all, or exactly as many as prompts.</summary>
-    internal static IReadOnlyList<string?> ExpandNegatives(int count, IReadOnlyList<string?>? negatives)
+    public static IReadOnlyList<string?> ExpandNegatives(int count, IReadOnlyList<string?>? negatives)
     {
         if (negatives is null || negatives.Count == 0) return Enumerable.Repeat<string?>(null, count).ToList();
         if (negatives.Count == 1) return Enumerable.Repeat(negatives[0], count).ToList();

@@ -38,6 +38,12 @@ public sealed class DenoiseOptions
     public double? GuidanceScale { get; set; }
     /// <summary>Seed of the CPU generator that draws the initial noise (and a stochastic scheduler's noise); random when null.</summary>
     public long? Seed { get; set; }
+    /// <summary>
+    /// Each prompt gets its own generator seeded with Seed + its index (diffusers: one call per prompt with
+    /// <c>torch.Generator().manual_seed(seed + i)</c>), so an image does not depend on which prompts ran with it or on
+    /// how the prompts were split between processes. Runs take one prompt each.
+    /// </summary>
+    public bool SeedPerPrompt { get; set; }
     public int? Height { get; set; }
     public int? Width { get; set; }
     /// <summary>Overrides the pipeline's scheduler for this run.</summary>

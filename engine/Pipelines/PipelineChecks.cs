@@ -53,6 +53,17 @@ internal static class PipelineChecks
 
     public static long RandomSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
 
+    /// <summary>The seed of a denoise run: -Seed (random when none), plus the prompt's index with SeedPerPrompt.</summary>
+    public static long RunSeed(DenoiseOptions o, IReadOnlyList<DiffusionEmbedding> batch)
+    {
+        long seed = o.Seed ?? RandomSeed();
+        if (!o.SeedPerPrompt) return seed;
+        if (batch.Count != 1)
+            throw new DiffusionException("SeedPerPromptBatch", DiffusionErrorKind.InvalidArgument,
+                $"With a seed per prompt each run takes one prompt, but this batch has {batch.Count}. Denoise the prompts one at a time (no -BatchSize).", "BatchSize");
+        return seed + batch[0].Index;
+    }
+
     public static Tensor Negative(DiffusionEmbedding e) => e.NegativePromptEmbeds
         ?? throw new DiffusionException("NegativeEmbeddingMissing", DiffusionErrorKind.InvalidArgument,
             $"Embedding #{e.Index} has no negative prompt embeddings, which classifier-free guidance needs. Encode it again, or use -GuidanceScale 1.", "Embedding");

@@ -74,7 +74,7 @@ internal static class StableDiffusionStages
         int height = o.Height ?? defaultSize, width = o.Width ?? defaultSize;
         PipelineChecks.Size(height, width, vsf);
         PipelineChecks.Steps(steps);
-        long seed = o.Seed ?? PipelineChecks.RandomSeed();
+        long seed = PipelineChecks.RunSeed(o, batch);
         bool cfg = guidance > 1.0;
         var device = pipe.TorchDevice; var dtype = pipe.TorchDType;
 

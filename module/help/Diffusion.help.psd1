@@ -99,6 +99,7 @@
             BatchSize     = 'Images denoised together. Default: all received.'
             IncludeSteps  = 'Also output the latents after every step (Step below Steps), before the final latents.'
             InitialLatent = 'diffusers'' latents= argument: start from these latents (one per embedding, e.g. from Import-DiffusionTensor) instead of noise drawn from -Seed. SD latents are scaled by the scheduler''s init_noise_sigma as diffusers does.'
+            SeedPerPrompt = 'Give each embedding its own generator seeded with -Seed plus its Index, and denoise it on its own (diffusers: one call per prompt with torch.Generator().manual_seed(seed + i)). An image then does not depend on which prompts ran with it. Cannot be combined with -BatchSize.'
         }
         Examples    = @(
             @{ Code = '$lat = $emb | Invoke-Denoise -Pipeline $pipe -Steps 30 -Seed 42 -Height 512 -Width 512'; Remarks = 'Denoises the embeddings as one batch.' }
@@ -130,29 +131,35 @@
         )
     }
     'Invoke-Diffusion' = @{
-        Synopsis    = 'Generates images from prompts in one call: encode, denoise, decode and optionally save.'
-        Description = 'The one-call path, for a loaded pipeline (-Pipeline) or a model folder loaded for the call and freed afterwards (-Path). Without -OutputPath it outputs image objects; with it, it saves each image and outputs one result per prompt (index, prompt, seed, file, device, seconds).'
+        Synopsis    = 'Generates images from prompts in one call: encode, denoise, decode and optionally save; in one process or split between several.'
+        Description = 'The one-call path, for a loaded pipeline (-Pipeline) or a model folder loaded for the call and freed afterwards (-Path). Without -OutputPath it outputs image objects; with it, it saves each image and outputs one result per prompt (index, prompt, seed, file, rank, device, seconds). By default the prompts are one batch drawn from one generator seeded with -Seed, as diffusers does. -SeedPerPrompt gives prompt i the seed Seed+i and generates it on its own. With -NumProcesses n (or several -Device) the prompts are split between n worker pwsh processes as accelerate''s split_between_processes does; each worker loads the model once, generates its prompts with seed Seed+i (so the images are the same however many processes run) and saves them under -OutputPath, which needs {index}; the results come back in prompt order with the rank and device that made each image. A worker that dies is reported with its rank and error; -Retry re-runs its prompts on the surviving workers, and prompts that still fail get one error each. Ctrl+C kills all workers.'
         Parameters  = @{
             Pipeline          = 'A loaded pipeline with all components.'
-            Path              = 'A model folder to load for this call.'
-            Device            = 'With -Path: cpu, cuda or cuda:N.'
+            Path              = 'A model folder to load for this call (in each worker process for a parallel run).'
+            Device            = 'With -Path: cpu, cuda or cuda:N. Several devices (cuda:0,cuda:1) start one worker process per device; with -NumProcesses, process i takes Device[i mod count].'
             DType             = 'With -Path: float32, float16 or bfloat16.'
             Prompt            = 'The prompts; from the pipeline too.'
             NegativePrompt    = 'One negative prompt for all prompts, or one per prompt (SD).'
             Steps             = 'Denoising steps (default 50 SD, 28 FLUX).'
             GuidanceScale     = 'Guidance (default 7.5 SD, 3.5 FLUX dev).'
-            Seed              = 'Seed of the CPU generator; random when omitted.'
+            Seed              = 'Seed of the CPU generator; random when omitted. With -SeedPerPrompt or in a parallel run, prompt i gets Seed+i.'
             Height            = 'Image height in pixels.'
             Width             = 'Image width in pixels.'
             Scheduler         = 'Scheduler name, alias or scheduler_config.json path.'
             MaxSequenceLength = 'FLUX: T5 tokens.'
-            BatchSize         = 'Images denoised together. Default: all.'
-            OutputPath        = 'Save each image here (file, folder or template) and output result objects.'
+            BatchSize         = 'Images denoised together. Default: all. Not with -SeedPerPrompt or a parallel run, which generate one prompt at a time.'
+            OutputPath        = 'Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank}) and output result objects. Required for a parallel run, with {index} (or a folder), so that the processes never write the same file.'
             Force             = 'Overwrite existing files.'
+            SeedPerPrompt     = 'Prompt i gets its own generator seeded with Seed+i (its index, or -PromptIndex) and is generated on its own, so its image does not depend on the other prompts or on how they were split between processes. Parallel runs always work this way.'
+            PromptIndex       = 'With -SeedPerPrompt: each prompt''s index in the whole job, e.g. the Index of Split-Prompt''s output under torchrun or srun. Used for the seed (Seed+index), {index} in -OutputPath and the result''s Index. Default: 0, 1, 2, ...'
+            NumProcesses      = 'Split the prompts between this many worker pwsh processes (data parallel, with -Path). Each gets RANK, WORLD_SIZE and LOCAL_RANK, and a device: -Device, else cuda:LOCAL_RANK when there are GPUs, else the CPU (OMP_NUM_THREADS shares the cores out unless already set).'
+            Retry             = 'Parallel runs: re-run the prompts of a failed worker on the surviving workers up to this many times (default 0).'
         }
         Examples    = @(
             @{ Code = 'Invoke-Diffusion -Path ./stable-diffusion-v1-5 -Prompt ''a photo of an astronaut riding a horse'' -Seed 0 -OutputPath astronaut.png'; Remarks = 'One image, saved.' }
             @{ Code = 'Get-Content prompts.txt | Invoke-Diffusion -Pipeline $pipe -Steps 25 -OutputPath ''out/{index}.png'''; Remarks = 'A file of prompts, one image each.' }
+            @{ Code = 'Get-Content prompts.txt | Invoke-Diffusion -Path ./stable-diffusion-v1-5 -Device cuda:0,cuda:1 -DType float16 -Seed 0 -OutputPath ''out/{index:0000}.png'' -Retry 1'; Remarks = 'Two GPUs, one worker process each; prompt i gets seed i, results come back in prompt order.' }
+            @{ Code = 'Invoke-Diffusion -Path ./sd -Prompt $prompts -NumProcesses 4 -Seed 7 -OutputPath out/ | Sort-Object Seconds -Descending | Select-Object -First 3'; Remarks = 'Four processes (on the CPU, or cuda:0..3 when there are GPUs); the slowest images.' }
         )
     }
     'Export-DiffusionTensor' = @{
@@ -193,6 +200,46 @@
         Parameters  = @{ PassThru = 'Output the devices'' memory after clearing.' }
         Examples    = @(
             @{ Code = 'Remove-DiffusionPipeline $den; Clear-DiffusionMemory -PassThru'; Remarks = 'Frees the transformer between stages and shows what remains.' }
+        )
+    }
+    'Split-Prompt' = @{
+        Synopsis    = 'This process''s share of a list of prompts (or objects, or a hashtable of lists), split between processes as accelerate''s split_between_processes does.'
+        Description = 'Collects its input and outputs the contiguous slice that belongs to this process: with N items and P processes, q = floor(N/P) and r = N mod P; process p takes the items from p*q + min(p, r), q+1 of them for the first r processes and q for the others. With -ApplyPadding a process with fewer items gets copies of the input''s last item, so every process has ceil(N/P) (for example to gather equal-sized results); unlike accelerate, each output says whether it is padding (IsPadding) and where it sits in the whole input (Index), so a gather never returns duplicates. A single hashtable of lists is split row by row, every list with the same indices (the lists must have the same length); each output''s Value is then a hashtable of that row. The rank and the number of processes come from -ProcessIndex and -NumProcesses, else from the launcher''s variables (see Get-DiffusionRank), else 0 of 1.'
+        Parameters  = @{
+            InputObject  = 'The prompts or objects to split, or one hashtable of equal-length lists; from the pipeline too (all of it is collected before splitting).'
+            ProcessIndex = 'This process''s rank, 0..NumProcesses-1. Default: RANK, SLURM_PROCID, OMPI_COMM_WORLD_RANK or PMI_RANK, else 0.'
+            NumProcesses = 'How many processes share the input. Default: WORLD_SIZE, SLURM_NTASKS, OMPI_COMM_WORLD_SIZE or PMI_SIZE, else 1.'
+            ApplyPadding = 'Give every process the same number of items by repeating the input''s last item; the copies have IsPadding set.'
+        }
+        Examples    = @(
+            @{ Code = '$share = Get-Content prompts.txt | Split-Prompt; Invoke-Diffusion -Path ./sd -Prompt $share.Value -PromptIndex $share.Index -SeedPerPrompt -Seed 0 -OutputPath ''out/{index:0000}.png'''; Remarks = 'In a script started by torchrun, srun or mpirun: each process generates its share; file names and seeds use the global index.' }
+            @{ Code = '''a dog'', ''a cat'', ''a bird'' | Split-Prompt -ProcessIndex 1 -NumProcesses 2 -ApplyPadding'; Remarks = 'Rank 1 of 2 gets ''a bird'' (Index 2) and a padding copy of it.' }
+            @{ Code = '(Split-Prompt @{ prompt = ''a'', ''b'', ''c''; seed = 1, 2, 3 } -ProcessIndex 0 -NumProcesses 2).Value.prompt'; Remarks = 'A hashtable of lists: rank 0 gets rows 0 and 1 of every list.' }
+        )
+    }
+    'Get-DiffusionRank' = @{
+        Synopsis    = 'Shows this process''s rank, world size and local rank in a data-parallel run, which launcher variables they came from, and its default device.'
+        Description = 'Reads, in order: RANK/WORLD_SIZE/LOCAL_RANK (torchrun, accelerate launch, Start-DiffusionParallel), SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID (srun), OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE/OMPI_COMM_WORLD_LOCAL_RANK (Open MPI mpirun), PMI_RANK/PMI_SIZE with MPI_LOCALRANKID (MPICH, Intel MPI); the first launcher whose variables are set wins, else the process is rank 0 of 1. The object has ProcessRank, WorldSize, LocalRank, Launcher, Source (the variables used) and Device. Device is the default device of pipelines loaded without -Device: cuda:LOCAL_RANK when there are CUDA devices (wrapping round when there are fewer devices than local ranks), else cpu. A variable that is not a whole number, or a rank not below the world size, is an error naming the variable.'
+        Parameters  = @{}
+        Examples    = @(
+            @{ Code = 'Get-DiffusionRank'; Remarks = 'Rank 0 of 1 on the CPU outside any launcher.' }
+            @{ Code = 'srun -n 4 pwsh -c ''Import-Module Diffusion; Get-DiffusionRank | Format-List'''; Remarks = 'Four Slurm tasks, each showing its rank, its local rank and its GPU.' }
+        )
+    }
+    'Start-DiffusionParallel' = @{
+        Synopsis    = 'Runs a script in several worker pwsh processes, one device each, like accelerate launch: one progress view, the workers'' output in rank order.'
+        Description = 'Starts -NumProcesses worker processes of the same pwsh as this session, each with the module imported and RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE set, so Split-Prompt, Get-DiffusionRank and pipelines loaded without -Device find their share and device. -Device gives each process one device: a CUDA device is the only GPU the process sees (CUDA_VISIBLE_DEVICES, so it is cuda:0 there), cpu hides the GPUs. Without -Device a process uses cuda:LOCAL_RANK when there are GPUs, else the CPU. OMP_NUM_THREADS shares the cores out unless it is already set. The script (-ScriptBlock, which cannot use $using: or variables of this session: pass them with -ArgumentList; or -FilePath) runs as a script file in each worker. Each rank''s progress shows as one bar under an overall bar; errors, warnings and messages come through marked with the rank; output objects come back deserialized (as from Start-Job), with a ProcessRank property, in rank order. A worker that fails (an error it throws, exit N with N other than 0, or a process that is killed or crashes) is reported with its rank, process id, exit code and error, and the other workers'' results are kept. Ctrl+C kills every worker and the processes they started.'
+        Parameters  = @{
+            NumProcesses = 'How many worker processes to start. Default: one per -Device entry.'
+            Device       = 'cpu, or CUDA devices (cuda:0,cuda:1): process i takes Device[i mod count].'
+            ScriptBlock  = 'The script every worker runs (as a script file: $args and param() work; exit N sets the exit code).'
+            FilePath     = 'A .ps1 file every worker runs.'
+            ArgumentList = 'Arguments for the script, the same in every worker.'
+        }
+        Examples    = @(
+            @{ Code = 'Start-DiffusionParallel -NumProcesses 2 -ScriptBlock { Get-DiffusionRank }'; Remarks = 'Two workers report their rank, world size and device.' }
+            @{ Code = 'Start-DiffusionParallel -Device cuda:0,cuda:1 -FilePath ./generate.ps1 -ArgumentList ./prompts.txt'; Remarks = 'generate.ps1 splits the prompts with Split-Prompt and generates its share on its GPU; the results come back in rank order.' }
+            @{ Code = 'Start-DiffusionParallel -NumProcesses 3 { param($Model) $share = Get-Content ./prompts.txt | Split-Prompt; Invoke-Diffusion -Path $Model -Prompt $share.Value -PromptIndex $share.Index -SeedPerPrompt -Seed 0 -OutputPath ''out/{index}.png'' } -ArgumentList ./sd'; Remarks = 'What Invoke-Diffusion -NumProcesses 3 does, written out.' }
         )
     }
 }

@@ -1,0 +1,260 @@
+using System.Management.Automation;
+using Diffusion.Engine;
+using Diffusion.Engine.IO;
+using Diffusion.Engine.Parallel;
+using Diffusion.Engine.Pipelines;
+
+namespace Diffusion.Cmdlets.Parallel;
+
+/// <summary>
+/// Invoke-Diffusion -NumProcesses / -Device a,b: splits the prompts between worker processes as accelerate does,
+/// each worker loads the model once and generates its prompts one by one with seed Seed + index (so the images do
+/// not depend on the split), saves them under names with the global index, and the results come back in prompt
+/// order. The prompts of a worker that fails are re-run on the surviving workers up to -Retry times; what still
+/// fails is reported, one error per prompt.
+/// </summary>
+internal sealed class ParallelGeneration
+{
+    /// <summary>
+    /// Runs in each worker (with the module imported): loads the model on the first call and keeps it for retries,
+    /// then generates the given prompts. DIFFUSION_TEST_EXIT_RANK=r[:n] is a test hook: the worker of rank r exits
+    /// with code 86 after n images (0: before the first).
+    /// </summary>
+    private const string WorkerScript = """
+        param([string] $ModelPath, [hashtable] $Load, [hashtable] $Generate, [string[]] $Prompts, [int[]] $Indices, [string[]] $NegativePrompts)
+        $ErrorActionPreference = 'Stop'
+        if (-not $global:DiffusionParallelPipeline) {
+            $global:DiffusionParallelPipeline = New-DiffusionPipeline -Path $ModelPath @Load
+        }
+        $exitRank, $exitAfter = "$env:DIFFUSION_TEST_EXIT_RANK" -split ':'
+        $testExit = $exitRank -ne '' -and [int]$exitRank -eq [int]$env:RANK
+        if ($testExit -and -not [int]$exitAfter) { [Environment]::Exit(86) }
+        $arguments = @{ Pipeline = $global:DiffusionParallelPipeline; Prompt = $Prompts; PromptIndex = $Indices; SeedPerPrompt = $true } + $Generate
+        if ($NegativePrompts) { $arguments.NegativePrompt = $NegativePrompts }
+        $done = 0
+        Invoke-Diffusion @arguments -ErrorAction Continue | ForEach-Object {
+            $_
+            $done++
+            if ($testExit -and $done -ge [int]$exitAfter) { [Environment]::Exit(86) }
+        }
+        """;
+
+    private readonly InvokeDiffusionCommand _cmd;
+    private readonly IReadOnlyList<string> _prompts;
+    private readonly DiffusionResult?[] _results;
+    private readonly bool[] _settled;
+    private int _nextEmit;
+    private WorkerPool? _pool;
+
+    public ParallelGeneration(InvokeDiffusionCommand cmdlet, IReadOnlyList<string> prompts)
+    {
+        _cmd = cmdlet;
+        _prompts = prompts;
+        _results = new DiffusionResult?[prompts.Count];
+        _settled = new bool[prompts.Count];
+    }
+
+    /// <summary>Ctrl+C: kill every worker (and its children) now.</summary>
+    public void Stop() => _pool?.KillAll();
+
+    public void Run()
+    {
+        var modelPath = _cmd.GetUnresolvedProviderPathFromPSPath(_cmd.Path);
+        if (!Directory.Exists(modelPath))
+            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ModelFolderNotFound", ErrorCategory.ObjectNotFound,
+                $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath));
+        var template = OutputTemplate();
+        var negatives = _cmd.NegativePrompt is null ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, _cmd.NegativePrompt));
+        long seed = _cmd.Seed ?? InvokeDiffusionCommand.NewSeed();
+        var launches = ParallelLaunch.Plan(_cmd, _cmd.NumProcesses, _cmd.Device);
+        if (!_cmd.ShouldProcess(template.Template, $"Generate {_prompts.Count} image(s) in {launches.Count} worker process(es)")) return;
+
+        var generate = new System.Collections.Hashtable
+        {
+            ["Seed"] = seed, ["OutputPath"] = template.Template, ["Force"] = _cmd.Force.IsPresent,
+        };
+        if (_cmd.Steps is int steps) generate["Steps"] = steps;
+        if (_cmd.GuidanceScale is double guidance) generate["GuidanceScale"] = guidance;
+        if (_cmd.Height is int height) generate["Height"] = height;
+        if (_cmd.Width is int width) generate["Width"] = width;
+        if (_cmd.MaxSequenceLength is int length) generate["MaxSequenceLength"] = length;
+
+        _pool = new WorkerPool(launches);
+        var progress = new ParallelProgress($"Invoke-Diffusion: {_prompts.Count} prompt(s) in {launches.Count} worker process(es)", _pool.Workers);
+        try
+        {
+            _cmd.WriteProgress(progress.Overall("starting workers and loading the model", 0));
+            _pool.Open(ParallelLaunch.ModulePath);
+            _cmd.StopIfAsked();
+            foreach (var w in _pool.Workers.Where(w => w.Death is not null))
+                _cmd.WriteError(WorkerForwarding.WorkerFailed(w.Death!, "Its prompts go to the other workers."));
+            var pending = Enumerable.Range(0, _prompts.Count).ToList();
+            for (int attempt = 0; pending.Count > 0; attempt++)
+            {
+                var survivors = _pool.Workers.Where(w => w.IsAlive).ToList();
+                if (survivors.Count == 0)
+                {
+                    FailForGood(pending.Select(i => (i, (WorkerFailure?)null)).ToList(), attempt);
+                    break;
+                }
+                var failed = RunRound(pending, survivors, progress, LoadArguments, modelPath, generate, negatives);
+                pending = failed.Select(f => f.Index).ToList();
+                if (pending.Count == 0) break;
+                if (attempt < _cmd.Retry && _pool.Workers.Any(w => w.IsAlive))
+                {
+                    _cmd.WriteWarning($"Retrying {pending.Count} prompt(s) of failed workers on rank(s) {string.Join(", ", _pool.Workers.Where(w => w.IsAlive).Select(w => w.Rank))} " +
+                                      $"(retry {attempt + 1} of {_cmd.Retry}).");
+                    continue;
+                }
+                FailForGood(failed.Select(f => (f.Index, (WorkerFailure?)f.Failure)).ToList(), attempt);
+                break;
+            }
+        }
+        finally
+        {
+            _pool.Dispose();
+            if (!_cmd.Stopping) foreach (var bar in progress.Completed()) _cmd.WriteProgress(bar); // writing throws once Ctrl+C was pressed
+        }
+    }
+
+    /// <summary>-OutputPath, resolved; it must name every image apart, so it needs {index} (a folder gets the default name, which has it).</summary>
+    private OutputPathTemplate OutputTemplate()
+    {
+        if (_cmd.OutputPath is null)
+            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelOutputPathMissing", ErrorCategory.InvalidArgument,
+                "A parallel run saves the images in the worker processes: give -OutputPath, a folder or a template with {index} (e.g. 'out/{index:0000}.png').", "OutputPath"));
+        var template = _cmd.RunEngine(() => new OutputPathTemplate(_cmd.GetUnresolvedProviderPathFromPSPath(_cmd.OutputPath!)));
+        if (!template.Uses("index"))
+            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelOutputPathNeedsIndex", ErrorCategory.InvalidArgument,
+                $"-OutputPath '{_cmd.OutputPath}' has no {{index}}: the processes' images would collide. Add {{index}} (e.g. 'out/{{index:0000}}-{{seed}}.png') or give a folder.", "OutputPath"));
+        return template;
+    }
+
+    /// <summary>New-DiffusionPipeline's arguments in a worker: its device as it sees it (a CUDA worker sees only its own GPU, as cuda:0).</summary>
+    private System.Collections.Hashtable LoadArguments(WorkerProcess worker)
+    {
+        var load = new System.Collections.Hashtable { ["DType"] = _cmd.DType };
+        if (worker.Device is not null) load["Device"] = worker.Device == "cpu" ? "cpu" : "cuda:0";
+        if (_cmd.Scheduler is not null) load["Scheduler"] = _cmd.Scheduler;
+        return load;
+    }
+
+    /// <summary>Splits <paramref name="pending"/> between the workers, runs them, and returns the prompts of workers that failed.</summary>
+    private List<(int Index, WorkerFailure Failure)> RunRound(List<int> pending, List<WorkerProcess> workers, ParallelProgress progress,
+        Func<WorkerProcess, System.Collections.Hashtable> load, string modelPath, System.Collections.Hashtable generate, IReadOnlyList<string?>? negatives)
+    {
+        var shares = PromptSplitter.AllShares(pending.Count, workers.Count, applyPadding: false);
+        var assigned = new Dictionary<WorkerProcess, List<int>>();
+        var received = new Dictionary<WorkerProcess, HashSet<int>>();
+        int running = 0;
+        for (int k = 0; k < workers.Count; k++)
+        {
+            var w = workers[k];
+            var indices = shares[k].Items.Select(i => pending[i.Index]).ToList();
+            assigned[w] = indices;
+            received[w] = new HashSet<int>();
+            if (indices.Count == 0)
+            {
+                _cmd.WriteProgress(progress.Rank(w, "idle", 100));
+                continue;
+            }
+            _cmd.WriteProgress(progress.Rank(w, $"0/{indices.Count} images"));
+            w.BeginInvoke(WorkerScript, new Dictionary<string, object?>
+            {
+                ["ModelPath"] = modelPath, ["Load"] = load(w), ["Generate"] = generate,
+                ["Prompts"] = indices.Select(i => _prompts[i]).ToArray(), ["Indices"] = indices.ToArray(),
+                ["NegativePrompts"] = negatives is null ? null : indices.Select(i => negatives[i] ?? "").ToArray(),
+            });
+            running++;
+        }
+        var failed = new List<(int, WorkerFailure)>();
+        while (running > 0)
+        {
+            _cmd.StopIfAsked();
+            var e = _pool!.Next(200);
+            if (e is null || WorkerForwarding.TryForward(_cmd, e)) continue;
+            var w = e.Worker;
+            switch (e)
+            {
+                case WorkerOutput o when Result(o.Value, w, assigned[w]) is { } result && received[w].Add(result.Index):
+                    _results[result.Index] = result;
+                    _settled[result.Index] = true;
+                    _cmd.WriteProgress(progress.Rank(w, $"{received[w].Count}/{assigned[w].Count} images", 100 * received[w].Count / assigned[w].Count));
+                    Flush(progress);
+                    break;
+                case WorkerProgress p:
+                    _cmd.WriteProgress(progress.FromWorker(w, p.Record, $"{received[w].Count}/{assigned[w].Count} images"));
+                    break;
+                case WorkerFinished f:
+                    running--;
+                    var missing = assigned[w].Where(i => !received[w].Contains(i)).ToList();
+                    if (f.Failure is { } failure)
+                    {
+                        var consequence = missing.Count == 0 ? "All its images were saved." : $"{missing.Count} of its prompts {(missing.Count == 1 ? "was" : "were")} not generated: #{string.Join(", #", missing)}.";
+                        _cmd.WriteError(WorkerForwarding.WorkerFailed(failure, consequence));
+                        failed.AddRange(missing.Select(i => (i, failure)));
+                        _cmd.WriteProgress(progress.Rank(w, "failed"));
+                    }
+                    else
+                    {
+                        foreach (var i in missing) _settled[i] = true; // the worker reported their errors (forwarded above)
+                        _cmd.WriteProgress(progress.Rank(w, $"done: {received[w].Count}/{assigned[w].Count} images", 100));
+                    }
+                    Flush(progress);
+                    break;
+            }
+        }
+        return failed;
+    }
+
+    /// <summary>A worker's output as a result, or null when it is not one of the prompts the worker was given.</summary>
+    private DiffusionResult? Result(PSObject? value, WorkerProcess worker, List<int> assigned)
+    {
+        object? Get(string name) => value?.Properties[name]?.Value;
+        if (Get("Index") is not { } indexValue || !int.TryParse(indexValue.ToString(), out var index) || !assigned.Contains(index)) return null;
+        return new DiffusionResult
+        {
+            Index = index,
+            Prompt = _prompts[index],
+            Seed = Convert.ToInt64(Get("Seed"), System.Globalization.CultureInfo.InvariantCulture),
+            Path = Get("Path")?.ToString(),
+            ProcessRank = worker.Rank,
+            Device = worker.Device ?? Get("Device")?.ToString() ?? "",
+            Seconds = Convert.ToDouble(Get("Seconds"), System.Globalization.CultureInfo.InvariantCulture),
+        };
+    }
+
+    /// <summary>Writes the results that are next in prompt order.</summary>
+    private void Flush(ParallelProgress progress)
+    {
+        for (; _nextEmit < _prompts.Count && _settled[_nextEmit]; _nextEmit++)
+            if (_results[_nextEmit] is { } r) _cmd.WriteObject(r);
+        int done = _results.Count(r => r is not null);
+        _cmd.WriteProgress(progress.Overall($"{done}/{_prompts.Count} images", 100 * done / _prompts.Count));
+    }
+
+    /// <summary>One error per prompt that no worker could generate, with the failed worker's error.</summary>
+    private void FailForGood(List<(int Index, WorkerFailure? Failure)> failed, int retries)
+    {
+        var advice = _cmd.Retry > 0 ? $" It was retried {retries} time(s)." : " Use -Retry <k> to re-run the prompts of a failed worker on the others.";
+        foreach (var (index, failure) in failed.OrderBy(f => f.Index))
+        {
+            var why = failure is null ? "no worker process is left to run it" : $"worker {failure}";
+            var message = $"Prompt #{index} '{_prompts[index]}' was not generated: {why}.{advice}";
+            _cmd.WriteError(new ErrorRecord(new InvalidOperationException(message), "ParallelPromptFailed", ErrorCategory.OperationStopped, index)
+            {
+                ErrorDetails = new ErrorDetails(message),
+            });
+            _settled[index] = true;
+        }
+        for (; _nextEmit < _prompts.Count && _settled[_nextEmit]; _nextEmit++)
+            if (_results[_nextEmit] is { } r) _cmd.WriteObject(r);
+    }
+}
+
+/// <summary>ErrorRecords for cmdlet-side argument problems.</summary>
+internal static class DiffusionCmdletErrors
+{
+    public static ErrorRecord Create(string errorId, ErrorCategory category, string message, object? target) =>
+        new(new ArgumentException(message), errorId, category, target) { ErrorDetails = new ErrorDetails(message) };
+}
