@@ -50,25 +50,12 @@ public sealed class EulerDiscreteScheduler : IScheduler
         _sigmas = [.. Enumerable.Reverse(_trainingSigmas), 0f];
     }
 
-    public float InitNoiseSigma
-    {
-        get
-        {
-            float maxSigma = _sigmas.Max();
-            return _timestepSpacing is "linspace" or "trailing" ? maxSigma : MathF.Sqrt(maxSigma * maxSigma + 1);
-        }
-    }
+    public float InitNoiseSigma => SigmaSchedules.InitNoiseSigma(_sigmas, _timestepSpacing);
 
     public void SetTimesteps(int numInferenceSteps, double? mu = null)
     {
         int trainSteps = Config.NumTrainTimesteps;
-        float[] timesteps = _timestepSpacing switch
-        {
-            "linspace" => Numpy.Linspace(0, trainSteps - 1, numInferenceSteps).Select(t => (float)t).Reverse().ToArray(),
-            "leading" => Enumerable.Range(0, numInferenceSteps).Select(i => (float)(i * (trainSteps / numInferenceSteps)) + Config.StepsOffset).Reverse().ToArray(),
-            "trailing" => Numpy.Arange(trainSteps, 0, -(double)trainSteps / numInferenceSteps).Select(t => (float)Numpy.Round(t) - 1).ToArray(),
-            _ => throw PNDMScheduler.TimestepSpacingNotSupported(_timestepSpacing, Name),
-        };
+        float[] timesteps = SigmaSchedules.SpacedTimesteps(_timestepSpacing, trainSteps, numInferenceSteps, Config.StepsOffset, Name);
 
         double[] sigmas = Config.InterpolationType == "linear"
             ? timesteps.Select(t => Numpy.Interp(t, _trainingSigmas)).ToArray()

@@ -53,4 +53,23 @@ internal static class SigmaSchedules
     /// <summary>diffusers' <c>_convert_to_exponential</c>: sigmas evenly spaced in log space.</summary>
     public static double[] Exponential(double sigmaMin, double sigmaMax, int numInferenceSteps) =>
         Numpy.Linspace(Math.Log(sigmaMax), Math.Log(sigmaMin), numInferenceSteps).Select(Math.Exp).ToArray();
+
+    /// <summary>
+    /// The discrete timesteps of Euler-type schedulers for <paramref name="spacing"/> ("linspace", "leading", "trailing"),
+    /// as diffusers' EulerDiscrete/EulerAncestralDiscrete set_timesteps compute them (numpy float64, then float32), descending.
+    /// </summary>
+    public static float[] SpacedTimesteps(string spacing, int trainSteps, int numInferenceSteps, int stepsOffset, string scheduler) => spacing switch
+    {
+        "linspace" => Numpy.Linspace(0, trainSteps - 1, numInferenceSteps).Select(t => (float)t).Reverse().ToArray(),
+        "leading" => Enumerable.Range(0, numInferenceSteps).Select(i => (float)(i * (trainSteps / numInferenceSteps)) + stepsOffset).Reverse().ToArray(),
+        "trailing" => Numpy.Arange(trainSteps, 0, -(double)trainSteps / numInferenceSteps).Select(t => (float)Numpy.Round(t) - 1).ToArray(),
+        _ => throw PNDMScheduler.TimestepSpacingNotSupported(spacing, scheduler),
+    };
+
+    /// <summary>init_noise_sigma of sigma-based schedulers: the largest sigma, or sqrt(max^2 + 1) for "leading" spacing.</summary>
+    public static float InitNoiseSigma(IEnumerable<float> sigmas, string spacing)
+    {
+        float maxSigma = sigmas.Max();
+        return spacing is "linspace" or "trailing" ? maxSigma : MathF.Sqrt(maxSigma * maxSigma + 1);
+    }
 }
