@@ -284,6 +284,12 @@ internal sealed class WorkerProcess : IDisposable
         catch (System.ComponentModel.Win32Exception) { }
     }
 
+    private static void DisposeQuietly(Runspace? runspace)
+    {
+        try { runspace?.Dispose(); }
+        catch (Exception e) when (e is InvalidRunspaceStateException or InvalidOperationException or System.Management.Automation.Remoting.PSRemotingTransportException) { }
+    }
+
     /// <summary>Closes the runspace (the server exits) and makes sure the process and its children are gone.</summary>
     public void Dispose()
     {
@@ -292,12 +298,11 @@ internal sealed class WorkerProcess : IDisposable
         Invocation? running;
         lock (_gate) running = _current;
         if (running is not null) Kill();
-        // Closing the runspace of a dead (or killed) process would wait for the remoting client's one-minute timeout.
-        if (!_killRequested && Death is null && !WaitExit(0))
-        {
-            try { _runspace?.Dispose(); }
-            catch (Exception e) when (e is InvalidRunspaceStateException or InvalidOperationException or System.Management.Automation.Remoting.PSRemotingTransportException) { }
-        }
+        // Closing the runspace of a dead (or killed) process waits for the remoting client's one-minute timeout: do that on a
+        // background thread, so neither this command nor the exit of pwsh waits for it.
+        var runspace = _runspace;
+        if (!_killRequested && Death is null && !WaitExit(0)) DisposeQuietly(runspace);
+        else if (runspace is not null) System.Threading.Tasks.Task.Run(() => DisposeQuietly(runspace));
         Kill();
         try { _instance.Dispose(); }
         catch (InvalidOperationException) { }
