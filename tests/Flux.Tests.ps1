@@ -122,6 +122,63 @@ Describe 'FLUX behaviour' {
     }
 }
 
+Describe 'FLUX.1-schnell configuration' {
+    # flux-tiny turned into a schnell-style model: no guidance embedder (its weights dropped), static shift 1.0.
+    BeforeAll {
+        $script:Schnell = Join-Path ([IO.Path]::GetTempPath()) ("flux-schnell-" + [guid]::NewGuid())
+        Copy-Item $script:FluxTiny $script:Schnell -Recurse
+        Get-ChildItem $script:Schnell -Recurse -File | ForEach-Object { $_.IsReadOnly = $false }
+        $cfg = Get-Content "$script:Schnell/transformer/config.json" -Raw | ConvertFrom-Json
+        $cfg.guidance_embeds = $false
+        $cfg | ConvertTo-Json -Depth 5 | Set-Content "$script:Schnell/transformer/config.json"
+        $sched = Get-Content "$script:Schnell/scheduler/scheduler_config.json" -Raw | ConvertFrom-Json
+        $sched.use_dynamic_shifting = $false
+        $sched.shift = 1.0
+        $sched | ConvertTo-Json -Depth 5 | Set-Content "$script:Schnell/scheduler/scheduler_config.json"
+        $weights = "$script:Schnell/transformer/diffusion_pytorch_model.safetensors"
+        $file = $script:SafeTensorsFile::Open($weights)
+        $kept = [Activator]::CreateInstance([System.Collections.Generic.Dictionary`2].MakeGenericType([string], $script:TensorType))
+        try {
+            foreach ($name in $file.Tensors.Keys) { if ($name -notlike 'time_text_embed.guidance_embedder.*') { $kept[$name] = $file.Load($name) } }
+            $script:Dropped = $file.Tensors.Count - $kept.Count
+        } finally { $file.Dispose() }
+        (Get-EngineType 'Diffusion.Engine.IO.SafeTensorsWriter')::Save($weights, $kept, $null)
+        $script:SchnellPipe = New-DiffusionPipeline $script:Schnell
+    }
+    AfterAll {
+        Remove-DiffusionPipeline $script:SchnellPipe
+        Remove-Item $script:Schnell -Recurse -Force -ErrorAction SilentlyContinue
+    }
+
+    It 'loads without a guidance embedder' {
+        $script:Dropped | Should -BeGreaterThan 0
+        $script:SchnellPipe.Components['transformer'].Parameters | Should -BeLessThan (New-DiffusionPipeline $script:FluxTiny -Component transformer).Components['transformer'].Parameters
+    }
+
+    It 'defaults to 256 T5 tokens (dev: 512)' {
+        $e = ConvertTo-DiffusionEmbedding -Pipeline $script:SchnellPipe 'a dog'
+        $e.PromptEmbeds.shape[1] | Should -Be 256
+        $dev = ConvertTo-DiffusionEmbedding -Pipeline (New-DiffusionPipeline $script:FluxTiny -Component text_encoder, text_encoder_2) 'a dog'
+        $dev.PromptEmbeds.shape[1] | Should -Be 512
+    }
+
+    It 'ignores the guidance scale, as diffusers passes no guidance to schnell' {
+        $a = Invoke-Diffusion -Pipeline $script:SchnellPipe -Prompt 'a dog' -Steps 2 -Seed 1 -Height 64 -Width 64 -MaxSequenceLength 16 -GuidanceScale 1
+        $b = Invoke-Diffusion -Pipeline $script:SchnellPipe -Prompt 'a dog' -Steps 2 -Seed 1 -Height 64 -Width 64 -MaxSequenceLength 16 -GuidanceScale 9
+        $null = Assert-TensorClose $a.Pixels $b.Pixels 0 0 'schnell image with guidance 1 vs 9'
+        $a.Width | Should -Be 64
+    }
+
+    It 'dev does use the guidance scale' {
+        $pipe = New-DiffusionPipeline $script:FluxTiny
+        try {
+            $a = Invoke-Diffusion -Pipeline $pipe -Prompt 'a dog' -Steps 2 -Seed 1 -Height 64 -Width 64 -MaxSequenceLength 16 -GuidanceScale 1
+            $b = Invoke-Diffusion -Pipeline $pipe -Prompt 'a dog' -Steps 2 -Seed 1 -Height 64 -Width 64 -MaxSequenceLength 16 -GuidanceScale 9
+            ($script:TensorComparison::Compare($a.Pixels, $b.Pixels, 0, 0, '')).MaxAbsDifference | Should -BeGreaterThan 0
+        } finally { Remove-DiffusionPipeline $pipe }
+    }
+}
+
 Describe 'Memory goes back between stages' {
     It 'Remove-DiffusionPipeline + Clear-DiffusionMemory drop the engine''s memory to what remains' {
         Clear-DiffusionMemory
@@ -134,6 +191,15 @@ Describe 'Memory goes back between stages' {
         Clear-DiffusionMemory
         (Get-DiffusionDevice cpu).AllocatedByEngine | Should -Be $base
         (Get-DiffusionDevice cpu).PeakByEngine | Should -Be $base
+    }
+
+    It 'a pipeline nothing refers to any more leaves the ledger after Clear-DiffusionMemory' {
+        Clear-DiffusionMemory
+        $base = (Get-DiffusionDevice cpu).AllocatedByEngine
+        $null = New-DiffusionPipeline $script:FluxTiny -Component vae # dropped without Remove-DiffusionPipeline
+        (Get-DiffusionDevice cpu).AllocatedByEngine | Should -BeGreaterThan $base
+        Clear-DiffusionMemory
+        (Get-DiffusionDevice cpu).AllocatedByEngine | Should -Be $base
     }
 
     It 'latents that nothing refers to are freed by Clear-DiffusionMemory' {

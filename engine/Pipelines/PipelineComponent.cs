@@ -78,5 +78,13 @@ public sealed class PipelineComponent : IDisposable
             foreach (var (d, b) in _counted) MemoryLedger.Remove(d, b);
         }
         Instance = null!;
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>A component nothing refers to any more: its tensors are freed by their own finalizers; take it off the ledger.</summary>
+    ~PipelineComponent()
+    {
+        if (_disposed || Instance is not nn.Module) return;
+        foreach (var (d, b) in _counted) MemoryLedger.Remove(d, b);
     }
 }
