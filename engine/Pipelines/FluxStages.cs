@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Schedulers;
 using Diffusion.Engine.Tokenizers;
@@ -123,35 +122,15 @@ internal static class FluxStages
 
         var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width);
 
-        // 3. Denoise. The in-flight latents are counted, and freed however the loop ends (Ctrl+C included).
-        var clock = Stopwatch.StartNew();
-        var inFlight = latents.numel() * latents.element_size();
-        var deviceName = Devices.DeviceCatalog.Name(device);
-        Devices.MemoryLedger.Add(deviceName, inFlight);
-        try
+        // 3. Denoise: the transformer predicts the velocity, the flow-matching scheduler steps along it.
+        // Iterated here (not returned) so the conditioning tensors above live until the loop ends.
+        foreach (var done in DenoiseLoop.Run(latents, scheduler, run, batch, o.CaptureSteps, results, (i, current) =>
         {
-            var timesteps = scheduler.Timesteps;
-            for (int i = 0; i < timesteps.Length; i++)
-            {
-                using (var scope = torch.NewDisposeScope())
-                using (var noGrad = torch.no_grad())
-                {
-                    var t = torch.full([b], timesteps[i] / 1000f, dtype, device); // the model scales by 1000 again
-                    var velocity = transformer.forward(latents, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null);
-                    var next = scheduler.Step(velocity, i, latents, generator).MoveToOuterDisposeScope();
-                    latents.Dispose();
-                    latents = next;
-                }
-                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
-                    o.CaptureSteps ? run.Split(latents, batch, i + 1) : null);
-            }
-            results.AddRange(run.Split(latents, batch, timesteps.Length, clock.Elapsed.TotalSeconds));
-        }
-        finally
-        {
-            latents.Dispose();
-            Devices.MemoryLedger.Remove(deviceName, inFlight);
-        }
+            var t = torch.full([b], scheduler.Timesteps[i] / 1000f, dtype, device); // the model scales by 1000 again
+            var velocity = transformer.forward(current, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null);
+            return scheduler.Step(velocity, i, current, generator);
+        }))
+            yield return done;
     }
 
     private static DiffusionException MissingPooled(DiffusionEmbedding e) =>

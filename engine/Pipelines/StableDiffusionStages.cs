@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Schedulers;
 using Diffusion.Engine.Tokenizers;
@@ -101,44 +100,22 @@ internal static class StableDiffusionStages
 
         var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width);
 
-        // 3. Denoise. The in-flight latents are counted, and freed however the loop ends (Ctrl+C included).
-        var clock = Stopwatch.StartNew();
-        var inFlight = latents.numel() * latents.element_size();
-        var deviceName = Devices.DeviceCatalog.Name(device);
-        Devices.MemoryLedger.Add(deviceName, inFlight);
-        try
+        // 3. Denoise, with classifier-free guidance on [uncond, text] halves.
+        // Iterated here (not returned) so the conditioning tensors above live until the loop ends.
+        foreach (var done in DenoiseLoop.Run(latents, scheduler, run, batch, o.CaptureSteps, results, (i, current) =>
         {
-            var timesteps = scheduler.Timesteps;
-            for (int i = 0; i < timesteps.Length; i++)
+            var modelInput = cfg ? torch.cat([current, current], 0) : current; // [2B or B, 4, h, w]
+            modelInput = scheduler.ScaleModelInput(modelInput, i);
+            var t = torch.tensor(scheduler.Timesteps[i], ScalarType.Float32, device);
+            var noise = unet.forward(modelInput, t, context);
+            if (cfg)
             {
-                using (var scope = torch.NewDisposeScope())
-                using (var noGrad = torch.no_grad())
-                {
-                    var modelInput = cfg ? torch.cat([latents, latents], 0) : latents; // [2B or B, 4, h, w]
-                    modelInput = scheduler.ScaleModelInput(modelInput, i);
-                    var t = torch.tensor(timesteps[i], ScalarType.Float32, device);
-                    var noise = unet.forward(modelInput, t, context);
-                    if (cfg)
-                    {
-                        var chunks = noise.chunk(2, 0); // uncond, text
-                        noise = chunks[0] + guidance * (chunks[1] - chunks[0]);
-                    }
-                    var next = scheduler.Step(noise, i, latents, generator).MoveToOuterDisposeScope();
-                    latents.Dispose();
-                    latents = next;
-                }
-                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed,
-                    o.CaptureSteps ? run.Split(latents, batch, i + 1) : null);
+                var chunks = noise.chunk(2, 0); // uncond, text
+                noise = chunks[0] + guidance * (chunks[1] - chunks[0]);
             }
-
-            // 4. One latent object per image.
-            results.AddRange(run.Split(latents, batch, timesteps.Length, clock.Elapsed.TotalSeconds));
-        }
-        finally
-        {
-            latents.Dispose();
-            Devices.MemoryLedger.Remove(deviceName, inFlight);
-        }
+            return scheduler.Step(noise, i, current, generator);
+        }))
+            yield return done;
     }
 
     /// <summary>VAE decode of SD latents [B,4,h,w] to images [B,3,H,W] in [0,1].</summary>

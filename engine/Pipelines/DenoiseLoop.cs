@@ -1,0 +1,47 @@
+using System.Diagnostics;
+using Diffusion.Engine.Devices;
+using Diffusion.Engine.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>
+/// The loop every family denoises with: one model step per timestep in its own dispose scope, a progress item after each
+/// step (with every image's latents when asked), the result split into one latent object per image, and the in-flight
+/// latents counted in the memory ledger and freed however the loop ends (Ctrl+C included).
+/// </summary>
+internal static class DenoiseLoop
+{
+    /// <param name="latents">The initial latents [B, ...] on the model's device; the loop owns them.</param>
+    /// <param name="step">(step index, current latents) -> next latents, computed inside the step's dispose scope.</param>
+    public static IEnumerable<DenoiseStep> Run(Tensor latents, IScheduler scheduler, DenoiseRunInfo run, IReadOnlyList<DiffusionEmbedding> batch,
+        bool captureSteps, List<DiffusionLatent> results, Func<int, Tensor, Tensor> step)
+    {
+        var clock = Stopwatch.StartNew();
+        var inFlight = latents.numel() * latents.element_size();
+        var deviceName = DeviceCatalog.Name(latents.device);
+        MemoryLedger.Add(deviceName, inFlight);
+        try
+        {
+            var timesteps = scheduler.Timesteps;
+            for (int i = 0; i < timesteps.Length; i++)
+            {
+                using (var scope = torch.NewDisposeScope())
+                using (var noGrad = torch.no_grad())
+                {
+                    var next = step(i, latents).MoveToOuterDisposeScope();
+                    latents.Dispose();
+                    latents = next;
+                }
+                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, i + 1) : null);
+            }
+            results.AddRange(run.Split(latents, batch, timesteps.Length, clock.Elapsed.TotalSeconds));
+        }
+        finally
+        {
+            latents.Dispose();
+            MemoryLedger.Remove(deviceName, inFlight);
+        }
+    }
+}
