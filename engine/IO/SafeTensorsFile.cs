@@ -1,5 +1,4 @@
-using System.IO.MemoryMappedFiles;
-using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -14,25 +13,24 @@ public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, lon
 }
 
 /// <summary>
-/// A safetensors file, memory-mapped: the header is parsed and validated on open, each tensor is read only
-/// when asked for. Format: u64 little-endian header length N, N bytes of JSON
+/// A safetensors file: the header is parsed and validated on open, each tensor is read only when asked for, with
+/// positioned reads straight into the tensor's memory (no mapping: file pages never count as the process's memory). Format: u64 little-endian header length N, N bytes of JSON
 /// {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data.
 /// </summary>
 public sealed class SafeTensorsFile : IDisposable
 {
     private const long MaxHeaderBytes = 100L * 1024 * 1024;
-    private readonly MemoryMappedFile? _map;
-    private readonly MemoryMappedViewAccessor? _view;
+    private readonly SafeFileHandle? _handle;
     private readonly long _dataStart;
 
     public string Path { get; }
     public IReadOnlyDictionary<string, SafeTensorInfo> Tensors { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    private SafeTensorsFile(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, long dataStart,
+    private SafeTensorsFile(string path, SafeFileHandle? handle, long dataStart,
         Dictionary<string, SafeTensorInfo> tensors, Dictionary<string, string> metadata)
     {
-        Path = path; _map = map; _view = view; _dataStart = dataStart; Tensors = tensors; Metadata = metadata;
+        Path = path; _handle = handle; _dataStart = dataStart; Tensors = tensors; Metadata = metadata;
     }
 
     public static SafeTensorsFile Open(string path)
@@ -77,13 +75,8 @@ public sealed class SafeTensorsFile : IDisposable
         }
         CheckDataLayout(path, tensors.Values, dataLength);
 
-        MemoryMappedFile? map = null; MemoryMappedViewAccessor? view = null;
-        if (dataLength > 0)
-        {
-            map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-        }
-        return new SafeTensorsFile(path, map, view, dataStart, tensors, metadata);
+        var handle = dataLength > 0 ? File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess) : null;
+        return new SafeTensorsFile(path, handle, dataStart, tensors, metadata);
     }
 
     private static void ReadMetadata(string path, JsonElement value, Dictionary<string, string> metadata)
@@ -178,24 +171,21 @@ public sealed class SafeTensorsFile : IDisposable
         return cpu.to(target, device);
     }
 
-    private unsafe void CopyInto(Tensor t, SafeTensorInfo info)
-    {
-        byte* basePtr = null;
-        _view!.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
-        try
-        {
-            byte* src = basePtr + _view.PointerOffset + _dataStart + info.Begin;
-            CopyBytes(t, src, info.ByteLength);
-        }
-        finally { _view.SafeMemoryMappedViewHandle.ReleasePointer(); }
-    }
+    /// <summary>Reads a tensor's bytes into a contiguous CPU tensor; Tensor.bytes is an int-length Span, so large tensors go slice by slice along dim 0.</summary>
+    private void CopyInto(Tensor t, SafeTensorInfo info) => ReadInto(t, _dataStart + info.Begin, info.ByteLength, info.Name);
 
-    /// <summary>Copies raw bytes into a contiguous CPU tensor; Tensor.bytes is an int-length Span, so large tensors go slice by slice along dim 0.</summary>
-    private static unsafe void CopyBytes(Tensor t, byte* src, long byteLength)
+    private void ReadInto(Tensor t, long offset, long byteLength, string name)
     {
         if (byteLength <= int.MaxValue || t.dim() == 0 || t.shape[0] <= 1)
         {
-            new ReadOnlySpan<byte>(src, checked((int)byteLength)).CopyTo(t.bytes);
+            var span = t.bytes;
+            for (int done = 0; done < span.Length;)
+            {
+                int n = RandomAccess.Read(_handle!, span[done..], offset + done);
+                if (n == 0)
+                    throw Corrupt(Path, $"the file ended while reading tensor '{name}' (it was changed or truncated after it was opened)");
+                done += n;
+            }
             return;
         }
         long rows = t.shape[0];
@@ -205,14 +195,13 @@ public sealed class SafeTensorsFile : IDisposable
         {
             long n = Math.Min(rowsPerChunk, rows - r);
             using var slice = t.narrow(0, r, n);
-            CopyBytes(slice, src + r * rowBytes, n * rowBytes);
+            ReadInto(slice, offset + r * rowBytes, n * rowBytes, name);
         }
     }
 
     public void Dispose()
     {
-        _view?.Dispose();
-        _map?.Dispose();
+        _handle?.Dispose();
     }
 }
 
