@@ -83,6 +83,21 @@ $worker = {
         $gpu = $plan.Components['transformer'].Devices | Where-Object Device -eq 'cuda:0'
         Add-Row 'FLUX.1-dev' 'planned on cuda:0 (GB): weights / activations / streaming' 0 ('{0:N2} / {1:N2} / {2:N2}, {3} blocks offloaded' -f ($gpu.Weights / 1e9), ($gpu.ActivationHeadroom / 1e9), ($gpu.StreamingBuffer / 1e9), $plan.Components['transformer'].OffloadedUnits.Count)
 
+        # Loading: the model is built on the meta device and each tensor is read from the file straight into its
+        # dtype and device, so host memory peaks at the loaded model (plus one tensor), not at a float32 copy of it.
+        # SD 1.5's UNet at full size (860M parameters, float32 header-only file: zeros), each load in a fresh pwsh so
+        # the process's peak working set is the load's own.
+        $sd15 = $writer::WriteStableDiffusion15Unet((Join-Path $fluxDev 'sd15-unet'))
+        foreach ($dtype in 'bfloat16', 'float32') {
+            $load = "Import-Module '$ModulePath'; `$null = Get-DiffusionDevice; `$p = [Diagnostics.Process]::GetCurrentProcess(); `$before = `$p.WorkingSet64; " +
+                "`$s = [Diagnostics.Stopwatch]::StartNew(); `$pipe = New-DiffusionPipeline '$sd15' -Device '$Device' -DType $dtype; `$s.Stop(); `$p.Refresh(); " +
+                "'{0} {1} {2}' -f `$s.Elapsed.TotalMilliseconds, `$before, `$p.PeakWorkingSet64"
+            $pwsh = (Get-Process -Id $PID).Path
+            $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
+            $ms, $before, $peak = ((& $pwsh @pwshArgs -NoProfile -NonInteractive -Command $load) | Select-Object -Last 1) -split ' '
+            Add-Row 'SD 1.5' "load UNet (860M) from float32 file as $dtype on $Device" ([double]$ms) ('host peak working set {0:N2} GB ({1:N2} GB before loading)' -f ([double]$peak / 1e9), ([double]$before / 1e9))
+        }
+
         # One denoising step of a transformer loaded with the given placement, median of single-step runs, and
         # the device's memory in use (total - free, the low point of free memory after each step).
         function Measure-Step($folder, [hashtable] $placement, $embedding, [int] $size, [string] $memoryDevice) {

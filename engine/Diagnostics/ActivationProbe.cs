@@ -36,11 +36,11 @@ public static class ActivationProbe
             using var noGrad = torch.no_grad();
             using var scope = torch.NewDisposeScope();
             int side = size / 16;
-            var hidden = torch.randn([1, side * side, config.InChannels]).to(type);
-            var context = torch.randn([1, textLength, config.JointAttentionDim]).to(type);
-            var pooled = torch.randn([1, config.PooledProjectionDim]).to(type);
-            var t = torch.tensor(new[] { 0.5f });
-            Tensor? guidance = config.GuidanceEmbeds ? torch.tensor(new[] { 3.5f }) : null;
+            var hidden = torch.randn([1, side * side, config.InChannels], device: torch.CPU).to(type);
+            var context = torch.randn([1, textLength, config.JointAttentionDim], device: torch.CPU).to(type);
+            var pooled = torch.randn([1, config.PooledProjectionDim], device: torch.CPU).to(type);
+            var t = torch.tensor(new[] { 0.5f }, device: torch.CPU);
+            Tensor? guidance = config.GuidanceEmbeds ? torch.tensor(new[] { 3.5f }, device: torch.CPU) : null;
             var imageIds = FluxLatents.PrepareLatentImageIds(side, side);
             var textIds = FluxLatents.TextIds(textLength);
             void Forward() { using var _ = model.forward(hidden, context, pooled, t, imageIds, textIds, guidance); }

@@ -16,8 +16,6 @@ namespace Diffusion.Engine.Diagnostics;
 /// </summary>
 public static class HeaderOnlyCheckpoint
 {
-    private static readonly object Gate = new();
-
     /// <summary>FLUX.1-dev's configs as published in black-forest-labs/FLUX.1-dev (model_index and the four models).</summary>
     public static readonly IReadOnlyDictionary<string, (string ClassName, string Library, string File, string Config)> FluxDev =
         new Dictionary<string, (string, string, string, string)>
@@ -31,6 +29,20 @@ public static class HeaderOnlyCheckpoint
             ["vae"] = ("AutoencoderKL", "diffusers", "diffusion_pytorch_model.safetensors",
                 """{"_class_name":"AutoencoderKL","act_fn":"silu","block_out_channels":[128,256,512,512],"down_block_types":["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],"force_upcast":true,"in_channels":3,"latent_channels":16,"latents_mean":null,"latents_std":null,"layers_per_block":2,"mid_block_add_attention":true,"norm_num_groups":32,"out_channels":3,"sample_size":1024,"scaling_factor":0.3611,"shift_factor":0.1159,"up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"],"use_post_quant_conv":false,"use_quant_conv":false}"""),
         };
+
+    /// <summary>Stable Diffusion 1.5's UNet config as published (stable-diffusion-v1-5/unet/config.json): 860M parameters.</summary>
+    public const string StableDiffusion15Unet =
+        """{"_class_name":"UNet2DConditionModel","act_fn":"silu","attention_head_dim":8,"block_out_channels":[320,640,1280,1280],"center_input_sample":false,"cross_attention_dim":768,"down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],"downsample_padding":1,"flip_sin_to_cos":true,"freq_shift":0,"in_channels":4,"layers_per_block":2,"mid_block_scale_factor":1,"norm_eps":1e-05,"norm_num_groups":32,"out_channels":4,"sample_size":64,"up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"]}""";
+
+    /// <summary>A pipeline folder holding only SD 1.5's UNet (float32 header, as published), for load benchmarks.</summary>
+    public static string WriteStableDiffusion15Unet(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "model_index.json"),
+            """{"_class_name":"StableDiffusionPipeline","unet":["diffusers","UNet2DConditionModel"]}""");
+        WriteComponent(Path.Combine(folder, "unet"), "UNet2DConditionModel", StableDiffusion15Unet, "diffusion_pytorch_model.safetensors", "F32");
+        return folder;
+    }
 
     private const string FluxDevScheduler =
         """{"_class_name":"FlowMatchEulerDiscreteScheduler","base_image_seq_len":256,"base_shift":0.5,"max_image_seq_len":4096,"max_shift":1.15,"num_train_timesteps":1000,"shift":3.0,"use_dynamic_shifting":true}""";
@@ -70,17 +82,8 @@ public static class HeaderOnlyCheckpoint
     public static IReadOnlyList<(string Name, long[] Shape)> Shapes(string className, string configPath)
     {
         TorchBackend.EnsureLoaded();
-        lock (Gate)
-        {
-            var previous = torch.get_default_device();
-            torch.set_default_device(torch.META);
-            try
-            {
-                using var model = Build(className, configPath);
-                return model.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
-            }
-            finally { torch.set_default_device(previous); }
-        }
+        using var model = MetaModules.Build(() => Build(className, configPath));
+        return model.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
     }
 
     private static nn.Module Build(string className, string configPath) => className switch

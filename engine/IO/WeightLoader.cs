@@ -84,11 +84,7 @@ public static class WeightLoader
     public static void LoadInto(nn.Module module, IReadOnlyList<string> files, Device device, ScalarType dtype, Func<string, string>? moduleKey = null)
     {
         using var weights = CheckedWeights.Open(module, files, moduleKey);
-        using var _ = torch.no_grad();
-        module.to(device);
-        module.to(dtype); // floating-point parameters and buffers only
-        foreach (var (key, dst) in module.state_dict())
-            weights.CopyInto(key, dst);
+        weights.LoadInto(module, "", device, dtype);
     }
 
     internal static void CheckKeys(nn.Module module, string label, IEnumerable<string> moduleKeys, IEnumerable<string> fileKeys)
@@ -127,17 +123,18 @@ public static class WeightLoader
 
 /// <summary>
 /// A component's weight files, opened and checked against a module (every key present both ways, shapes and kinds
-/// compatible) before anything is copied, so a mismatch leaves the module as it was. Keeps the files mapped until
+/// compatible) before anything is loaded, so a mismatch leaves the module as it was. Keeps the files mapped until
 /// disposed, for loads that read tensors later (weights offloaded to disk are read from here on every use).
 /// </summary>
 public sealed class CheckedWeights : IDisposable
 {
     private readonly List<SafeTensorsFile> _files;
     private readonly Dictionary<string, (SafeTensorsFile File, string Key)> _where;
+    private readonly List<(string Prefix, IKeepInFloat32 Module)> _keepInFloat32;
 
-    private CheckedWeights(List<SafeTensorsFile> files, Dictionary<string, (SafeTensorsFile, string)> where)
+    private CheckedWeights(List<SafeTensorsFile> files, Dictionary<string, (SafeTensorsFile, string)> where, List<(string, IKeepInFloat32)> keepInFloat32)
     {
-        _files = files; _where = where;
+        _files = files; _where = where; _keepInFloat32 = keepInFloat32;
     }
 
     public static CheckedWeights Open(nn.Module module, IReadOnlyList<string> files, Func<string, string>? moduleKey = null)
@@ -159,7 +156,10 @@ public sealed class CheckedWeights : IDisposable
             WeightLoader.CheckKeys(module, label, target.Keys, where.Keys);
             foreach (var (key, dst) in target)
                 WeightLoader.CheckCompatible(where[key].Key, where[key].File, dst);
-            return new CheckedWeights(opened, where);
+            var keep = module.named_modules().Prepend(("", module))
+                .Where(m => m.Item2 is IKeepInFloat32)
+                .Select(m => (m.Item1.Length == 0 ? "" : m.Item1 + ".", (IKeepInFloat32)m.Item2)).ToList();
+            return new CheckedWeights(opened, where, keep);
         }
         catch
         {
@@ -168,11 +168,39 @@ public sealed class CheckedWeights : IDisposable
         }
     }
 
-    /// <summary>Copies the weight of a module key into <paramref name="dst"/>, casting to its dtype and moving to its device.</summary>
-    public void CopyInto(string moduleKey, Tensor dst)
+    /// <summary>
+    /// Gives every parameter and buffer of <paramref name="module"/> (the model itself, or its unit at <paramref name="prefix"/>)
+    /// its weight from the files: a new tensor read from disk, cast to <paramref name="dtype"/> (floating tensors) and put on
+    /// <paramref name="device"/>, in place of the tensor the module was built with (on the meta device, normally). One
+    /// tensor at a time passes through host memory, in the file's dtype.
+    /// </summary>
+    public void LoadInto(nn.Module module, string prefix, Device device, ScalarType dtype) =>
+        MetaModules.Replace(module, (key, old, _) => Contains(key) ? Make(key, old, device, dtype) : null, prefix);
+
+    /// <summary>Whether the files hold a weight for this module key (non-persistent buffers have none).</summary>
+    public bool Contains(string moduleKey) => _where.ContainsKey(moduleKey);
+
+    /// <summary>
+    /// The dtype of a model tensor in a model loaded as <paramref name="dtype"/>: floating tensors take it (as Module.to
+    /// casts them), others keep theirs, and the children an <see cref="IKeepInFloat32"/> module names stay float32.
+    /// </summary>
+    public ScalarType DTypeFor(string moduleKey, Tensor like, ScalarType dtype)
     {
-        using var src = Read(moduleKey);
-        dst.copy_(src);
+        if (!torch.is_floating_point(like.dtype)) return like.dtype;
+        foreach (var (prefix, module) in _keepInFloat32)
+            if (moduleKey.StartsWith(prefix, StringComparison.Ordinal)
+                && module.KeepInFloat32(dtype).Any(child => moduleKey.AsSpan(prefix.Length).StartsWith(child + ".", StringComparison.Ordinal)))
+                return ScalarType.Float32;
+        return dtype;
+    }
+
+    /// <summary>The weight of a module key as the model wants it: in its <see cref="DTypeFor"/> dtype, on <paramref name="device"/>.</summary>
+    public Tensor Make(string moduleKey, Tensor like, Device device, ScalarType dtype)
+    {
+        var target = DTypeFor(moduleKey, like, dtype);
+        var cpu = Read(moduleKey);
+        if (cpu.dtype == target && cpu.device.type == device.type && cpu.device.index == device.index) return cpu;
+        using (cpu) return cpu.to(target, device);
     }
 
     /// <summary>The weight of a module key, read onto the CPU in its stored dtype.</summary>
@@ -186,4 +214,14 @@ public sealed class CheckedWeights : IDisposable
     {
         foreach (var f in _files) f.Dispose();
     }
+}
+
+/// <summary>
+/// transformers' _keep_in_fp32_modules: a module whose named children keep float32 weights when the model is loaded
+/// (or converted) in a reduced precision, because their activations would overflow there.
+/// </summary>
+public interface IKeepInFloat32
+{
+    /// <summary>The children (field names) that stay float32 when the model is loaded as <paramref name="dtype"/>.</summary>
+    IReadOnlyList<string> KeepInFloat32(ScalarType dtype);
 }

@@ -37,7 +37,7 @@ public static class ImageLoader
             var rgb = new byte[image.Width * image.Height * 3];
             image.CopyPixelDataTo(rgb);
             using var scope = torch.NewDisposeScope();
-            var pixels = torch.tensor(rgb, new long[] { image.Height, image.Width, 3 }); // [H, W, 3] uint8
+            var pixels = torch.tensor(rgb, new long[] { image.Height, image.Width, 3 }, device: torch.CPU); // [H, W, 3] uint8
             var unit = pixels.to(ScalarType.Float32) / 255.0;
             var normalized = 2.0 * unit - 1.0;
             return scope.MoveToOuter(normalized.permute(2, 0, 1).unsqueeze(0).contiguous()); // [1, 3, H, W]

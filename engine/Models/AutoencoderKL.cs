@@ -91,8 +91,8 @@ public sealed class AutoencoderKL : nn.Module
         var channels = config.BlockOutChannels.Select(c => (long)c).ToArray();
         encoder = new Encoder(config.InChannels, config.LatentChannels, channels, config.LayersPerBlock, config.NormNumGroups, config.MidBlockAddAttention);
         decoder = new Decoder(config.LatentChannels, config.OutChannels, channels, config.LayersPerBlock, config.NormNumGroups, config.MidBlockAddAttention);
-        if (config.UseQuantConv) quant_conv = nn.Conv2d(2 * config.LatentChannels, 2 * config.LatentChannels, kernel_size: 1);
-        if (config.UsePostQuantConv) post_quant_conv = nn.Conv2d(config.LatentChannels, config.LatentChannels, kernel_size: 1);
+        if (config.UseQuantConv) quant_conv = nn.Conv2d(2 * config.LatentChannels, 2 * config.LatentChannels, kernel_size: 1, device: Construction.Device, dtype: Construction.DType);
+        if (config.UsePostQuantConv) post_quant_conv = nn.Conv2d(config.LatentChannels, config.LatentChannels, kernel_size: 1, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -100,7 +100,7 @@ public sealed class AutoencoderKL : nn.Module
     public static AutoencoderKL FromPretrained(string componentDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
     {
         var config = AutoencoderKLConfig.Load(Path.Combine(componentDir, "config.json"));
-        var model = new AutoencoderKL(config);
+        var model = MetaModules.Build(() => new AutoencoderKL(config));
         WeightLoader.LoadInto(model, componentDir, device ?? CPU, dtype);
         model.eval();
         return model;

@@ -66,8 +66,8 @@ public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
 
     public CLIPTextEmbeddings(CLIPTextConfig config) : base(nameof(CLIPTextEmbeddings))
     {
-        token_embedding = nn.Embedding(config.VocabSize, config.HiddenSize);
-        position_embedding = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
+        token_embedding = nn.Embedding(config.VocabSize, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
+        position_embedding = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -94,10 +94,10 @@ public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
     {
         _heads = config.NumAttentionHeads;
         _headDim = config.HiddenSize / config.NumAttentionHeads;
-        q_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
-        k_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
-        v_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
-        out_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
+        q_proj = nn.Linear(config.HiddenSize, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
+        k_proj = nn.Linear(config.HiddenSize, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
+        v_proj = nn.Linear(config.HiddenSize, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
+        out_proj = nn.Linear(config.HiddenSize, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -124,8 +124,8 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
     public CLIPMLP(CLIPTextConfig config) : base(nameof(CLIPMLP))
     {
         _quickGelu = config.HiddenAct == "quick_gelu";
-        fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize);
-        fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize);
+        fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, device: Construction.Device, dtype: Construction.DType);
+        fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -149,9 +149,9 @@ public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     public CLIPEncoderLayer(CLIPTextConfig config) : base(nameof(CLIPEncoderLayer))
     {
         self_attn = new CLIPAttention(config);
-        layer_norm1 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        layer_norm1 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: Construction.Device, dtype: Construction.DType);
         mlp = new CLIPMLP(config);
-        layer_norm2 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        layer_norm2 = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -216,7 +216,7 @@ public sealed class CLIPTextModel : nn.Module
         Config = config;
         embeddings = new CLIPTextEmbeddings(config);
         encoder = new CLIPEncoder(config);
-        final_layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        final_layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 

@@ -79,14 +79,14 @@ public sealed class FluxTransformer2DModel : nn.Module
         time_text_embed = config.GuidanceEmbeds
             ? new CombinedTimestepGuidanceTextProjEmbeddings(inner, config.PooledProjectionDim)
             : new CombinedTimestepTextProjEmbeddings(inner, config.PooledProjectionDim);
-        context_embedder = nn.Linear(config.JointAttentionDim, inner, hasBias: true);
-        x_embedder = nn.Linear(config.InChannels, inner, hasBias: true);
+        context_embedder = nn.Linear(config.JointAttentionDim, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+        x_embedder = nn.Linear(config.InChannels, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         transformer_blocks = nn.ModuleList(Enumerable.Range(0, config.NumLayers)
             .Select(_ => new FluxTransformerBlock(inner, config.NumAttentionHeads, config.AttentionHeadDim)).ToArray());
         single_transformer_blocks = nn.ModuleList(Enumerable.Range(0, config.NumSingleLayers)
             .Select(_ => new FluxSingleTransformerBlock(inner, config.NumAttentionHeads, config.AttentionHeadDim)).ToArray());
         norm_out = new AdaLayerNormContinuous(inner, inner, eps: 1e-6);
-        proj_out = nn.Linear(inner, (long)config.PatchSize * config.PatchSize * config.EffectiveOutChannels, hasBias: true);
+        proj_out = nn.Linear(inner, (long)config.PatchSize * config.PatchSize * config.EffectiveOutChannels, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -94,7 +94,7 @@ public sealed class FluxTransformer2DModel : nn.Module
     public static FluxTransformer2DModel FromPretrained(string componentDir, Device device, ScalarType dtype)
     {
         var config = FluxTransformer2DConfig.Load(Path.Combine(componentDir, "config.json"));
-        var model = new FluxTransformer2DModel(config);
+        var model = MetaModules.Build(() => new FluxTransformer2DModel(config));
         WeightLoader.LoadInto(model, componentDir, device, dtype);
         model.eval();
         return model;
@@ -104,10 +104,12 @@ public sealed class FluxTransformer2DModel : nn.Module
     /// One denoising evaluation. hiddenStates [B, L, in_channels] packed latents; encoderHiddenStates [B, S, joint];
     /// pooledProjections [B, pooled]; timestep [B] as the pipeline passes it (t/1000, multiplied by 1000 here);
     /// imgIds [L, 3]; txtIds [S, 3]; guidance [B] (the guidance scale, required exactly when guidance_embeds).
+    /// <paramref name="rotary"/>: the tables <see cref="RotaryEmbedding"/> made for these ids, which a denoising loop
+    /// computes once for all its steps (the ids do not change); null: computed here from the ids.
     /// Returns [B, L, out_channels] in the model's dtype.
     /// </summary>
     public Tensor forward(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor pooledProjections, Tensor timestep,
-        Tensor imgIds, Tensor txtIds, Tensor? guidance)
+        Tensor imgIds, Tensor txtIds, Tensor? guidance, (Tensor Cos, Tensor Sin)? rotary = null)
     {
         using var scope = torch.NewDisposeScope();
         var dtype = x_embedder.weight.dtype;
@@ -129,8 +131,7 @@ public sealed class FluxTransformer2DModel : nn.Module
             };
         using (var at = UnitDispatch.Enter(context_embedder)) encoder = context_embedder.forward(at.In(encoderHiddenStates.to(dtype, device))); // [B, S, D]
 
-        var ids = torch.cat([txtIds.to(CPU), imgIds.to(CPU)], dim: 0); // [S+L, 3]
-        var (ropeCos, ropeSin) = _posEmbed.forward(ids, device); // [S+L, head_dim] float32
+        var (ropeCos, ropeSin) = rotary ?? RotaryEmbedding(imgIds, txtIds); // [S+L, head_dim] float32; the caller's tables are not disposed here
 
         // Each block's outputs replace its inputs, which are freed at once (57 blocks of [B, S+L, D] would add up).
         foreach (var block in transformer_blocks)
@@ -149,6 +150,18 @@ public sealed class FluxTransformer2DModel : nn.Module
         using (var at = UnitDispatch.Enter(norm_out)) { at.Move(ref hidden, ref temb); hidden = norm_out.forward(hidden, temb); }
         using (var at = UnitDispatch.Enter(proj_out)) hidden = proj_out.forward(at.In(hidden));
         return scope.MoveToOuter(UnitDispatch.ReturnTo(hidden, hiddenStates));
+    }
+
+    /// <summary>
+    /// diffusers' pos_embed(cat(txt_ids, img_ids)): the 3-axis rotary tables (cos, sin), each [S+L, head_dim] float32 on
+    /// the model's device. Computed on the CPU in float64 as diffusers does, then copied over once.
+    /// </summary>
+    public (Tensor Cos, Tensor Sin) RotaryEmbedding(Tensor imgIds, Tensor txtIds)
+    {
+        using var scope = torch.NewDisposeScope();
+        var ids = torch.cat([txtIds.to(CPU), imgIds.to(CPU)], dim: 0); // [S+L, 3]
+        var (cos, sin) = _posEmbed.forward(ids, x_embedder.weight.device);
+        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
     private static void ReplaceStreams((Tensor Encoder, Tensor Hidden) next, ref Tensor encoder, ref Tensor hidden)

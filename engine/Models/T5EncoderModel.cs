@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Diffusion.Engine.IO;
 using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -65,7 +66,7 @@ public sealed class T5LayerNorm : nn.Module<Tensor, Tensor>
 
     public T5LayerNorm(long hiddenSize, double eps) : base(nameof(T5LayerNorm))
     {
-        weight = new Parameter(torch.ones(hiddenSize));
+        weight = new Parameter(torch.ones(hiddenSize, dtype: Construction.DType, device: Construction.Device));
         _eps = eps;
         RegisterComponents();
     }
@@ -104,12 +105,12 @@ public sealed class T5Attention : nn.Module
         _numBuckets = config.RelativeAttentionNumBuckets;
         _maxDistance = config.RelativeAttentionMaxDistance;
         long inner = config.NumHeads * config.DKv;
-        q = nn.Linear(config.DModel, inner, hasBias: false);
-        k = nn.Linear(config.DModel, inner, hasBias: false);
-        v = nn.Linear(config.DModel, inner, hasBias: false);
-        o = nn.Linear(inner, config.DModel, hasBias: false);
+        q = nn.Linear(config.DModel, inner, hasBias: false, device: Construction.Device, dtype: Construction.DType);
+        k = nn.Linear(config.DModel, inner, hasBias: false, device: Construction.Device, dtype: Construction.DType);
+        v = nn.Linear(config.DModel, inner, hasBias: false, device: Construction.Device, dtype: Construction.DType);
+        o = nn.Linear(inner, config.DModel, hasBias: false, device: Construction.Device, dtype: Construction.DType);
         if (hasRelativeAttentionBias)
-            relative_attention_bias = nn.Embedding(config.RelativeAttentionNumBuckets, config.NumHeads);
+            relative_attention_bias = nn.Embedding(config.RelativeAttentionNumBuckets, config.NumHeads, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -183,7 +184,7 @@ public sealed class T5LayerSelfAttention : nn.Module
 /// T5 v1.1's gated feed-forward: wo(act(wi_0(x)) * wi_1(x)). As transformers' _keep_in_fp32_modules = ["wo"], wo stays
 /// float32 when the model is converted to float16 (its activations overflow in half), and its input is cast to wo's dtype.
 /// </summary>
-public sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>
+public sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>, IKeepInFloat32
 {
     public readonly Linear wi_0;
     public readonly Linear wi_1;
@@ -193,23 +194,25 @@ public sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>
     public T5DenseGatedActDense(T5Config config) : base(nameof(T5DenseGatedActDense))
     {
         _activation = config.DenseActFn;
-        wi_0 = nn.Linear(config.DModel, config.DFf, hasBias: false);
-        wi_1 = nn.Linear(config.DModel, config.DFf, hasBias: false);
-        wo = nn.Linear(config.DFf, config.DModel, hasBias: false);
+        wi_0 = nn.Linear(config.DModel, config.DFf, hasBias: false, device: Construction.Device, dtype: Construction.DType);
+        wi_1 = nn.Linear(config.DModel, config.DFf, hasBias: false, device: Construction.Device, dtype: Construction.DType);
+        wo = nn.Linear(config.DFf, config.DModel, hasBias: false, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
+
+    public IReadOnlyList<string> KeepInFloat32(ScalarType dtype) => dtype == ScalarType.Float16 ? [nameof(wo)] : [];
 
     protected override nn.Module _to(ScalarType dtype, bool non_blocking)
     {
         base._to(dtype, non_blocking);
-        if (dtype == ScalarType.Float16) wo.to(ScalarType.Float32, non_blocking);
+        if (KeepInFloat32(dtype).Count > 0) wo.to(ScalarType.Float32, non_blocking);
         return this;
     }
 
     protected override nn.Module _to(Device device, ScalarType dtype, bool non_blocking)
     {
         base._to(device, dtype, non_blocking);
-        if (dtype == ScalarType.Float16) wo.to(ScalarType.Float32, non_blocking);
+        if (KeepInFloat32(dtype).Count > 0) wo.to(ScalarType.Float32, non_blocking);
         return this;
     }
 
@@ -340,7 +343,7 @@ public sealed class T5EncoderModel : nn.Module
     {
         config.Validate();
         Config = config;
-        shared = nn.Embedding(config.VocabSize, config.DModel);
+        shared = nn.Embedding(config.VocabSize, config.DModel, device: Construction.Device, dtype: Construction.DType);
         encoder = new T5Stack(config);
         RegisterComponents();
     }

@@ -162,7 +162,7 @@ public sealed class UNet2DConditionModel : nn.Module
         long groups = config.NormNumGroups!.Value;
         double eps = config.NormEps;
 
-        conv_in = nn.Conv2d(config.InChannels, channels[0], kernel_size: config.ConvInKernel, padding: (config.ConvInKernel - 1) / 2);
+        conv_in = nn.Conv2d(config.InChannels, channels[0], kernel_size: config.ConvInKernel, padding: (config.ConvInKernel - 1) / 2, device: Construction.Device, dtype: Construction.DType);
         long timeEmbedDim = config.TimeEmbeddingDim ?? channels[0] * 4;
         _timeProj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
         time_embedding = new TimestepEmbedding(channels[0], timeEmbedDim);
@@ -206,8 +206,8 @@ public sealed class UNet2DConditionModel : nn.Module
         }
         up_blocks = nn.ModuleList(up.ToArray());
 
-        conv_norm_out = nn.GroupNorm(groups, channels[0], eps);
-        conv_out = nn.Conv2d(channels[0], config.OutChannels, kernel_size: config.ConvOutKernel, padding: (config.ConvOutKernel - 1) / 2);
+        conv_norm_out = nn.GroupNorm(groups, channels[0], eps, device: Construction.Device, dtype: Construction.DType);
+        conv_out = nn.Conv2d(channels[0], config.OutChannels, kernel_size: config.ConvOutKernel, padding: (config.ConvOutKernel - 1) / 2, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -215,7 +215,7 @@ public sealed class UNet2DConditionModel : nn.Module
     public static UNet2DConditionModel FromPretrained(string componentDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
     {
         var config = UNet2DConditionConfig.Load(Path.Combine(componentDir, "config.json"));
-        var model = new UNet2DConditionModel(config);
+        var model = MetaModules.Build(() => new UNet2DConditionModel(config));
         WeightLoader.LoadInto(model, componentDir, device ?? CPU, dtype);
         model.eval();
         return model;

@@ -59,14 +59,14 @@ public static class FluxLatents
     public static Tensor PrepareLatentImageIds(int gridHeight, int gridWidth)
     {
         using var scope = torch.NewDisposeScope();
-        var rows = torch.arange(gridHeight, dtype: ScalarType.Float32).unsqueeze(1).expand(gridHeight, gridWidth);
-        var cols = torch.arange(gridWidth, dtype: ScalarType.Float32).unsqueeze(0).expand(gridHeight, gridWidth);
-        var ids = torch.stack([torch.zeros(gridHeight, gridWidth), rows, cols], dim: -1); // [h, w, 3]
+        var rows = torch.arange(gridHeight, dtype: ScalarType.Float32, device: torch.CPU).unsqueeze(1).expand(gridHeight, gridWidth);
+        var cols = torch.arange(gridWidth, dtype: ScalarType.Float32, device: torch.CPU).unsqueeze(0).expand(gridHeight, gridWidth);
+        var ids = torch.stack([torch.zeros(gridHeight, gridWidth, device: torch.CPU), rows, cols], dim: -1); // [h, w, 3]
         return scope.MoveToOuter(ids.reshape(gridHeight * gridWidth, 3));
     }
 
     /// <summary>Position ids of the text tokens: zeros [seqLen, 3] float32.</summary>
-    public static Tensor TextIds(int seqLen) => torch.zeros(seqLen, 3, dtype: ScalarType.Float32);
+    public static Tensor TextIds(int seqLen) => torch.zeros(seqLen, 3, dtype: ScalarType.Float32, device: torch.CPU);
 
     /// <summary>
     /// The initial noise, packed: torch.randn on the CPU <paramref name="generator"/> in diffusers' shape

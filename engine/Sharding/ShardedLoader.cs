@@ -66,9 +66,9 @@ internal sealed class PlacedModel : IDisposable
 }
 
 /// <summary>
-/// Loads a model's weights unit by unit onto the devices of a plan: resident units are moved to their device, cast,
-/// and filled from the files; offloaded units are filled on the CPU (or, for disk, not at all) and handed to
-/// <see cref="StreamedWeights"/>. The weight files are checked strictly first, exactly as a plain load checks them.
+/// Loads a model (built on the meta device) unit by unit onto the devices of a plan: resident units get their weights
+/// from the files straight onto their device, in their dtype; offloaded units get them in CPU memory (or, for disk,
+/// not at all) and are handed to <see cref="StreamedWeights"/>. The weight files are checked strictly first, exactly as a plain load checks them.
 /// </summary>
 internal static class ShardedLoader
 {
@@ -87,23 +87,20 @@ internal static class ShardedLoader
             {
                 if (!modules.TryGetValue(unit.Path, out var m))
                     throw new InvalidOperationException($"The plan names '{unit.Path}', which is not a module of the {model.GetType().Name}.");
-                var prefix = unit.Path.Length == 0 ? "" : unit.Path + ".";
                 UnitPlacement placement;
                 if (!unit.Streamed)
                 {
                     var device = resolve(unit.Device);
-                    m.to(device);
-                    m.to(dtype);
-                    foreach (var (key, dst) in m.state_dict()) weights.CopyInto(prefix + key, dst);
+                    weights.LoadInto(m, unit.Path, device, dtype);
                     placement = new UnitPlacement(unit.Path, unit.Device, device, null);
                 }
                 else
                 {
-                    m.to(dtype); // on the CPU, where the model was built
-                    var parameters = m.named_parameters().Select(p => p.name).ToHashSet(StringComparer.Ordinal);
+                    // cpu: the weights loaded into CPU memory; disk: only the buffers, the parameters stay on meta (shape and dtype only).
                     bool disk = unit.Device == DeviceNames.Disk;
-                    foreach (var (key, dst) in m.state_dict())
-                        if (!disk || !parameters.Contains(key)) weights.CopyInto(prefix + key, dst); // disk: buffers only
+                    MetaModules.Replace(m, (key, old, isParameter) => disk && isParameter
+                        ? torch.empty(old.shape, weights.DTypeFor(key, old, dtype), device: torch.META)
+                        : weights.Make(key, old, torch.CPU, dtype), unit.Path);
                     var streamed = StreamedWeights.TakeOver(m, unit.Path, executionDevice, disk ? weights : null);
                     placement = new UnitPlacement(unit.Path, unit.Device, executionDevice, streamed);
                 }

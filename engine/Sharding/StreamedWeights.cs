@@ -31,9 +31,9 @@ internal sealed class StreamedWeights : IDisposable
     public int TimesIn { get; private set; }
 
     /// <summary>
-    /// Takes over the parameters of <paramref name="module"/> (already cast to their dtype, on the CPU, weights loaded
-    /// unless <paramref name="disk"/> is given): keeps host copies, or reads them from the file on each use, then
-    /// empties the parameters and moves the module (empty parameters and its buffers) to <paramref name="device"/>.
+    /// Takes over the parameters of <paramref name="module"/>, which are in their dtype and either hold their weights in
+    /// CPU memory or, when <paramref name="disk"/> is given, are meta tensors (the weights are read from the file on each
+    /// use): keeps host copies, then gives the module empty parameters on <paramref name="device"/> and moves its buffers there.
     /// </summary>
     public static StreamedWeights TakeOver(nn.Module module, string modulePath, Device device, CheckedWeights? disk)
     {
@@ -52,9 +52,8 @@ internal sealed class StreamedWeights : IDisposable
                 hosts[name] = host.DetachFromDisposeScope();
                 hostBytes += p.numel() * p.element_size();
             }
-            p.set_(torch.empty(0, p.dtype, p.device));
         }
-        module.to(device);
+        MetaModules.Replace(module, (_, old, isParameter) => isParameter ? torch.empty(0, old.dtype, device) : old.to(device), keepShape: false);
         var list = new List<(Parameter, Func<Tensor>, Tensor?)>();
         foreach (var (name, p) in module.named_parameters())
         {

@@ -17,7 +17,7 @@ public class TextEncoderTests(ITestOutputHelper output)
     private static CLIPTextModel LoadClip(string pipeline, ScalarType dtype = ScalarType.Float32)
     {
         var dir = Fixtures.PathOf(pipeline, "text_encoder");
-        var model = new CLIPTextModel(CLIPTextConfig.Load(Path.Combine(dir, "config.json")));
+        var model = MetaModules.Build(() => new CLIPTextModel(CLIPTextConfig.Load(Path.Combine(dir, "config.json"))));
         WeightLoader.LoadInto(model, dir, CPU, dtype);
         model.eval();
         return model;
@@ -26,7 +26,7 @@ public class TextEncoderTests(ITestOutputHelper output)
     private static T5EncoderModel LoadT5(ScalarType dtype = ScalarType.Float32)
     {
         var dir = Fixtures.PathOf("flux-tiny", "text_encoder_2");
-        var model = new T5EncoderModel(T5Config.Load(Path.Combine(dir, "config.json")));
+        var model = MetaModules.Build(() => new T5EncoderModel(T5Config.Load(Path.Combine(dir, "config.json"))));
         WeightLoader.LoadInto(model, dir, CPU, dtype);
         model.eval();
         return model;

@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,11 +35,11 @@ public sealed class Attention : nn.Module
     {
         long innerDim = dimHead * heads;
         long keyValueDim = crossAttentionDim ?? queryDim;
-        if (normNumGroups is long groups) group_norm = nn.GroupNorm(groups, queryDim, eps, affine: true);
-        to_q = nn.Linear(queryDim, innerDim, hasBias: bias);
-        to_k = nn.Linear(keyValueDim, innerDim, hasBias: bias);
-        to_v = nn.Linear(keyValueDim, innerDim, hasBias: bias);
-        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(innerDim, queryDim, hasBias: outBias), nn.Dropout(0.0));
+        if (normNumGroups is long groups) group_norm = nn.GroupNorm(groups, queryDim, eps, affine: true, device: Construction.Device, dtype: Construction.DType);
+        to_q = nn.Linear(queryDim, innerDim, hasBias: bias, device: Construction.Device, dtype: Construction.DType);
+        to_k = nn.Linear(keyValueDim, innerDim, hasBias: bias, device: Construction.Device, dtype: Construction.DType);
+        to_v = nn.Linear(keyValueDim, innerDim, hasBias: bias, device: Construction.Device, dtype: Construction.DType);
+        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(innerDim, queryDim, hasBias: outBias, device: Construction.Device, dtype: Construction.DType), nn.Dropout(0.0));
         _heads = heads;
         _residualConnection = residualConnection;
         _rescaleOutputFactor = rescaleOutputFactor;

@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -17,7 +18,7 @@ public sealed class Downsample2D : nn.Module
     public Downsample2D(long channels, long outChannels, long padding)
         : base(nameof(Downsample2D))
     {
-        conv = nn.Conv2d(channels, outChannels, kernel_size: 3, stride: 2, padding: padding);
+        conv = nn.Conv2d(channels, outChannels, kernel_size: 3, stride: 2, padding: padding, device: Construction.Device, dtype: Construction.DType);
         _padding = padding;
         RegisterComponents();
     }

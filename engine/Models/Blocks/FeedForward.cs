@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -22,7 +23,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
 
     public GEGLU(long dimIn, long dimOut) : base(nameof(GEGLU))
     {
-        proj = nn.Linear(dimIn, dimOut * 2);
+        proj = nn.Linear(dimIn, dimOut * 2, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -43,7 +44,7 @@ public sealed class GELU : nn.Module<Tensor, Tensor>
 
     public GELU(long dimIn, long dimOut) : base(nameof(GELU))
     {
-        proj = nn.Linear(dimIn, dimOut, hasBias: true);
+        proj = nn.Linear(dimIn, dimOut, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -67,7 +68,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     {
         long inner = dim * mult;
         nn.Module<Tensor, Tensor> act = activation == FeedForwardActivation.Geglu ? new GEGLU(dim, inner) : new GELU(dim, inner);
-        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(act, nn.Dropout(0.0), nn.Linear(inner, dimOut ?? dim, hasBias: true));
+        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(act, nn.Dropout(0.0), nn.Linear(inner, dimOut ?? dim, hasBias: true, device: Construction.Device, dtype: Construction.DType));
         RegisterComponents();
     }
 

@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -17,7 +18,7 @@ public sealed class RMSNorm : nn.Module<Tensor, Tensor>
 
     public RMSNorm(long dim, double eps) : base(nameof(RMSNorm))
     {
-        weight = new Parameter(torch.ones(dim));
+        weight = new Parameter(torch.ones(dim, dtype: Construction.DType, device: Construction.Device));
         _eps = eps;
         RegisterComponents();
     }
@@ -40,8 +41,8 @@ public sealed class PixArtAlphaTextProjection : nn.Module<Tensor, Tensor>
 
     public PixArtAlphaTextProjection(long inFeatures, long hiddenSize) : base(nameof(PixArtAlphaTextProjection))
     {
-        linear_1 = nn.Linear(inFeatures, hiddenSize, hasBias: true);
-        linear_2 = nn.Linear(hiddenSize, hiddenSize, hasBias: true);
+        linear_1 = nn.Linear(inFeatures, hiddenSize, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+        linear_2 = nn.Linear(hiddenSize, hiddenSize, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -127,7 +128,7 @@ public sealed class AdaLayerNormZero : nn.Module
     public AdaLayerNormZero(long embeddingDim) : base(nameof(AdaLayerNormZero))
     {
         _dim = embeddingDim;
-        linear = nn.Linear(embeddingDim, 6 * embeddingDim, hasBias: true);
+        linear = nn.Linear(embeddingDim, 6 * embeddingDim, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -152,7 +153,7 @@ public sealed class AdaLayerNormZeroSingle : nn.Module
     public AdaLayerNormZeroSingle(long embeddingDim) : base(nameof(AdaLayerNormZeroSingle))
     {
         _dim = embeddingDim;
-        linear = nn.Linear(embeddingDim, 3 * embeddingDim, hasBias: true);
+        linear = nn.Linear(embeddingDim, 3 * embeddingDim, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -177,7 +178,7 @@ public sealed class AdaLayerNormContinuous : nn.Module
     {
         _dim = embeddingDim;
         _eps = eps;
-        linear = nn.Linear(conditioningEmbeddingDim, 2 * embeddingDim, hasBias: true);
+        linear = nn.Linear(conditioningEmbeddingDim, 2 * embeddingDim, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -215,7 +216,7 @@ public sealed class FluxPosEmbed
         for (int axis = 0; axis < _axesDim.Length; axis++)
         {
             long dim = _axesDim[axis];
-            var exponents = torch.arange(0, dim, 2, dtype: ScalarType.Float64) / (double)dim; // [D/2]
+            var exponents = torch.arange(0, dim, 2, dtype: ScalarType.Float64, device: torch.CPU) / (double)dim; // [D/2]
             var freqs = torch.full_like(exponents, _theta).pow(exponents).reciprocal(); // 1 / theta^(2i/D)
             var angles = torch.outer(pos.select(1, axis).to(ScalarType.Float64), freqs); // [S, D/2] float64
             cosParts.Add(angles.cos().repeat_interleave(2, dim: 1).to(ScalarType.Float32));
@@ -267,19 +268,19 @@ public sealed class FluxAttention : nn.Module
         long inner = heads * headDim;
         norm_q = new RMSNorm(headDim, eps);
         norm_k = new RMSNorm(headDim, eps);
-        to_q = nn.Linear(queryDim, inner, hasBias: true);
-        to_k = nn.Linear(queryDim, inner, hasBias: true);
-        to_v = nn.Linear(queryDim, inner, hasBias: true);
+        to_q = nn.Linear(queryDim, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+        to_k = nn.Linear(queryDim, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+        to_v = nn.Linear(queryDim, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         if (!preOnly)
-            to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, queryDim, hasBias: true), nn.Dropout(0.0));
+            to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(inner, queryDim, hasBias: true, device: Construction.Device, dtype: Construction.DType), nn.Dropout(0.0));
         if (withAddedProjections)
         {
             norm_added_q = new RMSNorm(headDim, eps);
             norm_added_k = new RMSNorm(headDim, eps);
-            add_q_proj = nn.Linear(queryDim, inner, hasBias: true);
-            add_k_proj = nn.Linear(queryDim, inner, hasBias: true);
-            add_v_proj = nn.Linear(queryDim, inner, hasBias: true);
-            to_add_out = nn.Linear(inner, queryDim, hasBias: true);
+            add_q_proj = nn.Linear(queryDim, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+            add_k_proj = nn.Linear(queryDim, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+            add_v_proj = nn.Linear(queryDim, inner, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+            to_add_out = nn.Linear(inner, queryDim, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         }
         RegisterComponents();
     }
@@ -385,8 +386,8 @@ public sealed class FluxSingleTransformerBlock : nn.Module
     {
         long mlpHiddenDim = (long)(dim * mlpRatio);
         norm = new AdaLayerNormZeroSingle(dim);
-        proj_mlp = nn.Linear(dim, mlpHiddenDim, hasBias: true);
-        proj_out = nn.Linear(dim + mlpHiddenDim, dim, hasBias: true);
+        proj_mlp = nn.Linear(dim, mlpHiddenDim, hasBias: true, device: Construction.Device, dtype: Construction.DType);
+        proj_out = nn.Linear(dim + mlpHiddenDim, dim, hasBias: true, device: Construction.Device, dtype: Construction.DType);
         attn = new FluxAttention(dim, numAttentionHeads, attentionHeadDim, eps: 1e-6, withAddedProjections: false, preOnly: true);
         RegisterComponents();
     }

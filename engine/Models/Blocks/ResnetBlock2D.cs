@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -24,12 +25,12 @@ public sealed class ResnetBlock2D : nn.Module
     public ResnetBlock2D(long inChannels, long outChannels, long? tembChannels, long groups, double eps, double outputScaleFactor = 1.0)
         : base(nameof(ResnetBlock2D))
     {
-        norm1 = nn.GroupNorm(groups, inChannels, eps, affine: true);
-        conv1 = nn.Conv2d(inChannels, outChannels, kernel_size: 3, stride: 1, padding: 1);
-        if (tembChannels is long t) time_emb_proj = nn.Linear(t, outChannels);
-        norm2 = nn.GroupNorm(groups, outChannels, eps, affine: true);
-        conv2 = nn.Conv2d(outChannels, outChannels, kernel_size: 3, stride: 1, padding: 1);
-        if (inChannels != outChannels) conv_shortcut = nn.Conv2d(inChannels, outChannels, kernel_size: 1);
+        norm1 = nn.GroupNorm(groups, inChannels, eps, affine: true, device: Construction.Device, dtype: Construction.DType);
+        conv1 = nn.Conv2d(inChannels, outChannels, kernel_size: 3, stride: 1, padding: 1, device: Construction.Device, dtype: Construction.DType);
+        if (tembChannels is long t) time_emb_proj = nn.Linear(t, outChannels, device: Construction.Device, dtype: Construction.DType);
+        norm2 = nn.GroupNorm(groups, outChannels, eps, affine: true, device: Construction.Device, dtype: Construction.DType);
+        conv2 = nn.Conv2d(outChannels, outChannels, kernel_size: 3, stride: 1, padding: 1, device: Construction.Device, dtype: Construction.DType);
+        if (inChannels != outChannels) conv_shortcut = nn.Conv2d(inChannels, outChannels, kernel_size: 1, device: Construction.Device, dtype: Construction.DType);
         _outputScaleFactor = outputScaleFactor;
         RegisterComponents();
     }

@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -66,8 +67,8 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     public TimestepEmbedding(long inChannels, long timeEmbedDim)
         : base(nameof(TimestepEmbedding))
     {
-        linear_1 = nn.Linear(inChannels, timeEmbedDim);
-        linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim);
+        linear_1 = nn.Linear(inChannels, timeEmbedDim, device: Construction.Device, dtype: Construction.DType);
+        linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 

@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -21,11 +22,11 @@ public sealed class BasicTransformerBlock : nn.Module
     public BasicTransformerBlock(long dim, long numAttentionHeads, long attentionHeadDim, long crossAttentionDim, double normEps = 1e-5)
         : base(nameof(BasicTransformerBlock))
     {
-        norm1 = nn.LayerNorm(dim, normEps, elementwise_affine: true);
+        norm1 = nn.LayerNorm(dim, normEps, elementwise_affine: true, device: Construction.Device, dtype: Construction.DType);
         attn1 = new Attention(dim, crossAttentionDim: null, heads: numAttentionHeads, dimHead: attentionHeadDim);
-        norm2 = nn.LayerNorm(dim, normEps, elementwise_affine: true);
+        norm2 = nn.LayerNorm(dim, normEps, elementwise_affine: true, device: Construction.Device, dtype: Construction.DType);
         attn2 = new Attention(dim, crossAttentionDim: crossAttentionDim, heads: numAttentionHeads, dimHead: attentionHeadDim);
-        norm3 = nn.LayerNorm(dim, normEps, elementwise_affine: true);
+        norm3 = nn.LayerNorm(dim, normEps, elementwise_affine: true, device: Construction.Device, dtype: Construction.DType);
         ff = new FeedForward(dim);
         RegisterComponents();
     }
@@ -61,16 +62,16 @@ public sealed class Transformer2DModel : nn.Module
         : base(nameof(Transformer2DModel))
     {
         long innerDim = numAttentionHeads * attentionHeadDim;
-        norm = nn.GroupNorm(normNumGroups, inChannels, 1e-6, affine: true);
+        norm = nn.GroupNorm(normNumGroups, inChannels, 1e-6, affine: true, device: Construction.Device, dtype: Construction.DType);
         _useLinearProjection = useLinearProjection;
         proj_in = useLinearProjection
-            ? nn.Linear(inChannels, innerDim)
-            : nn.Conv2d(inChannels, innerDim, kernel_size: 1);
+            ? nn.Linear(inChannels, innerDim, device: Construction.Device, dtype: Construction.DType)
+            : nn.Conv2d(inChannels, innerDim, kernel_size: 1, device: Construction.Device, dtype: Construction.DType);
         transformer_blocks = nn.ModuleList(Enumerable.Range(0, (int)numLayers)
             .Select(_ => new BasicTransformerBlock(innerDim, numAttentionHeads, attentionHeadDim, crossAttentionDim)).ToArray());
         proj_out = useLinearProjection
-            ? nn.Linear(innerDim, inChannels)
-            : nn.Conv2d(innerDim, inChannels, kernel_size: 1);
+            ? nn.Linear(innerDim, inChannels, device: Construction.Device, dtype: Construction.DType)
+            : nn.Conv2d(innerDim, inChannels, kernel_size: 1, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 

@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -18,7 +19,7 @@ public sealed class Upsample2D : nn.Module
     public Upsample2D(long channels, long outChannels)
         : base(nameof(Upsample2D))
     {
-        conv = nn.Conv2d(channels, outChannels, kernel_size: 3, stride: 1, padding: 1);
+        conv = nn.Conv2d(channels, outChannels, kernel_size: 3, stride: 1, padding: 1, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 

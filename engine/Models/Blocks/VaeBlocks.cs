@@ -1,3 +1,4 @@
+using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -108,7 +109,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     public Encoder(long inChannels, long outChannels, IReadOnlyList<long> blockOutChannels, int layersPerBlock, long normNumGroups, bool midBlockAddAttention)
         : base(nameof(Encoder))
     {
-        conv_in = nn.Conv2d(inChannels, blockOutChannels[0], kernel_size: 3, stride: 1, padding: 1);
+        conv_in = nn.Conv2d(inChannels, blockOutChannels[0], kernel_size: 3, stride: 1, padding: 1, device: Construction.Device, dtype: Construction.DType);
         var blocks = new List<DownEncoderBlock2D>();
         long outputChannel = blockOutChannels[0];
         for (int i = 0; i < blockOutChannels.Count; i++)
@@ -121,8 +122,8 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
         down_blocks = nn.ModuleList(blocks.ToArray());
         long last = blockOutChannels[^1];
         mid_block = new UNetMidBlock2D(last, 1e-6, normNumGroups, midBlockAddAttention, attentionHeadDim: last);
-        conv_norm_out = nn.GroupNorm(normNumGroups, last, 1e-6);
-        conv_out = nn.Conv2d(last, 2 * outChannels, kernel_size: 3, stride: 1, padding: 1);
+        conv_norm_out = nn.GroupNorm(normNumGroups, last, 1e-6, device: Construction.Device, dtype: Construction.DType);
+        conv_out = nn.Conv2d(last, 2 * outChannels, kernel_size: 3, stride: 1, padding: 1, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
@@ -152,7 +153,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
         : base(nameof(Decoder))
     {
         long last = blockOutChannels[^1];
-        conv_in = nn.Conv2d(inChannels, last, kernel_size: 3, stride: 1, padding: 1);
+        conv_in = nn.Conv2d(inChannels, last, kernel_size: 3, stride: 1, padding: 1, device: Construction.Device, dtype: Construction.DType);
         mid_block = new UNetMidBlock2D(last, 1e-6, normNumGroups, midBlockAddAttention, attentionHeadDim: last);
         var reversed = Enumerable.Reverse(blockOutChannels).ToList();
         var blocks = new List<UpDecoderBlock2D>();
@@ -165,8 +166,8 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
             blocks.Add(new UpDecoderBlock2D(prevOutputChannel, outputChannel, layersPerBlock + 1, 1e-6, normNumGroups, addUpsample: !isFinal));
         }
         up_blocks = nn.ModuleList(blocks.ToArray());
-        conv_norm_out = nn.GroupNorm(normNumGroups, blockOutChannels[0], 1e-6);
-        conv_out = nn.Conv2d(blockOutChannels[0], outChannels, kernel_size: 3, stride: 1, padding: 1);
+        conv_norm_out = nn.GroupNorm(normNumGroups, blockOutChannels[0], 1e-6, device: Construction.Device, dtype: Construction.DType);
+        conv_out = nn.Conv2d(blockOutChannels[0], outChannels, kernel_size: 3, stride: 1, padding: 1, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
     }
 
