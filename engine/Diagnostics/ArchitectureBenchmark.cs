@@ -136,7 +136,9 @@ public static class ArchitectureBenchmark
             using var ids = torch.randint(0, p.T5.VocabSize, [1, p.T5Tokens], ScalarType.Int64, device);
             using var z = torch.randn([1, p.FluxVae.LatentChannels, p.FluxSize / 8, p.FluxSize / 8], fluxType, device);
             var g = p.Flux.GuidanceEmbeds ? guidance : null;
-            Add(flux, "transformer step", Median(() => transformer.forward(hidden, context, pooled, t, imgIds, txtIds, g), device, repeat),
+            var rotary = transformer.RotaryEmbedding(imgIds, txtIds); // once per image, as the pipeline does
+            using var rotaryCos = rotary.Cos; using var rotarySin = rotary.Sin;
+            Add(flux, "transformer step", Median(() => transformer.forward(hidden, context, pooled, t, imgIds, txtIds, g, rotary), device, repeat),
                 $"{tokens} image + {p.T5Tokens} text tokens, {DTypeNames.Name(fluxType)}");
             Add(flux, "T5 encode", Median(() => t5.forward(ids), device, repeat), $"{p.T5Tokens} tokens");
             Add(flux, "VAE decode (FLUX)", Median(() => vae.Decode(z), device, repeat), $"{p.FluxSize}x{p.FluxSize}, 16 channels");
@@ -152,20 +154,11 @@ public static class ArchitectureBenchmark
     /// <summary>Builds a module directly on <paramref name="device"/> in <paramref name="dtype"/> (no CPU copy of a 12B model).</summary>
     private static T Build<T>(Func<T> make, Device device, ScalarType dtype) where T : nn.Module
     {
-        var previousDevice = torch.get_default_device();
-        var previousType = torch.get_default_dtype();
-        torch.set_default_device(device);
-        torch.set_default_dtype(dtype);
-        try
+        using (Construction.On(device, dtype))
         {
             var module = make();
             module.to(device).to(dtype).eval();
             return module;
-        }
-        finally
-        {
-            torch.set_default_device(previousDevice);
-            torch.set_default_dtype(previousType);
         }
     }
 
@@ -200,7 +193,7 @@ public static class ArchitectureBenchmark
         {
             using var step = torch.NewDisposeScope();
             var input = scheduler.ScaleModelInput(torch.cat([latents, latents], 0), i);
-            var noise = unet.forward(input, torch.tensor(scheduler.Timesteps[i], ScalarType.Float32, device), context).chunk(2, 0);
+            var noise = unet.forward(input, torch.full([], scheduler.Timesteps[i], ScalarType.Float32, device), context).chunk(2, 0);
             latents = scheduler.Step(noise[0] + 7.5 * (noise[1] - noise[0]), i, latents).MoveToOuterDisposeScope();
         }
         return vae.Decode(latents / p.SdVae.ScalingFactor);
@@ -213,11 +206,13 @@ public static class ArchitectureBenchmark
         var latents = torch.randn([1, tokens, p.Flux.InChannels], dtype, device);
         var cfg = scheduler.Config;
         scheduler.SetTimesteps(p.FluxSteps, FlowMatchEulerDiscreteScheduler.CalculateShift((int)tokens, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, cfg.BaseShift, cfg.MaxShift));
+        var rotary = transformer.RotaryEmbedding(imgIds, txtIds);
+        using var rotaryCos = rotary.Cos; using var rotarySin = rotary.Sin;
         for (int i = 0; i < scheduler.Timesteps.Length; i++)
         {
             using var step = torch.NewDisposeScope();
             var t = torch.full([1], scheduler.Timesteps[i] / 1000f, dtype, device);
-            latents = scheduler.Step(transformer.forward(latents, context, pooled, t, imgIds, txtIds, guidance), i, latents).MoveToOuterDisposeScope();
+            latents = scheduler.Step(transformer.forward(latents, context, pooled, t, imgIds, txtIds, guidance, rotary), i, latents).MoveToOuterDisposeScope();
         }
         var unpacked = FluxLatents.UnpackLatents(latents, p.FluxSize, p.FluxSize, 8);
         return vae.Decode(unpacked / p.FluxVae.ScalingFactor + (p.FluxVae.ShiftFactor ?? 0));

@@ -100,13 +100,16 @@ internal static class FluxStages
         {
             context = torch.cat(batch.Select(e => e.PromptEmbeds).ToArray(), 0).to(dtype, device).MoveToOuterDisposeScope(); // [B,S,C]
             pooled = torch.cat(batch.Select(e => e.PooledPromptEmbeds ?? throw MissingPooled(e)).ToArray(), 0).to(dtype, device).MoveToOuterDisposeScope();
-            textIds = FluxLatents.TextIds((int)context.shape[1]).to(device).MoveToOuterDisposeScope(); // [S,3]
-            imageIds = FluxLatents.PrepareLatentImageIds(height / vsf / 2, width / vsf / 2).to(device).MoveToOuterDisposeScope(); // [L,3]
+            textIds = FluxLatents.TextIds((int)context.shape[1]).MoveToOuterDisposeScope(); // [S,3] on the CPU: they only feed the rotary tables
+            imageIds = FluxLatents.PrepareLatentImageIds(height / vsf / 2, width / vsf / 2).MoveToOuterDisposeScope(); // [L,3]
             guidanceTensor = torch.full([b], guidance, ScalarType.Float32, device).MoveToOuterDisposeScope();
         }
         using var contextScope = context; using var pooledScope = pooled; using var textScope = textIds;
         using var imageScope = imageIds; using var guidanceScope = guidanceTensor;
         bool useGuidance = transformer.Config.GuidanceEmbeds;
+        // The positions are the same at every step: their rotary tables are made once, not copied to the device per step.
+        var rotary = transformer.RotaryEmbedding(imageIds, textIds); // [S+L, head_dim] x 2
+        using var rotaryCos = rotary.Cos; using var rotarySin = rotary.Sin;
 
         // 2. Packed noise [B, L, 64] from the CPU generator; sigmas linspace(1, 1/N, N) shifted by mu(L).
         var generator = new torch.Generator((ulong)seed, torch.CPU);
@@ -127,7 +130,7 @@ internal static class FluxStages
         foreach (var done in DenoiseLoop.Run(latents, scheduler, run, batch, o.CaptureSteps, results, (i, current) =>
         {
             var t = torch.full([b], scheduler.Timesteps[i] / 1000f, dtype, device); // the model scales by 1000 again
-            var velocity = transformer.forward(current, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null);
+            var velocity = transformer.forward(current, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null, rotary);
             return scheduler.Step(velocity, i, current, generator);
         }))
             yield return done;

@@ -106,7 +106,7 @@ internal static class StableDiffusionStages
         {
             var modelInput = cfg ? torch.cat([current, current], 0) : current; // [2B or B, 4, h, w]
             modelInput = scheduler.ScaleModelInput(modelInput, i);
-            var t = torch.tensor(scheduler.Timesteps[i], ScalarType.Float32, device);
+            var t = torch.full([], scheduler.Timesteps[i], ScalarType.Float32, device); // filled on the device: no host-to-device copy per step
             var noise = unet.forward(modelInput, t, context);
             if (cfg)
             {
