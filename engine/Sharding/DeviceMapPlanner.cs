@@ -176,18 +176,22 @@ public static class DeviceMapPlanner
         return 0;
     }
 
-    /// <summary>The largest unit that streams to the execution device, and the largest that is staged through the CPU from disk.</summary>
+    /// <summary>
+    /// Room for streaming: the largest unit that streams to the execution device, and what disk units need in CPU memory:
+    /// the two largest, one being used while the next is read ahead. On a CPU-only plan both are the disk units' room.
+    /// </summary>
     private static (long Stream, long DiskStage) StreamingNeeds(ModuleLayout layout, IReadOnlyDictionary<string, string> map, List<string> gpus)
     {
-        long stream = 0, stage = 0;
+        long stream = 0;
+        var disk = new List<long>();
         foreach (var u in layout.Units)
         {
             var d = map[u.Path];
-            bool streams = gpus.Count > 0 ? !DeviceNames.IsGpu(d) : d == DeviceNames.Disk;
-            if (streams) stream = Math.Max(stream, u.Bytes);
-            if (d == DeviceNames.Disk && gpus.Count > 0) stage = Math.Max(stage, u.Bytes);
+            if (gpus.Count > 0 && !DeviceNames.IsGpu(d)) stream = Math.Max(stream, u.Bytes);
+            if (d == DeviceNames.Disk) disk.Add(u.Bytes);
         }
-        return (stream, stage);
+        long twoLargestDisk = disk.OrderDescending().Take(2).Sum();
+        return gpus.Count > 0 ? (stream, twoLargestDisk) : (twoLargestDisk, 0);
     }
 
     /// <summary>accelerate's main device: the first GPU holding a unit, else the first GPU, else the CPU.</summary>

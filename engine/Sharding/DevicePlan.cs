@@ -27,7 +27,7 @@ public enum HeadroomPolicy
     /// <summary>
     /// This module's: activation head-room for the requested image on every GPU that computes (on the CPU when there is
     /// no GPU), room to stream the largest offloaded unit on the main device only when something is offloaded, and room
-    /// on the CPU for the largest disk unit only when something goes to disk.
+    /// on the CPU for the two largest disk units (one in use, the next read ahead) only when something goes to disk.
     /// </summary>
     Activations,
     /// <summary>accelerate's: the largest remaining layer on the first GPU and on the CPU whatever happens, and no activations.</summary>

@@ -107,6 +107,7 @@ internal static class ShardedLoader
                 placed.Add((m, placement));
                 UnitDispatch.Register(m, placement);
             }
+            LinkDiskReadAhead(placed.Select(u => u.Item2).ToList());
             done = true;
             return new PlacedModel(placed, null, keepFiles ? weights : null, executionDevice);
         }
@@ -138,6 +139,21 @@ internal static class ShardedLoader
             UnitDispatch.Register(modules[path], placement);
         }
         return new PlacedModel(units, whole, null, executionDevice);
+    }
+
+    /// <summary>
+    /// Each unit learns the next disk unit after it in execution order (wrapping round: the last block of one step
+    /// reads ahead the first of the next), whose weights it starts reading from the file while it computes.
+    /// </summary>
+    private static void LinkDiskReadAhead(IReadOnlyList<UnitPlacement> units)
+    {
+        var disk = units.Select((u, i) => (u, i)).Where(x => x.u.Streamed?.FromDisk == true).Select(x => x.i).ToList();
+        if (disk.Count == 0) return;
+        for (int i = 0; i < units.Count; i++)
+        {
+            int next = disk.FirstOrDefault(j => j > i, disk[0]);
+            if (next != i) units[i].NextFromDisk = units[next];
+        }
     }
 
     private static Dictionary<string, nn.Module> Modules(nn.Module model)

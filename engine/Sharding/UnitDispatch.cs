@@ -59,11 +59,15 @@ internal sealed class UnitPlacement
     /// <summary>Inputs that came from another device and were moved here.</summary>
     public int InputsMoved { get; internal set; }
 
+    /// <summary>The next unit, in execution order, whose weights come from disk: read ahead while this one computes.</summary>
+    public UnitPlacement? NextFromDisk { get; internal set; }
+
     public UnitScope Enter()
     {
         Calls++;
         Group?.Activate();
         Streamed?.In();
+        NextFromDisk?.Streamed?.Prefetch();
         return new UnitScope(this);
     }
 

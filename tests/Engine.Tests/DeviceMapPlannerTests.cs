@@ -177,13 +177,15 @@ public class DeviceMapPlannerTests
     public void WithoutGpusEverythingRunsOnTheCpuAndSpillsToDisk()
     {
         var plan = DeviceMapPlanner.Plan(FluxLike(), Budgets(("cpu", 500)), DeviceMapStrategy.Auto, Act(20));
-        // cpu computes: it keeps 20 for activations, then the largest unit streamed from disk (100 after round 1).
+        // cpu computes: it keeps 20 for activations, then room for the two largest units streamed from disk (the one in
+        // use and the next, read ahead).
         Assert.Equal("cpu", plan.ExecutionDevice);
         Assert.All(plan.UnitDevices.Values, d => Assert.Contains(d, new[] { "cpu", "disk" }));
         var cpu = plan.Devices.Single(d => d.Device == "cpu");
         Assert.True(cpu.Weights + cpu.ActivationHeadroom + cpu.StreamingBuffer <= 500);
         Assert.Equal(20, cpu.ActivationHeadroom);
-        Assert.Equal(plan.OffloadedUnits.Max(u => plan.Layout.Find(u)!.Bytes), cpu.StreamingBuffer);
+        Assert.True(plan.OffloadedUnits.Count >= 2);
+        Assert.Equal(plan.OffloadedUnits.Select(u => plan.Layout.Find(u)!.Bytes).OrderDescending().Take(2).Sum(), cpu.StreamingBuffer);
         Assert.Equal(plan.UnitDevices.Where(kv => kv.Value == "disk").Select(kv => kv.Key), plan.OffloadedUnits);
     }
 

@@ -78,6 +78,12 @@ public class ShardedExecutionTests
             Assert.Equal(2, p.Streamed!.TimesIn);   // weights came in for each call ...
             Assert.False(p.Streamed.IsIn);           // ... and went out after it
         }
+        // Disk units are read ahead on a worker thread while the unit before them computes: every call but the very
+        // first of the first disk unit found its weights already read. Host copies (cpu) have nothing to read.
+        Assert.Equal(1, byPath["x_embedder"].Streamed!.TimesPrefetched);
+        Assert.Equal(2, byPath["transformer_blocks.1"].Streamed!.TimesPrefetched);
+        Assert.Equal(2, byPath["proj_out"].Streamed!.TimesPrefetched);
+        Assert.Equal(0, byPath["transformer_blocks.0"].Streamed!.TimesPrefetched);
         Assert.Equal(0, byPath["transformer_blocks.1"].Streamed!.HostBytes); // disk: read from the file, no copy in memory
         Assert.True(byPath["transformer_blocks.0"].Streamed!.HostBytes > 0);
         // At rest an offloaded unit's parameters are empty; resident units keep theirs.
