@@ -88,12 +88,12 @@ $worker = {
         # SD 1.5's UNet at full size (860M parameters, float32 header-only file: zeros), each load in a fresh pwsh so
         # the process's peak working set is the load's own.
         $sd15 = $writer::WriteStableDiffusion15Unet((Join-Path $fluxDev 'sd15-unet'))
+        $pwsh = (Get-Process -Id $PID).Path
+        $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
         foreach ($dtype in 'bfloat16', 'float32') {
             $load = "Import-Module '$ModulePath'; `$null = Get-DiffusionDevice; `$p = [Diagnostics.Process]::GetCurrentProcess(); `$before = `$p.WorkingSet64; " +
                 "`$s = [Diagnostics.Stopwatch]::StartNew(); `$pipe = New-DiffusionPipeline '$sd15' -Device '$Device' -DType $dtype; `$s.Stop(); `$p.Refresh(); " +
                 "'{0} {1} {2}' -f `$s.Elapsed.TotalMilliseconds, `$before, `$p.PeakWorkingSet64"
-            $pwsh = (Get-Process -Id $PID).Path
-            $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
             $ms, $before, $peak = ((& $pwsh @pwshArgs -NoProfile -NonInteractive -Command $load) | Select-Object -Last 1) -split ' '
             Add-Row 'SD 1.5' "load UNet (860M) from float32 file as $dtype on $Device" ([double]$ms) ('host peak working set {0:N2} GB ({1:N2} GB before loading)' -f ([double]$peak / 1e9), ([double]$before / 1e9))
         }

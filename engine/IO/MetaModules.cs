@@ -1,6 +1,6 @@
 using System.Reflection;
-using TorchSharp;
 using Diffusion.Engine.Models;
+using TorchSharp;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
 

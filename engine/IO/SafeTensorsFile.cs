@@ -161,14 +161,13 @@ public sealed class SafeTensorsFile : IDisposable
         return t;
     }
 
-    /// <summary>Reads a tensor and moves/casts it.</summary>
+    /// <summary>Reads a tensor cast to <paramref name="dtype"/> (default: as stored) on <paramref name="device"/>; read once, converted only where needed.</summary>
     public Tensor Load(string name, Device device, ScalarType? dtype = null)
     {
-        using var cpu = Load(name);
+        var cpu = Load(name);
         var target = dtype ?? cpu.dtype;
-        if (cpu.device.type == device.type && cpu.device.index == device.index && cpu.dtype == target)
-            return cpu.clone();
-        return cpu.to(target, device);
+        if (device.type == DeviceType.CPU && cpu.dtype == target) return cpu; // already a fresh tensor of its own
+        using (cpu) return cpu.to(target, device);
     }
 
     /// <summary>Reads a tensor's bytes into a contiguous CPU tensor; Tensor.bytes is an int-length Span, so large tensors go slice by slice along dim 0.</summary>

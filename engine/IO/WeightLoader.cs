@@ -123,7 +123,7 @@ public static class WeightLoader
 
 /// <summary>
 /// A component's weight files, opened and checked against a module (every key present both ways, shapes and kinds
-/// compatible) before anything is loaded, so a mismatch leaves the module as it was. Keeps the files mapped until
+/// compatible) before anything is loaded, so a mismatch leaves the module as it was. Keeps the files open until
 /// disposed, for loads that read tensors later (weights offloaded to disk are read from here on every use).
 /// </summary>
 public sealed class CheckedWeights : IDisposable
@@ -195,19 +195,21 @@ public sealed class CheckedWeights : IDisposable
     }
 
     /// <summary>The weight of a module key as the model wants it: in its <see cref="DTypeFor"/> dtype, on <paramref name="device"/>.</summary>
-    public Tensor Make(string moduleKey, Tensor like, Device device, ScalarType dtype)
-    {
-        var target = DTypeFor(moduleKey, like, dtype);
-        var cpu = Read(moduleKey);
-        if (cpu.dtype == target && cpu.device.type == device.type && cpu.device.index == device.index) return cpu;
-        using (cpu) return cpu.to(target, device);
-    }
+    public Tensor Make(string moduleKey, Tensor like, Device device, ScalarType dtype) =>
+        Read(moduleKey, device, DTypeFor(moduleKey, like, dtype));
 
     /// <summary>The weight of a module key, read onto the CPU in its stored dtype.</summary>
     public Tensor Read(string moduleKey)
     {
         var (file, key) = _where[moduleKey];
         return file.Load(key);
+    }
+
+    /// <summary>The weight of a module key in <paramref name="dtype"/> on <paramref name="device"/>.</summary>
+    public Tensor Read(string moduleKey, Device device, ScalarType dtype)
+    {
+        var (file, key) = _where[moduleKey];
+        return file.Load(key, device, dtype);
     }
 
     public void Dispose()

@@ -18,20 +18,20 @@ internal static class ComponentLoader
     {
         var dir = folder.ComponentPath(spec.Name);
         PlacedModel? placed = null;
-        nn.Module LoadModel(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey = null) =>
-            LoadWeights(model, dir, device, dtype, moduleKey, placement, out placed);
+        string Config() => folder.ComponentFile(spec.Name, "config.json");
         // Models are built on the meta device (no memory, no random initial weights); loading gives each tensor its weight.
-        static nn.Module Build(Func<nn.Module> construct) => MetaModules.Build(construct);
+        nn.Module LoadModel(Func<nn.Module> construct, Func<string, string>? moduleKey = null) =>
+            LoadWeights(MetaModules.Build(construct), dir, device, dtype, moduleKey, placement, out placed);
         object instance = spec.ClassName switch
         {
             "CLIPTokenizer" or "CLIPTokenizerFast" => CLIPTokenizer.FromFolder(dir),
             "T5Tokenizer" or "T5TokenizerFast" => T5Tokenizer.FromFolder(dir),
             var c when c.EndsWith("Scheduler", StringComparison.Ordinal) => folder.ComponentFile(spec.Name, "scheduler_config.json"),
-            "CLIPTextModel" => LoadModel(Build(() => new CLIPTextModel(CLIPTextConfig.Load(folder.ComponentFile(spec.Name, "config.json")))), dir, device, dtype, CLIPTextModel.ModuleKey),
-            "T5EncoderModel" => LoadModel(Build(() => new T5EncoderModel(T5Config.Load(folder.ComponentFile(spec.Name, "config.json")))), dir, device, dtype),
-            "UNet2DConditionModel" => LoadModel(Build(() => new UNet2DConditionModel(UNet2DConditionConfig.Load(folder.ComponentFile(spec.Name, "config.json")))), dir, device, dtype),
-            "AutoencoderKL" => LoadModel(Build(() => new AutoencoderKL(AutoencoderKLConfig.Load(folder.ComponentFile(spec.Name, "config.json")))), dir, device, dtype),
-            "FluxTransformer2DModel" => LoadModel(Build(() => new FluxTransformer2DModel(FluxTransformer2DConfig.Load(folder.ComponentFile(spec.Name, "config.json")))), dir, device, dtype),
+            "CLIPTextModel" => LoadModel(() => new CLIPTextModel(CLIPTextConfig.Load(Config())), CLIPTextModel.ModuleKey),
+            "T5EncoderModel" => LoadModel(() => new T5EncoderModel(T5Config.Load(Config()))),
+            "UNet2DConditionModel" => LoadModel(() => new UNet2DConditionModel(UNet2DConditionConfig.Load(Config()))),
+            "AutoencoderKL" => LoadModel(() => new AutoencoderKL(AutoencoderKLConfig.Load(Config()))),
+            "FluxTransformer2DModel" => LoadModel(() => new FluxTransformer2DModel(FluxTransformer2DConfig.Load(Config()))),
             _ => throw new DiffusionException("UnknownComponentClass", DiffusionErrorKind.NotSupported,
                 $"The component '{spec.Name}' in '{folder.Path}' is a {spec.Library}.{spec.ClassName}, which this module cannot load. " +
                 $"Supported: {string.Join(", ", ModelClasses)}, CLIPTokenizer, T5Tokenizer(Fast) and the schedulers.", spec.Name),

@@ -28,6 +28,7 @@ internal sealed class StreamedWeights : IDisposable
     private StreamedWeights(List<(Parameter, ScalarType, Tensor?, Func<Tensor>?)> parameters, Device device, bool pin)
     {
         _params = parameters; _device = device; _pin = pin;
+        FromDisk = parameters.Any(p => p.Item4 is not null);
     }
 
     public bool IsIn { get; private set; }
@@ -39,7 +40,7 @@ internal sealed class StreamedWeights : IDisposable
     /// <summary>How often <see cref="In"/> found its disk weights already read by <see cref="Prefetch"/>.</summary>
     public int TimesPrefetched { get; private set; }
     /// <summary>Whether the weights come from the file on each use.</summary>
-    public bool FromDisk => _params.Any(p => p.ReadHost is not null);
+    public bool FromDisk { get; }
 
     /// <summary>
     /// Takes over the parameters of <paramref name="module"/>, which are in their dtype and either hold their weights in
@@ -75,8 +76,7 @@ internal sealed class StreamedWeights : IDisposable
             else
                 list.Add((p, dtype, null, () => // on the CPU in the weight's dtype (pinned for a GPU): only the copy to the device is left
                 {
-                    using var cpu = disk!.Read(key);
-                    var cast = cpu.dtype == dtype ? cpu.alias() : cpu.to(dtype);
+                    var cast = disk!.Read(key, torch.CPU, dtype);
                     if (!pin) return cast;
                     using (cast) return cast.pin_memory();
                 }));
