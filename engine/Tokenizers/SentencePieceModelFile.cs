@@ -5,17 +5,20 @@ namespace Diffusion.Engine.Tokenizers;
 
 /// <summary>
 /// The pieces of a SentencePiece model file (spiece.model, a protobuf ModelProto): what transformers'
-/// SentencePieceExtractor takes from it to build a `tokenizers` Unigram model. Nothing else of the file is used.
+/// SentencePieceExtractor takes from it to build a `tokenizers` Unigram model, and its normalizer's precompiled
+/// charsmap. Nothing else of the file is used.
 /// </summary>
 internal static class SentencePieceModelFile
 {
     /// <summary>SentencePiece.Type: 1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte.</summary>
     public const int Control = 3, UserDefined = 4;
 
-    public static List<(string Piece, double Score, int Type)> ReadPieces(string path)
+    /// <summary>The pieces and the normalizer's precompiled charsmap (null when the model has none).</summary>
+    public static (List<(string Piece, double Score, int Type)> Pieces, byte[]? CharsMap) Read(string path)
     {
         var data = File.ReadAllBytes(path);
         var pieces = new List<(string, double, int)>();
+        byte[]? charsMap = null;
         try
         {
             var model = new ProtoReader(data, 0, data.Length);
@@ -26,6 +29,11 @@ internal static class SentencePieceModelFile
                     var (start, end) = model.ReadLengthDelimited();
                     pieces.Add(ReadPiece(data, start, end));
                 }
+                else if (field == 3 && wireType == 2) // NormalizerSpec normalizer_spec = 3
+                {
+                    var (start, end) = model.ReadLengthDelimited();
+                    charsMap = ReadCharsMap(data, start, end) ?? charsMap;
+                }
                 else model.Skip(wireType);
             }
         }
@@ -34,7 +42,24 @@ internal static class SentencePieceModelFile
             throw TokenizerFiles.Invalid(path, "it is not a SentencePiece model", e);
         }
         if (pieces.Count == 0) throw TokenizerFiles.Invalid(path, "it holds no pieces");
-        return pieces;
+        return (pieces, charsMap);
+    }
+
+    /// <summary>NormalizerSpec's bytes precompiled_charsmap = 2; null when absent or empty (no normalization).</summary>
+    private static byte[]? ReadCharsMap(byte[] data, int start, int end)
+    {
+        var reader = new ProtoReader(data, start, end);
+        byte[]? charsMap = null;
+        while (reader.Next(out int field, out int wireType))
+        {
+            if (field == 2 && wireType == 2)
+            {
+                var (s, e) = reader.ReadLengthDelimited();
+                charsMap = e > s ? data[s..e] : null;
+            }
+            else reader.Skip(wireType);
+        }
+        return charsMap;
     }
 
     private static (string, double, int) ReadPiece(byte[] data, int start, int end)

@@ -5,14 +5,15 @@ namespace Diffusion.Engine.Tokenizers;
 
 /// <summary>
 /// T5's SentencePiece unigram tokenizer, giving the ids of transformers 5's T5Tokenizer (its `tokenizers` backend):
-/// added tokens (&lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt;, &lt;extra_id_N&gt;) cut out first; no normalizer; the text split
-/// on whitespace, each word prefixed with "▁" (Metaspace, prepend "always", split before every "▁"); the unigram
-/// Viterbi segmentation of each piece; then &lt;/s&gt; appended and padding with &lt;pad&gt;.
+/// added tokens (&lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt;, &lt;extra_id_N&gt;) cut out first; each plain-text segment
+/// normalized by the model's precompiled charsmap (NFKC for T5: `Ⅷ`→`VIII`, `⒅`→`(18)`, full-width forms to ASCII);
+/// the text split on whitespace, each word prefixed with "▁" (Metaspace, prepend "always", split before every "▁");
+/// the unigram Viterbi segmentation of each piece; then &lt;/s&gt; appended and padding with &lt;pad&gt;.
 /// </summary>
 /// <remarks>
-/// Like transformers 5, the pieces come from tokenizer.json when the folder has one (its normalizer and pre-tokenizer
-/// are not used: T5Tokenizer sets its own), else from spiece.model plus the extra ids. SentencePiece's own NFKC
-/// normalization is not applied, because transformers 5 does not apply it either.
+/// Like transformers 5, the pieces and the normalizer come from tokenizer.json when the folder has one, else from
+/// spiece.model (its pieces plus the extra ids, and its normalizer spec's charsmap), which is what transformers'
+/// converter writes into tokenizer.json.
 /// </remarks>
 public sealed class T5Tokenizer
 {
@@ -20,14 +21,16 @@ public sealed class T5Tokenizer
 
     private readonly UnigramModel _model;
     private readonly AddedTokens _addedTokens;
+    private readonly PrecompiledNormalizer? _normalizer;
 
     public int EosId { get; }
     public int PadId { get; }
 
-    private T5Tokenizer(UnigramModel model, AddedTokens addedTokens, int eosId, int padId)
+    private T5Tokenizer(UnigramModel model, AddedTokens addedTokens, PrecompiledNormalizer? normalizer, int eosId, int padId)
     {
         _model = model;
         _addedTokens = addedTokens;
+        _normalizer = normalizer;
         EosId = eosId;
         PadId = padId;
     }
@@ -60,7 +63,8 @@ public sealed class T5Tokenizer
                     (t.GetProperty("content").GetString()!, t.GetProperty("id").GetInt32(), t.GetProperty("special").GetBoolean())).ToList()
                 : [];
             int? unkId = model.TryGetProperty("unk_id", out var unk) && unk.ValueKind == JsonValueKind.Number ? unk.GetInt32() : null;
-            return Create(dir, path, vocab, added, unkId);
+            var normalizer = root.TryGetProperty("normalizer", out var spec) ? NormalizerOf(spec, path) : null;
+            return Create(dir, path, vocab, added, unkId, normalizer);
         }
         catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException or IndexOutOfRangeException)
         {
@@ -68,10 +72,45 @@ public sealed class T5Tokenizer
         }
     }
 
+    /// <summary>
+    /// The normalizer of tokenizer.json: none, a Precompiled one, or a Sequence holding one. transformers' SentencePiece
+    /// converters may add a right Strip and a Replace of runs of spaces by "▁"; both change no id here, since the text is
+    /// split on whitespace and at every "▁" after them. Any other normalizer is refused rather than ignored.
+    /// </summary>
+    private static PrecompiledNormalizer? NormalizerOf(JsonElement spec, string path)
+    {
+        if (spec.ValueKind == JsonValueKind.Null) return null;
+        var type = spec.GetProperty("type").GetString();
+        switch (type)
+        {
+            case "Precompiled":
+                var blob = spec.GetProperty("precompiled_charsmap");
+                if (blob.ValueKind == JsonValueKind.Null) return null;
+                byte[] bytes;
+                try { bytes = Convert.FromBase64String(blob.GetString()!); }
+                catch (FormatException) { throw TokenizerFiles.Invalid(path, "its normalizer's precompiled_charsmap is not base64"); }
+                return bytes.Length == 0 ? null : PrecompiledNormalizer.Parse(bytes, path);
+            case "Sequence":
+                PrecompiledNormalizer? found = null;
+                foreach (var part in spec.GetProperty("normalizers").EnumerateArray())
+                    if (NormalizerOf(part, path) is { } precompiled)
+                        found = found is null ? precompiled
+                            : throw new DiffusionException("TokenizerNotSupported", DiffusionErrorKind.NotSupported,
+                                $"The T5 tokenizer '{path}' chains two Precompiled normalizers; T5 tokenizers have one.", path);
+                return found;
+            case "Strip" or "Replace":
+                return null;
+            default:
+                throw new DiffusionException("TokenizerNotSupported", DiffusionErrorKind.NotSupported,
+                    $"The T5 tokenizer '{path}' has a '{type}' normalizer; T5 tokenizers use SentencePiece's Precompiled one. " +
+                    "Convert the tokenizer again with transformers, or remove tokenizer.json so that spiece.model is used.", path);
+        }
+    }
+
     /// <summary>As transformers' SentencePieceExtractor and T5Converter: the pieces, then &lt;extra_id_{N-1}&gt; .. &lt;extra_id_0&gt;.</summary>
     private static T5Tokenizer FromSentencePiece(string dir, string path)
     {
-        var pieces = SentencePieceModelFile.ReadPieces(path);
+        var (pieces, charsMap) = SentencePieceModelFile.Read(path);
         var vocab = pieces.Select(p => (p.Piece, p.Score)).ToList();
         // Control pieces are special added tokens, user-defined ones plain added tokens.
         var added = pieces.Select((p, id) => (p.Piece, id, p.Type))
@@ -84,7 +123,8 @@ public sealed class T5Tokenizer
             vocab.Add(($"<extra_id_{i}>", 0.0));
         }
         int unknown = pieces.FindIndex(p => p.Type == 2);
-        return Create(dir, path, vocab, added, unknown >= 0 ? unknown : null);
+        var normalizer = charsMap is null ? null : PrecompiledNormalizer.Parse(charsMap, path);
+        return Create(dir, path, vocab, added, unknown >= 0 ? unknown : null, normalizer);
     }
 
     private static int ExtraIds(string dir)
@@ -97,7 +137,7 @@ public sealed class T5Tokenizer
     }
 
     private static T5Tokenizer Create(string dir, string path, List<(string, double)> vocab,
-        List<(string Content, int Id, bool Special)> added, int? unkId)
+        List<(string Content, int Id, bool Special)> added, int? unkId, PrecompiledNormalizer? normalizer)
     {
         var ids = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int id = 0; id < vocab.Count; id++) ids[vocab[id].Item1] = id;
@@ -114,7 +154,7 @@ public sealed class T5Tokenizer
         if (unknownId < 0 || unknownId >= vocab.Count)
             throw TokenizerFiles.Invalid(path, $"the unknown-piece id {unknownId} is outside its {vocab.Count} pieces");
         var model = new UnigramModel(vocab, unknownId);
-        return new T5Tokenizer(model, new AddedTokens(added), eos, pad);
+        return new T5Tokenizer(model, new AddedTokens(added), normalizer, eos, pad);
     }
 
     /// <summary>
@@ -132,7 +172,8 @@ public sealed class T5Tokenizer
                 content.Add(id);
                 continue;
             }
-            foreach (var word in plain!.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+            var normalized = _normalizer?.Normalize(plain!) ?? plain!;
+            foreach (var word in normalized.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
                 foreach (var piece in MetaspacePieces(word))
                     _model.Encode(piece, content);
         }
