@@ -111,6 +111,13 @@ Describe 'FLUX behaviour' {
         } finally { Remove-DiffusionPipeline $sd }
     }
 
+    It 'refuses -GuidanceRescale, which applies to SD''s classifier-free guidance' {
+        $err = $null
+        try { $script:Emb | Invoke-Denoise -Pipeline $script:Pipe -Steps 1 -GuidanceRescale 0.7 -ErrorAction Stop } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -BeLike 'GuidanceRescaleNotSupported,*'
+        $err.ToString() | Should -Match 'guidance-distilled'
+    }
+
     It 'a stage without its component says which one and how to load it' {
         $vae = New-DiffusionPipeline $script:FluxTiny -Component vae
         try {

@@ -270,6 +270,16 @@ Describe 'Invoke-Diffusion in several processes' {
         Get-Hashes $folder | Should -Be $script:OneHashes
     }
 
+    It 'passes -GuidanceRescale to the workers: the PNGs record it and equal a one-worker run' {
+        $rescaled = @{ Path = $script:SdTiny; Prompt = $script:Prompts[0..1]; Seed = 10; Steps = 2; Height = 64; Width = 64; GuidanceRescale = 0.7 }
+        $two = Invoke-Diffusion @rescaled -NumProcesses 2 -OutputPath (Join-Path $script:Temp 'rescale-two/{index:000}.png')
+        $two.Index | Should -Be 0, 1
+        $single = Invoke-Diffusion @rescaled -NumProcesses 1 -OutputPath (Join-Path $script:Temp 'rescale-one/{index:000}.png')
+        Get-Hashes (Join-Path $script:Temp 'rescale-two') | Should -Be (Get-Hashes (Join-Path $script:Temp 'rescale-one'))
+        $script:DiffusionImageType::ReadParameters($two[0].Path).GuidanceRescale | Should -Be 0.7
+        Get-Hashes (Join-Path $script:Temp 'rescale-two') | Should -Not -Be ($script:OneHashes[0..1])
+    }
+
     It 'needs an -OutputPath that names every image apart' {
         { Invoke-Diffusion -Path $script:SdTiny -Prompt 'a', 'b' -NumProcesses 2 } | Should -Throw -ErrorId 'ParallelOutputPathMissing*'
         { Invoke-Diffusion -Path $script:SdTiny -Prompt 'a', 'b' -NumProcesses 2 -OutputPath (Join-Path $script:Temp 'same.png') } | Should -Throw -ErrorId 'ParallelOutputPathNeedsIndex*'

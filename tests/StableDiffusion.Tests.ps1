@@ -2,7 +2,10 @@
 # Tolerances: embeddings and every step's latents within 1e-4 of the tensor's scale (max|diff| <= 1e-4 * max|ref|),
 # images 2e-3 absolute. Measured: steps <= 2.6e-6 of scale, images <= 3e-6.
 BeforeDiscovery {
-    $script:Runs = Get-Content (Join-Path ($env:DIFFUSION_FIXTURES ?? (Join-Path $PSScriptRoot '../../shared/fixtures')) 'sd-tiny-refs.json') -Raw | ConvertFrom-Json
+    $fixtures = $env:DIFFUSION_FIXTURES ?? (Join-Path $PSScriptRoot '../../shared/fixtures')
+    # sd-tiny's runs, and the SD 2.x-style run with guidance_rescale (DDIM, v_prediction, trailing, zero terminal SNR).
+    $script:Runs = @('sd-tiny-refs.json', 'guidance-rescale-refs.json' | ForEach-Object { Get-Content (Join-Path $fixtures $_) -Raw | ConvertFrom-Json })
+    $script:RescaleRuns = @($script:Runs | Where-Object { $_.guidance_rescale })
 }
 
 BeforeAll {
@@ -23,7 +26,7 @@ Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
         $negative = if ($run.negative_prompt) { [string[]] $run.negative_prompt } else { $null }
         $script:Embeddings = @($run.prompts | ConvertTo-DiffusionEmbedding -Pipeline $script:Pipe -NegativePrompt $negative)
         $script:Latents = @($script:Embeddings | Invoke-Denoise -Pipeline $script:Pipe -Steps $run.steps -GuidanceScale $run.guidance_scale `
-                -Seed $run.seed -Height $run.height -Width $run.width -Scheduler $schedulerFile -IncludeSteps)
+                -GuidanceRescale ($run.guidance_rescale ?? 0) -Seed $run.seed -Height $run.height -Width $run.width -Scheduler $schedulerFile -IncludeSteps)
         $script:Final = @($script:Latents | Where-Object IsFinal)
         $script:Images = @($script:Final | ConvertFrom-DiffusionLatent -Pipeline $script:Pipe)
     }
@@ -70,7 +73,46 @@ Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
         $script:Images[0].Height | Should -Be $run.height
     }
 
+    It 'records guidance_rescale on the latents and in the PNG' -ForEach @($_ | Where-Object guidance_rescale) -AllowNullOrEmptyForEach {
+        $script:Final[0].GuidanceRescale | Should -Be $run.guidance_rescale
+        $png = Join-Path ([IO.Path]::GetTempPath()) "diffusion-rescale-$([guid]::NewGuid()).png"
+        try {
+            $script:Images[0] | Save-DiffusionImage -Path $png | Out-Null
+            $parameters = $script:DiffusionImageType::ReadParameters($png)
+            $parameters.GuidanceRescale | Should -Be $run.guidance_rescale
+            $parameters.ToA1111String() | Should -Match "Guidance rescale: $($run.guidance_rescale)"
+        }
+        finally { Remove-Item $png -ErrorAction SilentlyContinue }
+    }
+
     AfterAll {
         $script:Latents + $script:Embeddings | ForEach-Object { $_.Dispose() }
+    }
+}
+
+Describe 'guidance_rescale in one call (<file>)' -ForEach $script:RescaleRuns {
+    BeforeAll {
+        $run = $_
+        $script:SchedulerFile = New-SchedulerConfigFile $run
+    }
+
+    It 'Invoke-Diffusion -GuidanceRescale gives the reference image, and without it another one' {
+        $common = @{ Pipeline = $script:Pipe; Prompt = [string[]] $run.prompts; NegativePrompt = [string[]] $run.negative_prompt; Steps = $run.steps
+            GuidanceScale = $run.guidance_scale; Seed = $run.seed; Height = $run.height; Width = $run.width; Scheduler = $script:SchedulerFile }
+        $expected = Get-RefTensor $run.file 'image'
+        $image = Invoke-Diffusion @common -GuidanceRescale $run.guidance_rescale
+        $null = Assert-TensorClose $expected (Join-TensorStack @($image.Pixels)) 0 2e-3 'image with guidance_rescale'
+        $plain = Invoke-Diffusion @common
+        $c = $script:TensorComparison::Compare($expected, (Join-TensorStack @($plain.Pixels)), 0, 2e-3, 'image without guidance_rescale')
+        $c.WithinTolerance | Should -BeFalse -Because 'the rescale changes the image (by up to 0.29 in diffusers)'
+    }
+
+    It 'refuses a value outside 0..1' {
+        { Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'x' -Steps 1 -GuidanceRescale 1.5 } | Should -Throw -ErrorId 'ParameterArgumentValidationError,*'
+    }
+
+    It 'warns that it does nothing without guidance' {
+        $null = Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'x' -Steps 1 -GuidanceScale 1 -GuidanceRescale 0.7 -Height 64 -Width 64 -WarningVariable warnings -WarningAction SilentlyContinue
+        $warnings -join "`n" | Should -Match 'GuidanceRescale 0.7 has no effect without classifier-free guidance'
     }
 }

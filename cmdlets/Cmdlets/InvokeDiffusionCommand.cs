@@ -54,6 +54,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter] [AllowEmptyString] public string[]? NegativePrompt { get; set; }
     [Parameter] [ValidateRange(1, 1000)] public int? Steps { get; set; }
     [Parameter] [ValidateRange(0.0, 100.0)] public double? GuidanceScale { get; set; }
+    /// <summary>diffusers' guidance_rescale (SD): 0 off, 0.7 the paper's value for zero-terminal-SNR models such as SD 2.x.</summary>
+    [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
@@ -131,7 +133,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
     {
         var embeddings = Run(() => Generation.Encode(pipeline, _prompts, NegativePrompt, new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn));
-        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
+        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
         try
         {
             InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
@@ -159,7 +161,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, NegativePrompt));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, Seed = Seed ?? NewSeed(), SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed ?? NewSeed(), SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
         };
         var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
         try

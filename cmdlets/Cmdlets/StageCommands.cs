@@ -53,6 +53,8 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
 
     [Parameter] [ValidateRange(1, 1000)] public int? Steps { get; set; }
     [Parameter] [ValidateRange(0.0, 100.0)] public double? GuidanceScale { get; set; }
+    /// <summary>diffusers' guidance_rescale (SD): 0 off, 0.7 the paper's value for zero-terminal-SNR models such as SD 2.x.</summary>
+    [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
@@ -80,7 +82,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             ThrowTerminatingError(ArgumentError("SeedPerPromptBatch", "-BatchSize cannot be combined with -SeedPerPrompt: with a seed per prompt each embedding is denoised on its own.", "BatchSize"));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
             Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps, InitialLatents = InitialLatent,
         };
         DenoiseBatches(this, Pipeline, _embeddings, options, SeedPerPrompt ? 1 : BatchSize, WriteObject);

@@ -75,6 +75,7 @@ internal sealed class ParallelGeneration
         };
         if (_cmd.Steps is int steps) generate["Steps"] = steps;
         if (_cmd.GuidanceScale is double guidance) generate["GuidanceScale"] = guidance;
+        if (_cmd.GuidanceRescale is double rescale) generate["GuidanceRescale"] = rescale;
         if (_cmd.Height is int height) generate["Height"] = height;
         if (_cmd.Width is int width) generate["Width"] = width;
         if (_cmd.MaxSequenceLength is int length) generate["MaxSequenceLength"] = length;

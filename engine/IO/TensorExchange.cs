@@ -55,7 +55,7 @@ public static class TensorExchange
         var meta = items.Select(l => new ItemMeta
         {
             Index = l.Index, Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Family = l.Family.ToString(), Model = l.Model,
-            Seed = l.Seed, Steps = l.Steps, Step = l.Step, TotalSteps = l.TotalSteps, GuidanceScale = l.GuidanceScale, Scheduler = l.Scheduler, Height = l.Height, Width = l.Width, Seconds = l.Seconds,
+            Seed = l.Seed, Steps = l.Steps, Step = l.Step, TotalSteps = l.TotalSteps, GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale is 0 ? null : l.GuidanceRescale, Scheduler = l.Scheduler, Height = l.Height, Width = l.Width, Seconds = l.Seconds,
         }).ToList();
         SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "latents", [ItemsKey] = JsonSerializer.Serialize(meta, Json) });
     }
@@ -116,7 +116,7 @@ public static class TensorExchange
                     result.Add(new DiffusionLatent(latents.narrow(0, i, 1).contiguous())
                     {
                         Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, Family = family, Model = m.Model ?? "",
-                        Seed = m.Seed ?? 0, Steps = m.Steps ?? 0, Step = m.Step ?? m.Steps ?? 0, TotalSteps = m.TotalSteps ?? m.Steps ?? 0, GuidanceScale = m.GuidanceScale ?? 0, Scheduler = m.Scheduler ?? "",
+                        Seed = m.Seed ?? 0, Steps = m.Steps ?? 0, Step = m.Step ?? m.Steps ?? 0, TotalSteps = m.TotalSteps ?? m.Steps ?? 0, GuidanceScale = m.GuidanceScale ?? 0, GuidanceRescale = m.GuidanceRescale ?? 0, Scheduler = m.Scheduler ?? "",
                         Height = m.Height ?? (int)(family == ModelFamily.Flux ? 0 : latents.shape[2] * 8),
                         Width = m.Width ?? (int)(family == ModelFamily.Flux ? 0 : latents.shape[3] * 8), Seconds = m.Seconds ?? 0,
                     });
@@ -156,6 +156,7 @@ public static class TensorExchange
         public int? Step { get; set; }
         public int? TotalSteps { get; set; }
         public double? GuidanceScale { get; set; }
+        public double? GuidanceRescale { get; set; }
         public string? Scheduler { get; set; }
         public int? Height { get; set; }
         public int? Width { get; set; }

@@ -60,7 +60,7 @@ public sealed class DiffusionImage
 
     /// <summary>
     /// The PNG bytes. With parameters, the text chunks are "parameters" (A1111 style, read by most image tools) then one
-    /// chunk per field (prompt, negative_prompt, steps, scheduler, guidance_scale, seed, width, height, model).
+    /// chunk per field (prompt, negative_prompt, steps, scheduler, guidance_scale, [guidance_rescale,] seed, width, height, model).
     /// </summary>
     public byte[] EncodePng()
     {

@@ -17,14 +17,19 @@ public sealed class GenerationParameters
     /// <summary>The scheduler (A1111's "Sampler"), e.g. "PNDMScheduler" or "Euler a".</summary>
     public string Scheduler { get; set; } = "";
     public double GuidanceScale { get; set; }
+    /// <summary>diffusers' guidance_rescale; 0 (none) is not written.</summary>
+    public double GuidanceRescale { get; set; }
     public long Seed { get; set; }
     public int Width { get; set; }
     public int Height { get; set; }
     public string Model { get; set; } = "";
 
-    /// <summary>The PNG text keys of the per-field chunks, in the order they are written.</summary>
+    /// <summary>The PNG text keys of the per-field chunks every image has, in the order they are written.</summary>
     internal static readonly string[] FieldKeys =
         ["prompt", "negative_prompt", "steps", "scheduler", "guidance_scale", "seed", "width", "height", "model"];
+
+    /// <summary>The key of the chunk written only when the run used guidance_rescale.</summary>
+    internal const string GuidanceRescaleKey = "guidance_rescale";
 
     /// <summary>Each field as PNG text, keyed by <see cref="FieldKeys"/> (numbers in invariant culture).</summary>
     internal IEnumerable<KeyValuePair<string, string>> ToFields()
@@ -35,6 +40,7 @@ public sealed class GenerationParameters
         yield return new("steps", Steps.ToString(c));
         yield return new("scheduler", Scheduler);
         yield return new("guidance_scale", FormatGuidance(GuidanceScale));
+        if (GuidanceRescale != 0) yield return new(GuidanceRescaleKey, FormatGuidance(GuidanceRescale));
         yield return new("seed", Seed.ToString(c));
         yield return new("width", Width.ToString(c));
         yield return new("height", Height.ToString(c));
@@ -52,18 +58,22 @@ public sealed class GenerationParameters
             || !int.TryParse(text["width"], NumberStyles.Integer, c, out var width)
             || !int.TryParse(text["height"], NumberStyles.Integer, c, out var height))
             return null;
+        double rescale = 0;
+        if (text.TryGetValue(GuidanceRescaleKey, out var rescaleText) && !double.TryParse(rescaleText, NumberStyles.Float, c, out rescale))
+            return null;
         return new GenerationParameters
         {
             Prompt = text["prompt"],
             NegativePrompt = text["negative_prompt"].Length == 0 ? null : text["negative_prompt"],
-            Steps = steps, Scheduler = text["scheduler"], GuidanceScale = guidance, Seed = seed,
+            Steps = steps, Scheduler = text["scheduler"], GuidanceScale = guidance, GuidanceRescale = rescale, Seed = seed,
             Width = width, Height = height, Model = text["model"],
         };
     }
 
     /// <summary>
     /// The AUTOMATIC1111 "parameters" text: the prompt, a "Negative prompt: " line when there is one, then
-    /// "Steps: N, Sampler: X, CFG scale: G, Seed: S, Size: WxH, Model: M" (values with ',', ':' or newlines JSON-quoted, as A1111 does).
+    /// "Steps: N, Sampler: X, CFG scale: G, [Guidance rescale: R, ]Seed: S, Size: WxH, Model: M" (values with ',', ':' or
+    /// newlines JSON-quoted, as A1111 does; the rescale only when the run used one).
     /// </summary>
     public string ToA1111String()
     {
@@ -72,8 +82,9 @@ public sealed class GenerationParameters
         if (!string.IsNullOrEmpty(NegativePrompt)) sb.Append("\nNegative prompt: ").Append(NegativePrompt);
         sb.Append("\nSteps: ").Append(Steps.ToString(c))
           .Append(", Sampler: ").Append(Quote(Scheduler))
-          .Append(", CFG scale: ").Append(FormatGuidance(GuidanceScale))
-          .Append(", Seed: ").Append(Seed.ToString(c))
+          .Append(", CFG scale: ").Append(FormatGuidance(GuidanceScale));
+        if (GuidanceRescale != 0) sb.Append(", Guidance rescale: ").Append(FormatGuidance(GuidanceRescale));
+        sb.Append(", Seed: ").Append(Seed.ToString(c))
           .Append(", Size: ").Append(Width.ToString(c)).Append('x').Append(Height.ToString(c))
           .Append(", Model: ").Append(Quote(Model));
         return sb.ToString();
@@ -97,6 +108,7 @@ public sealed class GenerationParameters
         };
         if (int.TryParse(settings["Steps"], NumberStyles.Integer, c, out var steps)) result.Steps = steps;
         if (double.TryParse(settings.GetValueOrDefault("CFG scale"), NumberStyles.Float, c, out var guidance)) result.GuidanceScale = guidance;
+        if (double.TryParse(settings.GetValueOrDefault("Guidance rescale"), NumberStyles.Float, c, out var rescale)) result.GuidanceRescale = rescale;
         if (long.TryParse(settings.GetValueOrDefault("Seed"), NumberStyles.Integer, c, out var seed)) result.Seed = seed;
         var size = settings.GetValueOrDefault("Size", "").Split('x');
         if (size.Length == 2 && int.TryParse(size[0], NumberStyles.Integer, c, out var w) && int.TryParse(size[1], NumberStyles.Integer, c, out var h))

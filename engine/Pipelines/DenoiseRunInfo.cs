@@ -7,12 +7,14 @@ namespace Diffusion.Engine.Pipelines;
 internal sealed record DenoiseRunInfo(ModelFamily Family, string Model, long Seed, int Steps, int TotalSteps, double GuidanceScale,
     string Scheduler, int Height, int Width)
 {
+    public double GuidanceRescale { get; init; }
+
     /// <summary>One latent object per image of the batch latents <paramref name="all"/> [B,...], copied to the CPU.</summary>
     public List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, int stepsDone, double seconds = 0) =>
         items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
         {
             Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = Family, Model = Model, Seed = Seed,
-            Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, Scheduler = Scheduler,
+            Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Scheduler = Scheduler,
             Height = Height, Width = Width, Seconds = seconds,
         }).ToList();
 }

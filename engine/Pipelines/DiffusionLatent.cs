@@ -22,6 +22,8 @@ public sealed class DiffusionLatent : TensorHolder
     /// <summary>True for the run's result; false for the per-step latents of -IncludeSteps.</summary>
     public bool IsFinal => Step == TotalSteps;
     public double GuidanceScale { get; init; }
+    /// <summary>diffusers' guidance_rescale of the run (0: none).</summary>
+    public double GuidanceRescale { get; init; }
     public string Scheduler { get; init; } = "";
     public int Height { get; init; }
     public int Width { get; init; }

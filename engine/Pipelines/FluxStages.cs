@@ -82,6 +82,10 @@ internal static class FluxStages
         int steps = o.Steps ?? DefaultSteps;
         PipelineChecks.Steps(steps);
         double guidance = o.GuidanceScale ?? DefaultGuidance;
+        if (o.GuidanceRescale is double rescale && rescale != 0)
+            throw new DiffusionException("GuidanceRescaleNotSupported", DiffusionErrorKind.InvalidArgument,
+                $"-GuidanceRescale {rescale} applies to Stable Diffusion's classifier-free guidance; FLUX.1 is guidance-distilled " +
+                "(its -GuidanceScale is an input of the transformer, with no unconditional pass to rescale against). Leave -GuidanceRescale out.", "GuidanceRescale");
         int vsf = pipe.VaeScaleFactor;
         int requestedHeight = o.Height ?? DefaultSampleSize * vsf, requestedWidth = o.Width ?? DefaultSampleSize * vsf;
         if (requestedHeight < vsf * 2 || requestedWidth < vsf * 2)

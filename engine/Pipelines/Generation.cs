@@ -82,7 +82,7 @@ public static class Generation
                 images.Add(new DiffusionImage(pixels[i].contiguous(), new GenerationParameters
                 {
                     Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Steps = l.Steps, Scheduler = l.Scheduler,
-                    GuidanceScale = l.GuidanceScale, Seed = l.Seed, Width = l.Width, Height = l.Height, Model = l.Model,
+                    GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale, Seed = l.Seed, Width = l.Width, Height = l.Height, Model = l.Model,
                 }, l.Index));
             }
         }

@@ -36,6 +36,11 @@ public sealed class DenoiseOptions
 {
     public int? Steps { get; set; }
     public double? GuidanceScale { get; set; }
+    /// <summary>
+    /// diffusers' <c>guidance_rescale</c> (SD only): rescales the guided noise prediction toward the text prediction's
+    /// standard deviation ("Common Diffusion Noise Schedules and Sample Steps are Flawed", 3.4); 0 (default) to 1.
+    /// </summary>
+    public double? GuidanceRescale { get; set; }
     /// <summary>Seed of the CPU generator that draws the initial noise (and a stochastic scheduler's noise); random when null.</summary>
     public long? Seed { get; set; }
     /// <summary>

@@ -18,6 +18,15 @@ internal static class PipelineChecks
         }
     }
 
+    /// <summary>guidance_rescale is a mixing weight: 0 (off) to 1 (fully rescaled), as the paper and diffusers use it.</summary>
+    public static double GuidanceRescale(double rescale)
+    {
+        if (!(rescale >= 0 && rescale <= 1))
+            throw new DiffusionException("InvalidGuidanceRescale", DiffusionErrorKind.InvalidArgument,
+                $"-GuidanceRescale {rescale} is outside 0..1. It mixes the rescaled prediction in: 0 is off, 0.7 is the paper's value, 1 is fully rescaled.", "GuidanceRescale");
+        return rescale;
+    }
+
     public static void Steps(int steps)
     {
         if (steps < 1)

@@ -68,6 +68,7 @@ internal static class StableDiffusionStages
         var scheduler = pipe.CreateScheduler(o.Scheduler, stage);
         int steps = o.Steps ?? DefaultSteps;
         double guidance = o.GuidanceScale ?? DefaultGuidance;
+        double rescale = PipelineChecks.GuidanceRescale(o.GuidanceRescale ?? 0);
         int vsf = pipe.VaeScaleFactor;
         int defaultSize = (unet.Config.SampleSize?.Single ?? unet.Config.SampleSize?.List?[0] ?? 64) * vsf;
         int height = o.Height ?? defaultSize, width = o.Width ?? defaultSize;
@@ -75,6 +76,8 @@ internal static class StableDiffusionStages
         PipelineChecks.Steps(steps);
         long seed = PipelineChecks.RunSeed(o, batch);
         bool cfg = guidance > 1.0;
+        if (rescale > 0 && !cfg)
+            warn(new PipelineWarning($"-GuidanceRescale {rescale} has no effect without classifier-free guidance (-GuidanceScale {guidance} is not above 1)."));
         var device = pipe.TorchDevice; var dtype = pipe.TorchDType;
 
         // 1. Text conditioning: [neg..., pos...] as diffusers concatenates for classifier-free guidance.
@@ -98,7 +101,10 @@ internal static class StableDiffusionStages
         var latents = (initial * scheduler.InitNoiseSigma).to(device);
         initial.Dispose();
 
-        var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width);
+        var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width)
+        {
+            GuidanceRescale = cfg ? rescale : 0,
+        };
 
         // 3. Denoise, with classifier-free guidance on [uncond, text] halves.
         // Iterated here (not returned) so the conditioning tensors above live until the loop ends.
@@ -112,10 +118,24 @@ internal static class StableDiffusionStages
             {
                 var chunks = noise.chunk(2, 0); // uncond, text
                 noise = chunks[0] + guidance * (chunks[1] - chunks[0]);
+                if (rescale > 0) noise = RescaleNoiseCfg(noise, chunks[1], rescale);
             }
             return scheduler.Step(noise, i, current, generator);
         }))
             yield return done;
+    }
+
+    /// <summary>
+    /// diffusers' rescale_noise_cfg: the guided prediction scaled to the text prediction's standard deviation per image
+    /// (unbiased, over all but the batch dimension), mixed with the unscaled one by <paramref name="rescale"/>.
+    /// </summary>
+    internal static Tensor RescaleNoiseCfg(Tensor guided, Tensor text, double rescale)
+    {
+        long[] perImage = [.. Enumerable.Range(1, (int)guided.dim() - 1).Select(d => (long)d)]; // every dimension but the batch
+        var stdText = text.std(perImage, unbiased: true, keepdim: true); // [B,1,1,1]
+        var stdGuided = guided.std(perImage, unbiased: true, keepdim: true); // [B,1,1,1]
+        var rescaled = guided * (stdText / stdGuided);
+        return rescale * rescaled + (1 - rescale) * guided;
     }
 
     /// <summary>VAE decode of SD latents [B,4,h,w] to images [B,3,H,W] in [0,1].</summary>

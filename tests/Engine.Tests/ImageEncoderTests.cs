@@ -161,6 +161,24 @@ public class ImageEncoderTests
     }
 
     [Fact]
+    public void GuidanceRescaleIsWrittenOnlyWhenUsedAndReadBack()
+    {
+        using var dir = new TempDirectory();
+        using var t = torch.rand(3, 8, 8);
+        var p = SampleParameters();
+        Assert.DoesNotContain("guidance_rescale", TextChunks(DiffusionImage.FromTensor(t, p).EncodePng()).Keys);
+
+        p.GuidanceRescale = 0.7;
+        var text = TextChunks(DiffusionImage.FromTensor(t, p).EncodePng());
+        Assert.Equal("0.7", text["guidance_rescale"]);
+        Assert.Contains("CFG scale: 7.5, Guidance rescale: 0.7, Seed: 42", text["parameters"]);
+        var path = dir.File("rescale.png");
+        DiffusionImage.FromTensor(t, p).SavePng(path, overwrite: false);
+        Assert.Equal(0.7, DiffusionImage.ReadParameters(path)!.GuidanceRescale);
+        Assert.Equal(0.7, GenerationParameters.ParseA1111(text["parameters"])!.GuidanceRescale);
+    }
+
+    [Fact]
     public void SavesAtomicallyAndReadsParametersBack()
     {
         using var dir = new TempDirectory();
