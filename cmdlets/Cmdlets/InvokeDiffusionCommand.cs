@@ -48,8 +48,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter(ParameterSetName = PathSet)] [ValidateSet("float32", "float16", "bfloat16")] public string DType { get; set; } = "float32";
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
-    [AllowEmptyString]
-    public string[] Prompt { get; set; } = [];
+    [AllowEmptyString] [AllowNull] [AllowEmptyCollection]
+    public string?[] Prompt { get; set; } = [];
 
     [Parameter] [AllowEmptyString] public string[]? NegativePrompt { get; set; }
     [Parameter] [ValidateRange(1, 1000)] public int? Steps { get; set; }
@@ -59,12 +59,12 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
-    [Parameter] [ArgumentCompleter(typeof(SchedulerCompleter))] public string? Scheduler { get; set; }
+    [Parameter] [ValidateNotNullOrEmpty] [ArgumentCompleter(typeof(SchedulerCompleter))] public string? Scheduler { get; set; }
     [Parameter] [ValidateRange(1, 512)] public int? MaxSequenceLength { get; set; }
     [Parameter] [ValidateRange(1, int.MaxValue)] public int? BatchSize { get; set; }
 
     /// <summary>Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank}) and output result objects.</summary>
-    [Parameter] public string? OutputPath { get; set; }
+    [Parameter] [ValidateNotNullOrEmpty] public string? OutputPath { get; set; }
     [Parameter] public SwitchParameter Force { get; set; }
 
     /// <summary>Prompt i gets its own generator seeded with Seed + i, and is generated on its own.</summary>
@@ -79,12 +79,13 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>Parallel runs: how many times the prompts of a failed worker are re-run on the surviving workers.</summary>
     [Parameter(ParameterSetName = PathSet)] [ValidateRange(0, 100)] public int Retry { get; set; }
 
-    private readonly List<string> _prompts = new();
+    private readonly PromptInput _input = new();
+    private IReadOnlyList<string> _prompts => _input.Prompts;
     private ParallelGeneration? _parallel;
 
     internal bool IsParallel => NumProcesses.HasValue || (Device?.Length ?? 0) > 1;
 
-    protected override void ProcessRecord() => _prompts.AddRange(Prompt);
+    protected override void ProcessRecord() => _input.Add(this, Prompt);
 
     protected override void EndProcessing()
     {
@@ -132,7 +133,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>diffusers' batch call: all prompts encoded together, denoised in batches from one generator seeded with -Seed.</summary>
     private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
     {
-        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, NegativePrompt, new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn));
+        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions));
         var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
         try
         {
@@ -154,11 +155,13 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with seed Seed + its index.</summary>
     private void GenerateEach(DiffusionPipeline pipeline, bool owned)
     {
-        var indices = PromptIndex ?? Enumerable.Range(0, _prompts.Count).ToArray();
-        if (indices.Length != _prompts.Count || indices.Any(i => i < 0) || indices.Distinct().Count() != indices.Length)
+        // -PromptIndex gives one index per prompt received ($null ones included); a $null prompt's index is skipped.
+        var given = PromptIndex ?? Enumerable.Range(0, _input.Received).ToArray();
+        if (given.Length != _input.Received || given.Any(i => i < 0) || given.Distinct().Count() != given.Length)
             ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
-                $"-PromptIndex must give one distinct index of 0 or more per prompt: {indices.Length} index(es) for {_prompts.Count} prompt(s).", "PromptIndex"));
-        var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, NegativePrompt));
+                $"-PromptIndex must give one distinct index of 0 or more per prompt: {given.Length} index(es) for {_input.Received} prompt(s).", "PromptIndex"));
+        var indices = _input.Positions.Select(p => given[p]).ToArray();
+        var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
         var options = new DenoiseOptions
         {
             Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed ?? NewSeed(), SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,

@@ -28,6 +28,7 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
     public string[]? Component { get; set; }
 
     [Parameter]
+    [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(SchedulerCompleter))]
     public string? Scheduler { get; set; }
 

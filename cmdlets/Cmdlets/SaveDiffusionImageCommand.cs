@@ -18,6 +18,7 @@ public sealed class SaveDiffusionImageCommand : DiffusionCmdlet
     public DiffusionImage[] Image { get; set; } = [];
 
     [Parameter(Position = 0)]
+    [ValidateNotNullOrEmpty]
     public string Path { get; set; } = ".";
 
     [Parameter]

@@ -15,8 +15,8 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     public DiffusionPipeline Pipeline { get; set; } = null!;
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
-    [AllowEmptyString]
-    public string[] Prompt { get; set; } = [];
+    [AllowEmptyString] [AllowNull] [AllowEmptyCollection]
+    public string?[] Prompt { get; set; } = [];
 
     /// <summary>One negative prompt for all prompts, or one per prompt (SD).</summary>
     [Parameter]
@@ -28,14 +28,14 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     [ValidateRange(1, 512)]
     public int? MaxSequenceLength { get; set; }
 
-    private readonly List<string> _prompts = new();
+    private readonly PromptInput _input = new();
 
-    protected override void ProcessRecord() => _prompts.AddRange(Prompt);
+    protected override void ProcessRecord() => _input.Add(this, Prompt);
 
     protected override void EndProcessing()
     {
-        var embeddings = Run(() => Generation.Encode(Pipeline, _prompts, NegativePrompt,
-            new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn));
+        var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, _input.Negatives(NegativePrompt),
+            new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions));
         WriteObject(embeddings, enumerateCollection: true);
     }
 }
@@ -58,7 +58,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
-    [Parameter] [ArgumentCompleter(typeof(SchedulerCompleter))] public string? Scheduler { get; set; }
+    [Parameter] [ValidateNotNullOrEmpty] [ArgumentCompleter(typeof(SchedulerCompleter))] public string? Scheduler { get; set; }
 
     /// <summary>Images denoised together; the same seed gives diffusers' images for the same batch. Default: all.</summary>
     [Parameter] [ValidateRange(1, int.MaxValue)] public int? BatchSize { get; set; }

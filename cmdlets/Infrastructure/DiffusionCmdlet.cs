@@ -24,17 +24,17 @@ public abstract class DiffusionCmdlet : PSCmdlet
 
     internal T RunEngine<T>(Func<T> func) => Run(func);
 
-    /// <summary>Runs an engine call; a DiffusionException becomes a terminating ErrorRecord.</summary>
-    protected void Run(Action action)
-    {
-        try { action(); }
-        catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, null)); }
-    }
+    /// <summary>
+    /// Runs an engine call; a DiffusionException becomes a terminating ErrorRecord, and so does a libtorch failure the
+    /// engine did not name a stage for (as NativeError / OutOfMemory of this cmdlet).
+    /// </summary>
+    protected void Run(Action action) => Run<object?>(() => { action(); return null; });
 
     protected T Run<T>(Func<T> func)
     {
         try { return func(); }
         catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, null)); throw; }
+        catch (Exception e) when (NativeFailure.IsNative(e)) { ThrowTerminatingError(ToErrorRecord(NativeFailure.From(e, MyInvocation.MyCommand.Name), null)); throw; }
     }
 
     /// <summary>Writes a non-terminating error for one input object and lets the pipeline go on.</summary>

@@ -90,6 +90,9 @@ public static class TensorExchange
                 using var prompt = file.Load("prompt_embeds");
                 using var negative = file.Contains("negative_prompt_embeds") ? file.Load("negative_prompt_embeds") : null;
                 using var pooled = file.Contains("pooled_prompt_embeds") ? file.Load("pooled_prompt_embeds") : null;
+                RequireFloat(path, "prompt_embeds", prompt, 3, "[N, tokens, width]");
+                if (negative is not null) RequireFloat(path, "negative_prompt_embeds", negative, 3, "[N, tokens, width]");
+                if (pooled is not null) RequireFloat(path, "pooled_prompt_embeds", pooled, 2, "[N, width]");
                 long n = prompt.shape[0];
                 var result = new List<object>();
                 for (int i = 0; i < n; i++)
@@ -107,6 +110,7 @@ public static class TensorExchange
             case "latents":
             {
                 using var latents = file.Load("latents");
+                RequireFloat(path, "latents", latents, latents.dim() == 3 ? 3 : 4, "[N, C, h, w] (SD) or [N, tokens, C] (FLUX, packed)");
                 long n = latents.shape[0];
                 var result = new List<object>();
                 for (int i = 0; i < n; i++)
@@ -127,6 +131,18 @@ public static class TensorExchange
                 throw new DiffusionException("TensorFileKindUnknown", DiffusionErrorKind.InvalidData,
                     $"'{path}' holds neither 'prompt_embeds' nor 'latents', so it is not an embeddings or latents file. It has: {string.Join(", ", file.Tensors.Keys.Take(8))}.", path);
         }
+    }
+
+    /// <summary>Embeddings and latents are floating-point tensors of a known rank; integer ids or other shapes are refused.</summary>
+    private static void RequireFloat(string path, string name, Tensor t, int rank, string expected)
+    {
+        if (!t.is_floating_point())
+            throw new DiffusionException("TensorDTypeInvalid", DiffusionErrorKind.InvalidData,
+                $"'{path}': {name} is {t.dtype}, not a floating-point tensor; embeddings and latents are float32, float16 or bfloat16. " +
+                "Token ids are not embeddings: encode the prompts with ConvertTo-DiffusionEmbedding and export those.", path);
+        if (t.dim() != rank)
+            throw new DiffusionException("TensorShapeInvalid", DiffusionErrorKind.InvalidData,
+                $"'{path}': {name} has shape [{string.Join(",", t.shape)}]; expected {expected}.", path);
     }
 
     private static ItemMeta Meta(List<ItemMeta>? meta, int i, long n, string path)

@@ -66,6 +66,15 @@ public sealed class AutoencoderKLConfig
             throw new DiffusionException("ModelConfigInconsistent", DiffusionErrorKind.InvalidData,
                 $"The {ModelName} config '{SourcePath}' has {DownBlockTypes.Length} down_block_types, {UpBlockTypes.Length} up_block_types and " +
                 $"{BlockOutChannels.Length} block_out_channels; they must have the same length. Restore the model's original config.json.", SourcePath);
+        var rules = new ConfigRules(ModelName, SourcePath);
+        rules.Positive("in_channels", InChannels);
+        rules.Positive("out_channels", OutChannels);
+        rules.Positive("latent_channels", LatentChannels);
+        rules.Positive("layers_per_block", LayersPerBlock);
+        if (BlockOutChannels.Length == 0) throw rules.Invalid("block_out_channels", "[]", "it must list at least one block");
+        rules.Positive("block_out_channels", BlockOutChannels);
+        rules.Divides("norm_num_groups", NormNumGroups, "block_out_channels", BlockOutChannels.Select(c => (long)c));
+        rules.FiniteNonZero("scaling_factor", ScalingFactor);
     }
 }
 

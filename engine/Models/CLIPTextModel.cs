@@ -37,6 +37,12 @@ public sealed class CLIPTextConfig
     internal void Validate(string? source = null)
     {
         var where = source is null ? "The CLIP text encoder config" : $"The CLIP text encoder config '{source}'";
+        var rules = new ConfigRules("CLIP text encoder", source ?? "config.json");
+        rules.Positive("vocab_size", VocabSize);
+        rules.Positive("hidden_size", HiddenSize);
+        rules.Positive("intermediate_size", IntermediateSize);
+        rules.Positive("num_hidden_layers", NumHiddenLayers);
+        rules.Positive("max_position_embeddings", MaxPositionEmbeddings);
         if (NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
             throw new DiffusionException("ModelConfigInvalid", DiffusionErrorKind.InvalidData,
                 $"{where} has hidden_size {HiddenSize}, which is not divisible by num_attention_heads {NumAttentionHeads}.", source);

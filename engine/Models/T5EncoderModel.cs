@@ -45,6 +45,13 @@ public sealed class T5Config
     internal void Validate(string? source = null)
     {
         var where = source is null ? "The T5 text encoder config" : $"The T5 text encoder config '{source}'";
+        var rules = new ConfigRules("T5 text encoder", source ?? "config.json");
+        rules.Positive("vocab_size", VocabSize);
+        rules.Positive("d_model", DModel);
+        rules.Positive("d_kv", DKv);
+        rules.Positive("d_ff", DFf);
+        rules.Positive("num_layers", NumLayers);
+        rules.Positive("num_heads", NumHeads);
         if (!IsGatedAct)
             throw new DiffusionException("FeedForwardNotSupported", DiffusionErrorKind.NotSupported,
                 $"{where} has feed_forward_proj '{FeedForwardProj}'; this engine supports the gated feed-forward of T5 v1.1 ('gated-gelu'), as FLUX uses.", source);

@@ -121,10 +121,24 @@ public sealed class UNet2DConditionConfig
             throw new DiffusionException("ModelConfigInconsistent", DiffusionErrorKind.InvalidData,
                 $"The {ModelName} config '{SourcePath}' has {blocks} down_block_types, {UpBlockTypes.Length} up_block_types and " +
                 $"{BlockOutChannels.Length} block_out_channels; they must have the same length. Restore the model's original config.json.", SourcePath);
-        LayersPerBlock.PerBlock(blocks, "layers_per_block", SourcePath);
-        CrossAttentionDim.PerBlock(blocks, "cross_attention_dim", SourcePath);
-        TransformerLayersPerBlock.PerBlock(blocks, "transformer_layers_per_block", SourcePath);
-        AttentionHeadDim.PerBlock(blocks, "attention_head_dim", SourcePath);
+        var heads = AttentionHeadDim.PerBlock(blocks, "attention_head_dim", SourcePath);
+
+        var rules = new ConfigRules(ModelName, SourcePath);
+        rules.Positive("in_channels", InChannels);
+        rules.Positive("out_channels", OutChannels);
+        if (blocks == 0) throw rules.Invalid("down_block_types", "[]", "it must list at least one block");
+        rules.Positive("block_out_channels", BlockOutChannels);
+        rules.Positive("layers_per_block", LayersPerBlock.PerBlock(blocks, "layers_per_block", SourcePath));
+        rules.Positive("cross_attention_dim", CrossAttentionDim.PerBlock(blocks, "cross_attention_dim", SourcePath));
+        rules.Positive("transformer_layers_per_block", TransformerLayersPerBlock.PerBlock(blocks, "transformer_layers_per_block", SourcePath));
+        rules.Divides("norm_num_groups", NormNumGroups.Value, "block_out_channels", BlockOutChannels.Select(c => (long)c));
+        // SD 1.x/2.x: attention_head_dim is the number of heads of each block's attention, which splits its channels.
+        for (int b = 0; b < blocks; b++)
+            if (DownBlockTypes[b].StartsWith("CrossAttn", StringComparison.Ordinal))
+                rules.Divides("attention_head_dim", heads[b], "block_out_channels of a cross-attention block", [BlockOutChannels[b]]);
+        if (MidBlockType is not null)
+            rules.Divides("attention_head_dim", heads[^1], "block_out_channels of the mid block", [BlockOutChannels[^1]]);
+        if (SampleSize?.Single is int size) rules.Positive("sample_size", size);
     }
 }
 

@@ -36,6 +36,9 @@ internal static class DenoiseLoop
                 }
                 yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, i + 1) : null);
             }
+            OutputChecks.RequireFinite(latents, batch.Select(e => e.Index).ToList(), "Denoising", "latents",
+                "weights with NaN or Inf (a damaged or badly converted file), a scheduler configuration that cannot work, " +
+                "or float16 overflow (try -DType bfloat16 or float32)");
             results.AddRange(run.Split(latents, batch, timesteps.Length, clock.Elapsed.TotalSeconds));
         }
         finally

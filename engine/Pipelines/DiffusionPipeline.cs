@@ -112,8 +112,9 @@ public sealed class DiffusionPipeline : IDisposable
                 var placement = devicePlan is not null && devicePlan.Components.TryGetValue(spec.Name, out var modelPlan)
                     ? new ComponentPlacement(modelPlan, Resolve(modelPlan.ExecutionDevice), Resolve, chain)
                     : null;
-                loaded[spec.Name] = ComponentLoader.Load(folder, spec, device, dtype, placement);
+                loaded[spec.Name] = NativeFailure.Guard($"Loading {spec.Name}", () => ComponentLoader.Load(folder, spec, device, dtype, placement));
             }
+            PipelineChecks.TokenizersFitEncoders(folder, loaded);
         }
         catch
         {

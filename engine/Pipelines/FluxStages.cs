@@ -18,7 +18,7 @@ internal static class FluxStages
     private const int DefaultSampleSize = 128;
 
     public static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts, EncodeOptions o,
-        Action<PipelineWarning> warn, int firstIndex)
+        Action<PipelineWarning> warn, IReadOnlyList<int> indices)
     {
         const string stage = "Encoding prompts (FLUX)";
         var clipTokenizer = pipe.Require<CLIPTokenizer>("tokenizer", stage);
@@ -54,7 +54,7 @@ internal static class FluxStages
         {
             result.Add(new DiffusionEmbedding(sequence.narrow(0, i, 1).contiguous(), pooledPromptEmbeds: pooled.narrow(0, i, 1).contiguous())
             {
-                Index = firstIndex + i, Prompt = prompts[i], Family = ModelFamily.Flux, Model = pipe.Path,
+                Index = indices[i], Prompt = prompts[i], Family = ModelFamily.Flux, Model = pipe.Path,
                 TokenCount = t5Tokens[i].TokenCount, Truncated = t5Tokens[i].Truncated || clipTokens[i].Truncated,
                 TruncatedText = t5Tokens[i].DroppedText ?? clipTokens[i].DroppedText,
             });
@@ -143,6 +143,19 @@ internal static class FluxStages
     private static DiffusionException MissingPooled(DiffusionEmbedding e) =>
         new("PooledEmbeddingMissing", DiffusionErrorKind.InvalidArgument,
             $"Embedding #{e.Index} has no pooled prompt embeddings (CLIP), which FLUX needs. Encode it with a FLUX pipeline's text encoders.", "Embedding");
+
+    /// <summary>What the VAE can decode: packed [1, (H/16)(W/16), 4·latent_channels] for the latent's Height and Width.</summary>
+    public static void CheckLatent(DiffusionPipeline pipe, DiffusionLatent latent)
+    {
+        var vae = pipe.Require<AutoencoderKL>("vae", "Decoding latents (FLUX)");
+        var shape = latent.Latents.shape;
+        int patch = pipe.VaeScaleFactor * 2;
+        long tokens = (long)(latent.Height / patch) * (latent.Width / patch);
+        if (shape.Length != 3 || shape[0] != 1 || shape[2] != 4L * vae.Config.LatentChannels || shape[1] != tokens)
+            throw new DiffusionException("LatentShapeInvalid", DiffusionErrorKind.InvalidArgument,
+                $"Latent #{latent.Index} has shape [{string.Join(",", shape)}]; for a {latent.Width}x{latent.Height} image this VAE ('{pipe.Path}') decodes " +
+                $"packed latents [1,{tokens},{4 * vae.Config.LatentChannels}]. Give latents from Invoke-Denoise or Import-DiffusionTensor of this model, with their Height and Width.", "Latent");
+    }
 
     /// <summary>Unpacks [B,L,64] latents, unscales and shifts them, decodes to images [B,3,H,W] in [0,1].</summary>
     public static Tensor Decode(DiffusionPipeline pipe, Tensor packed, int height, int width)

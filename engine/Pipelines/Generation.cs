@@ -15,7 +15,7 @@ public sealed class DenoiseRun
     internal DenoiseRun(Func<List<DiffusionLatent>, IEnumerable<DenoiseStep>> loop, int totalSteps)
     {
         TotalSteps = totalSteps;
-        Steps = loop(_results);
+        Steps = NativeFailure.Guard("Denoising", loop(_results));
     }
 }
 
@@ -23,15 +23,19 @@ public sealed class DenoiseRun
 public static class Generation
 {
     public static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts,
-        IReadOnlyList<string?>? negativePrompts, EncodeOptions options, Action<PipelineWarning> warn, int firstIndex = 0)
+        IReadOnlyList<string?>? negativePrompts, EncodeOptions options, Action<PipelineWarning> warn, int firstIndex = 0,
+        IReadOnlyList<int>? indices = null)
     {
         if (prompts.Count == 0) return [];
         var negatives = ExpandNegatives(prompts.Count, negativePrompts);
-        return pipe.Family switch
+        // Each embedding's Index: its prompt's place in the caller's input (gaps where an input item was refused).
+        var idx = indices ?? Enumerable.Range(firstIndex, prompts.Count).ToList();
+        if (idx.Count != prompts.Count) throw new ArgumentException($"{idx.Count} indices for {prompts.Count} prompts.", nameof(indices));
+        return NativeFailure.Guard("Encoding prompts", () => pipe.Family switch
         {
-            ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, firstIndex),
-            _ => StableDiffusionStages.Encode(pipe, prompts, negatives, firstIndex, warn),
-        };
+            ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, idx),
+            _ => StableDiffusionStages.Encode(pipe, prompts, negatives, idx, warn),
+        });
     }
 
     /// <summary>One negative prompt per prompt: none, one for all, or exactly as many as prompts.</summary>
@@ -71,11 +75,20 @@ public static class Generation
                 if (l.Family != pipe.Family)
                     throw new DiffusionException("LatentFamilyMismatch", DiffusionErrorKind.InvalidArgument,
                         $"Latent #{l.Index} was made by a {l.Family} pipeline; this VAE belongs to a {pipe.Family} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
+            foreach (var l in items)
+            {
+                if (pipe.Family == ModelFamily.Flux) FluxStages.CheckLatent(pipe, l);
+                else StableDiffusionStages.CheckLatent(pipe, l);
+            }
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
-            var pixels = pipe.Family == ModelFamily.Flux
+            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family == ModelFamily.Flux
                 ? FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width)
-                : StableDiffusionStages.Decode(pipe, batch); // [B,3,H,W] float32 CPU in [0,1]
+                : StableDiffusionStages.Decode(pipe, batch)); // [B,3,H,W] float32 CPU in [0,1]
+            // NaN survives the clamp to [0,1].
+            OutputChecks.RequireFinite(pixels, items.Select(l => l.Index).ToList(), "Decoding latents", "pixels",
+                "a VAE run in float16 overflows (decode with -DType float32, as diffusers' force_upcast does), VAE weights " +
+                "with NaN or Inf, or latents that are not finite");
             for (int i = 0; i < items.Count; i++)
             {
                 var l = items[i];

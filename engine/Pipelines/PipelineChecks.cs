@@ -18,6 +18,37 @@ internal static class PipelineChecks
         }
     }
 
+    /// <summary>
+    /// Every id a tokenizer can give must have a row in its text encoder's embedding (tokenizer -> text_encoder,
+    /// tokenizer_2 -> text_encoder_2); otherwise the first prompt with such a token fails in libtorch with
+    /// "index out of range in self".
+    /// </summary>
+    public static void TokenizersFitEncoders(DiffusersFolder folder, IReadOnlyDictionary<string, PipelineComponent> loaded)
+    {
+        foreach (var (tokenizerName, encoderName) in new[] { ("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2") })
+        {
+            if (!loaded.TryGetValue(tokenizerName, out var tokenizer) || !loaded.TryGetValue(encoderName, out var encoder)) continue;
+            int maxId = tokenizer.Instance switch
+            {
+                Tokenizers.CLIPTokenizer clip => clip.MaxId,
+                Tokenizers.T5Tokenizer t5 => t5.MaxId,
+                _ => -1,
+            };
+            long rows = encoder.Instance switch
+            {
+                Models.CLIPTextModel clip => clip.Config.VocabSize,
+                Models.T5EncoderModel t5 => t5.Config.VocabSize,
+                _ => long.MaxValue,
+            };
+            if (maxId >= rows)
+                throw new DiffusionException("TokenizerEncoderMismatch", DiffusionErrorKind.InvalidData,
+                    $"The tokenizer '{folder.ComponentPath(tokenizerName)}' gives ids up to {maxId}, but the text encoder " +
+                    $"'{folder.ComponentPath(encoderName)}' has {rows} embedding rows (vocab_size in its config.json): prompts with " +
+                    "the last tokens would fail. The two folders come from different models; download the model's tokenizer or text encoder again.",
+                    folder.ComponentPath(tokenizerName));
+        }
+    }
+
     /// <summary>guidance_rescale is a mixing weight: 0 (off) to 1 (fully rescaled), as the paper and diffusers use it.</summary>
     public static double GuidanceRescale(double rescale)
     {
@@ -31,6 +62,15 @@ internal static class PipelineChecks
     {
         if (steps < 1)
             throw new DiffusionException("InvalidSteps", DiffusionErrorKind.InvalidArgument, $"-Steps {steps}: at least 1 step is needed (typical: 20-50).", "Steps");
+    }
+
+    /// <summary>A discrete-time schedule has num_train_timesteps timesteps to choose from; diffusers refuses more steps too.</summary>
+    public static void StepsWithinTraining(Schedulers.IScheduler scheduler, int steps)
+    {
+        int trained = scheduler.Config.NumTrainTimesteps;
+        if (steps > trained)
+            throw new DiffusionException("InvalidSteps", DiffusionErrorKind.InvalidArgument,
+                $"-Steps {steps} is more than the {trained} timesteps {scheduler.Name} was trained with (num_train_timesteps in its scheduler_config.json). Use at most {trained} steps.", "Steps");
     }
 
     /// <summary>
@@ -62,7 +102,11 @@ internal static class PipelineChecks
 
     public static long RandomSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
 
-    /// <summary>The seed of a denoise run: -Seed (random when none), plus the prompt's index with SeedPerPrompt.</summary>
+    /// <summary>
+    /// The seed of a denoise run: -Seed (random when none), plus the prompt's index with SeedPerPrompt. Seeds are taken
+    /// modulo 2^64, as torch's manual_seed takes them: a signed seed s is the generator of s + 2^64 when negative, so
+    /// long.MaxValue + 1 wraps to long.MinValue, which is torch's seed 2^63.
+    /// </summary>
     public static long RunSeed(DenoiseOptions o, IReadOnlyList<DiffusionEmbedding> batch)
     {
         long seed = o.Seed ?? RandomSeed();
@@ -70,7 +114,7 @@ internal static class PipelineChecks
         if (batch.Count != 1)
             throw new DiffusionException("SeedPerPromptBatch", DiffusionErrorKind.InvalidArgument,
                 $"With a seed per prompt each run takes one prompt, but this batch has {batch.Count}. Denoise the prompts one at a time (no -BatchSize).", "BatchSize");
-        return seed + batch[0].Index;
+        return unchecked(seed + batch[0].Index);
     }
 
     public static Tensor Negative(DiffusionEmbedding e) => e.NegativePromptEmbeds

@@ -16,7 +16,7 @@ internal static class StableDiffusionStages
     public const double DefaultGuidance = 7.5;
 
     public static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts,
-        IReadOnlyList<string?> negativePrompts, int firstIndex, Action<PipelineWarning> warn)
+        IReadOnlyList<string?> negativePrompts, IReadOnlyList<int> indices, Action<PipelineWarning> warn)
     {
         const string stage = "Encoding prompts";
         var tokenizer = pipe.Require<CLIPTokenizer>("tokenizer", stage);
@@ -37,7 +37,7 @@ internal static class StableDiffusionStages
         {
             result.Add(new DiffusionEmbedding(positive.narrow(0, i, 1).contiguous(), negative.narrow(0, i, 1).contiguous())
             {
-                Index = firstIndex + i, Prompt = prompts[i], NegativePrompt = negativePrompts[i], Family = ModelFamily.StableDiffusion,
+                Index = indices[i], Prompt = prompts[i], NegativePrompt = negativePrompts[i], Family = ModelFamily.StableDiffusion,
                 Model = pipe.Path, TokenCount = tokens[i].TokenCount, Truncated = tokens[i].Truncated, TruncatedText = tokens[i].DroppedText,
             });
         }
@@ -91,6 +91,7 @@ internal static class StableDiffusionStages
         using var contextScope = context;
 
         // 2. Timesteps and initial noise from a CPU generator seeded with `seed` (same numbers as torch.Generator).
+        PipelineChecks.StepsWithinTraining(scheduler, steps);
         scheduler.SetTimesteps(steps);
         PipelineChecks.TimestepsInRange(scheduler, steps);
         var generator = new torch.Generator((ulong)seed, torch.CPU);
@@ -136,6 +137,17 @@ internal static class StableDiffusionStages
         var stdGuided = guided.std(perImage, unbiased: true, keepdim: true); // [B,1,1,1]
         var rescaled = guided * (stdText / stdGuided);
         return rescale * rescaled + (1 - rescale) * guided;
+    }
+
+    /// <summary>What the VAE can decode: [1, latent_channels, h, w].</summary>
+    public static void CheckLatent(DiffusionPipeline pipe, DiffusionLatent latent)
+    {
+        var vae = pipe.Require<AutoencoderKL>("vae", "Decoding latents");
+        var shape = latent.Latents.shape;
+        if (shape.Length != 4 || shape[0] != 1 || shape[1] != vae.Config.LatentChannels)
+            throw new DiffusionException("LatentShapeInvalid", DiffusionErrorKind.InvalidArgument,
+                $"Latent #{latent.Index} has shape [{string.Join(",", shape)}]; this VAE ('{pipe.Path}') decodes [1,{vae.Config.LatentChannels},height/{pipe.VaeScaleFactor},width/{pipe.VaeScaleFactor}]. " +
+                "Give latents from Invoke-Denoise or Import-DiffusionTensor of this model.", "Latent");
     }
 
     /// <summary>VAE decode of SD latents [B,4,h,w] to images [B,3,H,W] in [0,1].</summary>

@@ -101,13 +101,39 @@ public sealed class SchedulerConfig
             // A JSON null is Python's None: treat the key as absent so it takes its default.
             foreach (var key in node.Where(p => p.Value is null).Select(p => p.Key).ToList())
                 node.Remove(key);
-            return node.Deserialize<SchedulerConfig>(Options) ?? throw new JsonException("the config is null");
+            var config = node.Deserialize<SchedulerConfig>(Options) ?? throw new JsonException("the config is null");
+            config.Validate(source);
+            return config;
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException)
         {
             throw new DiffusionException("SchedulerConfigInvalid", DiffusionErrorKind.InvalidData,
                 $"The scheduler config '{source}' is not valid ({e.Message}). It must be a diffusers scheduler_config.json object.",
                 source, e);
+        }
+    }
+
+    /// <summary>
+    /// Values no schedule can work with (diffusers fails later with NaN latents or an index error): a train schedule
+    /// of fewer than 1 step, betas outside (0, 1) or decreasing, steps_offset past the schedule.
+    /// </summary>
+    private void Validate(string source)
+    {
+        DiffusionException Invalid(string key, object value, string rule) =>
+            new("SchedulerConfigValueInvalid", DiffusionErrorKind.InvalidData,
+                $"The scheduler config '{source}' sets '{key}' to {value}, which cannot work: {rule}. Restore the model's original scheduler_config.json.", source);
+        if (NumTrainTimesteps < 1) throw Invalid("num_train_timesteps", NumTrainTimesteps, "it must be at least 1 (1000 for SD)");
+        if (StepsOffset < 0 || StepsOffset >= NumTrainTimesteps)
+            throw Invalid("steps_offset", StepsOffset, $"it must be between 0 and num_train_timesteps - 1 ({NumTrainTimesteps - 1}); SD uses 1");
+        if (TrainedBetas is { } trained)
+        {
+            if (trained.Length != NumTrainTimesteps) throw Invalid("trained_betas", $"{trained.Length} values", $"it must give one beta per train timestep ({NumTrainTimesteps})");
+            if (trained.Any(b => !(b > 0 && b < 1))) throw Invalid("trained_betas", "a value outside (0, 1)", "every beta must be above 0 and below 1");
+        }
+        else if (BetaSchedule is "linear" or "scaled_linear")
+        {
+            if (!(BetaStart > 0 && BetaStart < 1)) throw Invalid("beta_start", BetaStart, "it must be above 0 and below 1 (SD: 0.00085)");
+            if (!(BetaEnd >= BetaStart && BetaEnd < 1)) throw Invalid("beta_end", BetaEnd, $"it must be at least beta_start ({BetaStart}) and below 1 (SD: 0.012)");
         }
     }
 

@@ -28,6 +28,9 @@ internal sealed class AddedTokens
 
     public bool IsSpecial(int id) => _specialIds.Contains(id);
 
+    /// <summary>The largest id of an added token, -1 when there is none.</summary>
+    public int MaxId => _ids.Count == 0 ? -1 : _ids.Values.Max();
+
     /// <summary>Splits <paramref name="text"/> into plain-text pieces (Id null) and added tokens (Text null).</summary>
     public IEnumerable<(string? Text, int? Id)> Split(string text)
     {

@@ -24,6 +24,8 @@ public sealed class CLIPTokenizer
     public int BosId { get; }
     public int EosId { get; }
     public int PadId { get; }
+    /// <summary>The largest id this tokenizer can give: the text encoder's embedding must have more rows.</summary>
+    public int MaxId { get; }
 
     private CLIPTokenizer(BpeTokenizer bpe, Dictionary<int, string> tokens, AddedTokens addedTokens, int bosId, int eosId, int padId)
     {
@@ -33,6 +35,7 @@ public sealed class CLIPTokenizer
         BosId = bosId;
         EosId = eosId;
         PadId = padId;
+        MaxId = Math.Max(tokens.Count == 0 ? -1 : tokens.Keys.Max(), addedTokens.MaxId);
     }
 
     /// <summary>Loads vocab.json and merges.txt (and the special tokens of tokenizer_config.json, when there) from <paramref name="dir"/>.</summary>

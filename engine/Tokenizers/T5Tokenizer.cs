@@ -25,6 +25,8 @@ public sealed class T5Tokenizer
 
     public int EosId { get; }
     public int PadId { get; }
+    /// <summary>The largest id this tokenizer can give: the text encoder's embedding must have more rows.</summary>
+    public int MaxId => Math.Max(_model.Count - 1, _addedTokens.MaxId);
 
     private T5Tokenizer(UnigramModel model, AddedTokens addedTokens, PrecompiledNormalizer? normalizer, int eosId, int padId)
     {

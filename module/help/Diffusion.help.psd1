@@ -144,7 +144,7 @@
             Steps             = 'Denoising steps (default 50 SD, 28 FLUX).'
             GuidanceScale     = 'Guidance (default 7.5 SD, 3.5 FLUX dev).'
             GuidanceRescale   = 'SD: diffusers'' guidance_rescale, 0 to 1 (default 0, off); 0.7 for zero-terminal-SNR models such as SD 2.x. Recorded in the PNG; refused for FLUX.'
-            Seed              = 'Seed of the CPU generator; random when omitted. With -SeedPerPrompt or in a parallel run, prompt i gets Seed+i.'
+            Seed              = 'Seed of the CPU generator; random when omitted. With -SeedPerPrompt or in a parallel run, prompt i gets Seed+i. Seeds are 64-bit and taken modulo 2^64 as torch.manual_seed takes them: a negative seed s is torch''s seed s+2^64, and Seed+i past 9223372036854775807 wraps to the negative twin of the same generator.'
             Height            = 'Image height in pixels.'
             Width             = 'Image width in pixels.'
             Scheduler         = 'Scheduler name, alias or scheduler_config.json path.'
