@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Diffusion.Engine.Sharding;
+using Diffusion.Engine.Models.Blocks;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -67,13 +68,13 @@ public sealed record CLIPTextOutput(Tensor LastHiddenState, Tensor PooledOutput)
 /// <summary>Token plus learned absolute position embeddings.</summary>
 public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
 {
-    public readonly Embedding token_embedding;
-    public readonly Embedding position_embedding;
+    public readonly EmbeddingTable token_embedding;
+    public readonly EmbeddingTable position_embedding;
 
     public CLIPTextEmbeddings(CLIPTextConfig config) : base(nameof(CLIPTextEmbeddings))
     {
-        token_embedding = nn.Embedding(config.VocabSize, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
-        position_embedding = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize, device: Construction.Device, dtype: Construction.DType);
+        token_embedding = new EmbeddingTable(config.VocabSize, config.HiddenSize);
+        position_embedding = new EmbeddingTable(config.MaxPositionEmbeddings, config.HiddenSize);
         RegisterComponents();
     }
 

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Sharding;
+using Diffusion.Engine.Models.Blocks;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -99,7 +100,7 @@ public sealed class T5Attention : nn.Module
     public readonly Linear k;
     public readonly Linear v;
     public readonly Linear o;
-    public readonly Embedding? relative_attention_bias;
+    public readonly EmbeddingTable? relative_attention_bias;
     private readonly long _heads;
     private readonly long _dKv;
     private readonly long _numBuckets;
@@ -117,7 +118,7 @@ public sealed class T5Attention : nn.Module
         v = nn.Linear(config.DModel, inner, hasBias: false, device: Construction.Device, dtype: Construction.DType);
         o = nn.Linear(inner, config.DModel, hasBias: false, device: Construction.Device, dtype: Construction.DType);
         if (hasRelativeAttentionBias)
-            relative_attention_bias = nn.Embedding(config.RelativeAttentionNumBuckets, config.NumHeads, device: Construction.Device, dtype: Construction.DType);
+            relative_attention_bias = new EmbeddingTable(config.RelativeAttentionNumBuckets, config.NumHeads);
         RegisterComponents();
     }
 
@@ -341,7 +342,7 @@ public sealed class T5Stack : nn.Module
 /// </summary>
 public sealed class T5EncoderModel : nn.Module
 {
-    public readonly Embedding shared;
+    public readonly EmbeddingTable shared;
     public readonly T5Stack encoder;
 
     public T5Config Config { get; }
@@ -350,7 +351,7 @@ public sealed class T5EncoderModel : nn.Module
     {
         config.Validate();
         Config = config;
-        shared = nn.Embedding(config.VocabSize, config.DModel, device: Construction.Device, dtype: Construction.DType);
+        shared = new EmbeddingTable(config.VocabSize, config.DModel);
         encoder = new T5Stack(config);
         RegisterComponents();
     }
