@@ -213,3 +213,37 @@ Describe 'Seeds and prompt numbering' {
         $e.ToString() | Should -Match "'$Parameter'"
     }
 }
+
+Describe 'Ctrl+C during New-DiffusionPipeline' {
+    BeforeAll {
+        # SD 1.5's UNet as published (3.4 GB of float32), its data a sparse hole: slow enough to stop mid-way.
+        $script:BigUnet = (Get-EngineType 'Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint')::WriteStableDiffusion15Unet((Join-Path $script:Temp 'sd15-unet'))
+        function Get-Resident { [Diagnostics.Process]::GetCurrentProcess().WorkingSet64 }
+    }
+
+    It 'stops between tensors and frees what it loaded, twice in a row' {
+        Clear-DiffusionMemory
+        $before = Get-Resident
+        $ledger = (Get-DiffusionDevice cpu).AllocatedByEngine
+        foreach ($attempt in 1, 2) {
+            $ps = [powershell]::Create()
+            try {
+                $null = $ps.AddScript("Import-Module '$script:ModulePath'; New-DiffusionPipeline '$script:BigUnet'")
+                $async = $ps.BeginInvoke()
+                $deadline = [DateTime]::UtcNow.AddSeconds(120)
+                while ((Get-Resident) -lt $before + 400MB -and -not $async.IsCompleted -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 10 }
+                $clock = [Diagnostics.Stopwatch]::StartNew()
+                $ps.Stop()
+                $ps.InvocationStateInfo.State | Should -Be 'Stopped' -Because "attempt $attempt was still loading when stopped"
+                $stopSeconds = $clock.Elapsed.TotalSeconds
+                # Freed by the load itself, not left to the garbage collector: measured before any Clear-DiffusionMemory.
+                $grew = (Get-Resident) - $before
+                Write-Host "attempt ${attempt}: stopped in $([math]::Round($stopSeconds, 2)) s; resident +$([math]::Round($grew / 1MB)) MB"
+                $stopSeconds | Should -BeLessThan 2 -Because 'loading stops after the tensor it is reading'
+                $grew | Should -BeLessThan 200MB -Because "a stopped load of a 3.4 GB UNet must not stay resident"
+            }
+            finally { $ps.Dispose() }
+        }
+        (Get-DiffusionDevice cpu).AllocatedByEngine | Should -Be $ledger
+    }
+}

@@ -99,7 +99,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         }
         bool owned = ParameterSetName == PathSet;
         var pipeline = owned
-            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }))
+            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }, cancel: StopToken))
             : Pipeline;
         try
         {
@@ -227,5 +227,9 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         catch (DiffusionException) { return 0; }
     }
 
-    protected override void StopProcessing() => _parallel?.Stop();
+    protected override void StopProcessing()
+    {
+        base.StopProcessing();
+        _parallel?.Stop();
+    }
 }

@@ -83,7 +83,7 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
                 progress.StatusDescription = name;
                 progress.PercentComplete = 100 * done++ / Math.Max(1, plan.Count);
                 WriteProgress(progress);
-            }));
+            }, StopToken));
         progress.RecordType = ProgressRecordType.Completed;
         WriteProgress(progress);
         WriteObject(pipeline);

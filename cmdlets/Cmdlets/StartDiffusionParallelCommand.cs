@@ -138,5 +138,9 @@ public sealed class StartDiffusionParallelCommand : DiffusionCmdlet
         return value;
     }
 
-    protected override void StopProcessing() => _pool?.KillAll();
+    protected override void StopProcessing()
+    {
+        base.StopProcessing();
+        _pool?.KillAll();
+    }
 }

@@ -24,6 +24,14 @@ public abstract class DiffusionCmdlet : PSCmdlet
 
     internal T RunEngine<T>(Func<T> func) => Run(func);
 
+    private readonly CancellationTokenSource _stop = new();
+
+    /// <summary>Cancelled by Ctrl+C (StopProcessing); engine calls that take it stop at their next check and free what they built.</summary>
+    internal CancellationToken StopToken => _stop.Token;
+
+    /// <summary>Ctrl+C: cancels <see cref="StopToken"/>. Cmdlets that override this call the base too.</summary>
+    protected override void StopProcessing() => _stop.Cancel();
+
     /// <summary>
     /// Runs an engine call; a DiffusionException becomes a terminating ErrorRecord, and so does a libtorch failure the
     /// engine did not name a stage for (as NativeError / OutOfMemory of this cmdlet).
@@ -34,6 +42,7 @@ public abstract class DiffusionCmdlet : PSCmdlet
     {
         try { return func(); }
         catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, null)); throw; }
+        catch (OperationCanceledException) when (Stopping || _stop.IsCancellationRequested) { throw new PipelineStoppedException(); }
         catch (Exception e) when (NativeFailure.IsNative(e)) { ThrowTerminatingError(ToErrorRecord(NativeFailure.From(e, MyInvocation.MyCommand.Name), null)); throw; }
     }
 

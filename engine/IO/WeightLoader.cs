@@ -208,6 +208,7 @@ public sealed class CheckedWeights : IDisposable
     /// <summary>The weight of a module key in <paramref name="dtype"/> on <paramref name="device"/>.</summary>
     public Tensor Read(string moduleKey, Device device, ScalarType dtype)
     {
+        LoadCancellation.ThrowIfStopped(); // Ctrl+C: stop between tensors; the loader disposes what it built
         var (file, key) = _where[moduleKey];
         return file.Load(key, device, dtype);
     }

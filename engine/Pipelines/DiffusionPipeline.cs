@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Diffusion.Engine.Devices;
+using Diffusion.Engine.IO;
 using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -90,8 +91,10 @@ public sealed class DiffusionPipeline : IDisposable
             .Select(n => folder.Components[n]).ToList();
     }
 
-    public static DiffusionPipeline Load(string path, PipelineLoadOptions options, Action<string>? onComponent = null)
+    /// <param name="cancel">Stops the load between tensors (OperationCanceledException); everything loaded so far is freed.</param>
+    public static DiffusionPipeline Load(string path, PipelineLoadOptions options, Action<string>? onComponent = null, CancellationToken cancel = default)
     {
+        using var stoppable = LoadCancellation.On(cancel);
         TorchBackend.EnsureLoaded();
         var folder = DiffusersFolder.Open(path);
         var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
@@ -119,6 +122,7 @@ public sealed class DiffusionPipeline : IDisposable
         catch
         {
             foreach (var c in loaded.Values) c.Dispose();
+            if (cancel.IsCancellationRequested) MemoryCleaner.Flush(); // a stopped load gives its memory back at once
             throw;
         }
         return new DiffusionPipeline(folder, family, device, dtype, options.Scheduler, loaded, devicePlan);
