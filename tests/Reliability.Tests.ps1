@@ -247,3 +247,57 @@ Describe 'Ctrl+C during New-DiffusionPipeline' {
         (Get-DiffusionDevice cpu).AllocatedByEngine | Should -Be $ledger
     }
 }
+
+Describe 'What cannot fit is refused before it is allocated' {
+    BeforeAll {
+        $script:Checkpoints = Get-EngineType 'Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint'
+        function Get-Resident { [Diagnostics.Process]::GetCurrentProcess().WorkingSet64 }
+    }
+
+    It 'a 100000x100000 image is InsufficientMemory with both numbers, at once' {
+        $emb = ConvertTo-DiffusionEmbedding -Pipeline $script:Pipe 'a cat'
+        $before = Get-Resident
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+        $e = Get-ErrorRecord { $emb | Invoke-Denoise -Pipeline $script:Pipe -Steps 1 -Height 100000 -Width 100000 -Seed 1 }
+        $clock.Elapsed.TotalSeconds | Should -BeLessThan 10
+        $e.FullyQualifiedErrorId | Should -BeLike 'InsufficientMemory,*'
+        $e.CategoryInfo.Category | Should -Be 'ResourceUnavailable'
+        $e.ToString() | Should -Match 'Denoising at 100000x100000 \(batch 1\) needs about [\d.]+ TiB on cpu, which has [\d.]+ GiB available'
+        $e.ToString() | Should -Match '-Height/-Width'
+        ((Get-Resident) - $before) | Should -BeLessThan 500MB
+    }
+
+    It 'decoding latents for a 100000x100000 image is refused the same way' {
+        # torch.empty: 2.5 GB of address space, untouched, so not resident.
+        $big = New-Latent ($script:Torch::empty([long[]](1, 4, 12500, 12500))) -height 100000 -width 100000
+        try {
+            $e = Get-ErrorRecord { $big | ConvertFrom-DiffusionLatent -Pipeline $script:Pipe }
+            $e.FullyQualifiedErrorId | Should -BeLike 'InsufficientMemory,*'
+            $e.ToString() | Should -Match '^Decoding latents at 100000x100000'
+        }
+        finally { $big.Dispose() }
+    }
+
+    It 'a model larger than the memory is refused before a byte of it is read' {
+        # SD 1.5's UNet at 4x its widths: 13.7B parameters, 55 GB as float32 (the file is a sparse hole).
+        $dir = Join-Path $script:Temp 'huge-unet'
+        New-Item -ItemType Directory $dir | Out-Null
+        '{"_class_name":"StableDiffusionPipeline","unet":["diffusers","UNet2DConditionModel"]}' | Set-Content (Join-Path $dir 'model_index.json')
+        $config = $script:Checkpoints::StableDiffusion15Unet -replace '"block_out_channels":\[320,640,1280,1280\]', '"block_out_channels":[1280,2560,5120,5120]'
+        $script:Checkpoints::WriteComponent((Join-Path $dir 'unet'), 'UNet2DConditionModel', $config, 'diffusion_pytorch_model.safetensors', 'F32')
+        $before = Get-Resident
+        $e = Get-ErrorRecord { New-DiffusionPipeline $dir }
+        $e.FullyQualifiedErrorId | Should -BeLike 'InsufficientMemory,*'
+        $e.ToString() | Should -Match 'UNet2DConditionModel\) as Float32 needs about [\d.]+ GiB on cpu'
+        $e.ToString() | Should -Match '-DeviceMap auto'
+        ((Get-Resident) - $before) | Should -BeLessThan 300MB
+    }
+
+    It 'vocab_size 1000000000000 asks for 256 TB and is refused, not allocated' {
+        $dir = New-Copy 'huge-vocab'
+        Set-JsonValue (Join-Path $dir 'text_encoder/config.json') 'vocab_size' 1000000000000
+        $e = Get-ErrorRecord { New-DiffusionPipeline $dir -Component text_encoder }
+        $e.FullyQualifiedErrorId | Should -BeLike 'InsufficientMemory,*'
+        $e.ToString() | Should -Match 'needs about 2\d\d\.\d\d TiB'
+    }
+}

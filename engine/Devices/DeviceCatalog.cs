@@ -80,6 +80,17 @@ public static class DeviceCatalog
         new("UnknownDevice", DiffusionErrorKind.InvalidArgument,
             $"-{parameterName} '{name}' is not a device name. Use one of: {string.Join(", ", CompletionNames())} (see Get-DiffusionDevice).", parameterName);
 
+    /// <summary>(total, free) bytes of one device: MemAvailable for the CPU, cudaMemGetInfo for a GPU; nulls when unknown.</summary>
+    public static (long? Total, long? Free) Memory(Device device)
+    {
+        if (device.type == DeviceType.CUDA)
+        {
+            var info = TorchBackend.EnsureLoaded();
+            return CudaRuntime.MemoryInfo(Math.Max(0, device.index), info.LibTorchPath);
+        }
+        return HostMemory();
+    }
+
     private static (long? Total, long? Free) HostMemory()
     {
         try

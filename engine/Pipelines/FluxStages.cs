@@ -97,6 +97,9 @@ internal static class FluxStages
         long seed = PipelineChecks.RunSeed(o, batch);
         var device = pipe.TorchDevice; var dtype = pipe.TorchDType;
         int b = batch.Count;
+        long packedTokens = (long)(height / (vsf * 2)) * (width / (vsf * 2));
+        PipelineChecks.RunFits(pipe, "FluxTransformer2DModel", transformer.Config, height, width, b,
+            4L * b * packedTokens * transformer.Config.InChannels * 4, stage, textLength: (int)batch[0].PromptEmbeds.shape[1]);
 
         // 1. Conditioning and positions: T5 sequence, CLIP pooled, text ids (zeros), image ids (row, column).
         Tensor context, pooled, textIds, imageIds, guidanceTensor;

@@ -80,6 +80,9 @@ public static class Generation
                 if (pipe.Family == ModelFamily.Flux) FluxStages.CheckLatent(pipe, l);
                 else StableDiffusionStages.CheckLatent(pipe, l);
             }
+            var vae = pipe.Require<Models.AutoencoderKL>("vae", "Decoding latents");
+            PipelineChecks.RunFits(pipe, "AutoencoderKL", vae.Config, items[0].Height, items[0].Width, items.Count,
+                items.Sum(l => l.Latents.numel() * 4L) + 3L * items.Count * items[0].Height * items[0].Width * 4 * 2, "Decoding latents");
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
             var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family == ModelFamily.Flux
