@@ -96,13 +96,15 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             _parallel.Run();
             return;
         }
+        var seed = SeedPerPrompt ? Seed ?? NewSeed() : Seed;
+        RequireDistinctOutputPaths(seed);
         bool owned = ParameterSetName == PathSet;
         var pipeline = owned
             ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }))
             : Pipeline;
         try
         {
-            if (SeedPerPrompt) GenerateEach(pipeline, owned);
+            if (SeedPerPrompt) GenerateEach(pipeline, owned, seed!.Value);
             else GenerateBatches(pipeline, owned);
         }
         finally
@@ -152,16 +154,13 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     }
 
     /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with seed Seed + its index.</summary>
-    private void GenerateEach(DiffusionPipeline pipeline, bool owned)
+    private void GenerateEach(DiffusionPipeline pipeline, bool owned, long seed)
     {
-        var indices = PromptIndex ?? Enumerable.Range(0, _prompts.Count).ToArray();
-        if (indices.Length != _prompts.Count || indices.Any(i => i < 0) || indices.Distinct().Count() != indices.Length)
-            ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
-                $"-PromptIndex must give one distinct index of 0 or more per prompt: {indices.Length} index(es) for {_prompts.Count} prompt(s).", "PromptIndex"));
+        var indices = PromptIndices();
         var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, NegativePrompt));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed ?? NewSeed(), SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
         };
         var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
         try
@@ -195,6 +194,29 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             progress.RecordType = ProgressRecordType.Completed;
             WriteProgress(progress);
         }
+    }
+
+    /// <summary>Each prompt's index (-PromptIndex, else 0, 1, 2, ...), checked to be distinct.</summary>
+    private int[] PromptIndices()
+    {
+        var indices = PromptIndex ?? Enumerable.Range(0, _prompts.Count).ToArray();
+        if (indices.Length != _prompts.Count || indices.Any(i => i < 0) || indices.Distinct().Count() != indices.Length)
+            ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
+                $"-PromptIndex must give one distinct index of 0 or more per prompt: {indices.Length} index(es) for {_prompts.Count} prompt(s).", "PromptIndex"));
+        return indices;
+    }
+
+    /// <summary>
+    /// Before any model work: refuses an -OutputPath that gives two images of this call the same file (e.g. a plain
+    /// 'same.png' for two prompts), which would overwrite one with -Force or fail after generating it without.
+    /// In a batch call every image has the run's seed (-Seed); without -Seed, {seed} is taken to differ per image.
+    /// </summary>
+    private void RequireDistinctOutputPaths(long? seed)
+    {
+        if (OutputPath is null || _prompts.Count < 2) return;
+        var indices = SeedPerPrompt ? PromptIndices() : Enumerable.Range(0, _prompts.Count).ToArray();
+        var images = _prompts.Select((p, k) => new OutputPathTemplate.PlannedImage(indices[k], SeedPerPrompt ? seed!.Value + indices[k] : seed ?? indices[k], p)).ToList();
+        Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).RequireDistinct(images, ProcessRank()));
     }
 
     internal static long NewSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
