@@ -13,7 +13,7 @@ namespace Diffusion.Engine.Tests;
 /// </summary>
 public class ModelFolderSafetyTests
 {
-    private static readonly TimeSpan LoadTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan LoadTimeout = TimeSpan.FromSeconds(20);
 
     /// <summary>A writable copy of sd-tiny.</summary>
     private static string CopySdTiny(TempDirectory dir, string name = "sd-tiny")
