@@ -97,13 +97,15 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             _parallel.Run();
             return;
         }
+        var seed = SeedPerPrompt ? Seed ?? NewSeed() : Seed;
+        RequireDistinctOutputPaths(seed);
         bool owned = ParameterSetName == PathSet;
         var pipeline = owned
             ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }, cancel: StopToken))
             : Pipeline;
         try
         {
-            if (SeedPerPrompt) GenerateEach(pipeline, owned);
+            if (SeedPerPrompt) GenerateEach(pipeline, owned, seed!.Value);
             else GenerateBatches(pipeline, owned);
         }
         finally
@@ -153,18 +155,13 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     }
 
     /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with seed Seed + its index.</summary>
-    private void GenerateEach(DiffusionPipeline pipeline, bool owned)
+    private void GenerateEach(DiffusionPipeline pipeline, bool owned, long seed)
     {
-        // -PromptIndex gives one index per prompt received ($null ones included); a $null prompt's index is skipped.
-        var given = PromptIndex ?? Enumerable.Range(0, _input.Received).ToArray();
-        if (given.Length != _input.Received || given.Any(i => i < 0) || given.Distinct().Count() != given.Length)
-            ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
-                $"-PromptIndex must give one distinct index of 0 or more per prompt: {given.Length} index(es) for {_input.Received} prompt(s).", "PromptIndex"));
-        var indices = _input.Positions.Select(p => given[p]).ToArray();
+        var indices = PromptIndices();
         var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed ?? NewSeed(), SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
         };
         var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
         try
@@ -198,6 +195,30 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             progress.RecordType = ProgressRecordType.Completed;
             WriteProgress(progress);
         }
+    }
+
+    /// <summary>Each prompt's index (-PromptIndex, else 0, 1, 2, ...), checked to be distinct.</summary>
+    /// <summary>Each kept prompt's index: -PromptIndex gives one per prompt received ($null ones included), else its place in the input.</summary>
+    private int[] PromptIndices()
+    {
+        var given = PromptIndex ?? Enumerable.Range(0, _input.Received).ToArray();
+        if (given.Length != _input.Received || given.Any(i => i < 0) || given.Distinct().Count() != given.Length)
+            ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
+                $"-PromptIndex must give one distinct index of 0 or more per prompt: {given.Length} index(es) for {_input.Received} prompt(s).", "PromptIndex"));
+        return _input.Positions.Select(p => given[p]).ToArray();
+    }
+
+    /// <summary>
+    /// Before any model work: refuses an -OutputPath that gives two images of this call the same file (e.g. a plain
+    /// 'same.png' for two prompts), which would overwrite one with -Force or fail after generating it without.
+    /// In a batch call every image has the run's seed (-Seed); without -Seed, {seed} is taken to differ per image.
+    /// </summary>
+    private void RequireDistinctOutputPaths(long? seed)
+    {
+        if (OutputPath is null || _prompts.Count < 2) return;
+        var indices = SeedPerPrompt ? PromptIndices() : _input.Positions.ToArray();
+        var images = _prompts.Select((p, k) => new OutputPathTemplate.PlannedImage(indices[k], SeedPerPrompt ? unchecked(seed!.Value + indices[k]) : seed ?? indices[k], p)).ToList();
+        Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).RequireDistinct(images, ProcessRank()));
     }
 
     internal static long NewSeed() => Random.Shared.NextInt64(0, uint.MaxValue);

@@ -71,6 +71,30 @@ public sealed class OutputPathTemplate
         return sb.ToString();
     }
 
+    /// <summary>One image a call will save: its index, seed and prompt as <see cref="Expand"/> takes them.</summary>
+    public readonly record struct PlannedImage(long Index, long Seed, string Prompt);
+
+    /// <summary>
+    /// Refuses (OutputPathCollision) when two of <paramref name="images"/> would get the same file: the second would
+    /// overwrite the first (-Force) or fail after all its work (without). Called before anything is generated.
+    /// Paths are compared as the file system does: case-sensitively on Linux, case-insensitively elsewhere.
+    /// </summary>
+    public void RequireDistinct(IReadOnlyList<PlannedImage> images, long rank = 0)
+    {
+        var comparer = OperatingSystem.IsLinux() ? StringComparer.Ordinal : StringComparer.OrdinalIgnoreCase;
+        var clash = images
+            .Select((image, k) => (Image: image, Path: Expand(image.Index, image.Seed, image.Prompt, rank)))
+            .GroupBy(x => x.Path, comparer)
+            .FirstOrDefault(g => g.Count() > 1);
+        if (clash is null) return;
+        var names = clash.Take(4).Select(x => $"#{x.Image.Index} '{x.Image.Prompt}'");
+        int more = clash.Count() - 4;
+        var stem = Template[..^".png".Length];
+        throw new DiffusionException("OutputPathCollision", DiffusionErrorKind.InvalidArgument,
+            $"-OutputPath '{Template}' gives {clash.Count()} images the same file '{clash.Key}': prompts {string.Join(", ", names)}{(more > 0 ? $" and {more} more" : "")}. " +
+            $"Nothing was generated. Add a placeholder that differs per image, such as {{index}}: '{stem}-{{index}}.png'.", clash.Key);
+    }
+
     /// <summary>
     /// Text made safe as part of a file name on Windows and Linux: &lt;&gt;:"/\|?* and control characters removed,
     /// whitespace runs turned into '_', at most 80 characters (and 200 UTF-8 bytes), leading/trailing dots, spaces and

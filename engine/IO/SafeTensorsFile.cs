@@ -36,14 +36,15 @@ public sealed class SafeTensorsFile : IDisposable
     public static SafeTensorsFile Open(string path)
     {
         path = System.IO.Path.GetFullPath(path);
+        RegularFile.Require(path); // a dangling link, FIFO or device: a clear error instead of "missing" or a hang
         if (!File.Exists(path))
             throw new DiffusionException("SafeTensorsFileNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The weights file '{path}' does not exist. Check the model folder, or download the model again.", path);
-        long fileLength = new FileInfo(path).Length;
-        if (fileLength < 8)
-            throw Corrupt(path, $"it is {fileLength} bytes long, shorter than the 8-byte header length");
 
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        long fileLength = fs.Length; // the opened file's length: for a symbolic link (Hugging Face cache) its target's, not the link's
+        if (fileLength < 8)
+            throw Corrupt(path, $"it is {fileLength} bytes long, shorter than the 8-byte header length");
         Span<byte> lenBytes = stackalloc byte[8];
         fs.ReadExactly(lenBytes);
         ulong headerLen = BitConverter.ToUInt64(lenBytes);
@@ -170,31 +171,35 @@ public sealed class SafeTensorsFile : IDisposable
         using (cpu) return cpu.to(target, device);
     }
 
-    /// <summary>Reads a tensor's bytes into a contiguous CPU tensor; Tensor.bytes is an int-length Span, so large tensors go slice by slice along dim 0.</summary>
-    private void CopyInto(Tensor t, SafeTensorInfo info) => ReadInto(t, _dataStart + info.Begin, info.ByteLength, info.Name);
+    /// <summary>Bytes read per positioned read: Tensor.bytes is an int-length Span, so larger tensors go in chunks.</summary>
+    internal const long ReadChunkBytes = 1L << 30;
 
-    private void ReadInto(Tensor t, long offset, long byteLength, string name)
+    /// <summary>
+    /// Reads a tensor's bytes into a contiguous CPU tensor, in chunks of at most <see cref="ReadChunkBytes"/> of its
+    /// flattened elements, whatever its shape (a [1, 3e9] tensor is as readable as a [3e9] one).
+    /// </summary>
+    private void CopyInto(Tensor t, SafeTensorInfo info)
     {
-        if (byteLength <= int.MaxValue || t.dim() == 0 || t.shape[0] <= 1)
+        long offset = _dataStart + info.Begin;
+        if (info.ByteLength <= ReadChunkBytes) { ReadSpan(t.bytes, offset, info.Name); return; }
+        using var flat = t.view(-1);
+        long elementSize = info.ByteLength / flat.NumberOfElements;
+        long chunkElements = Math.Max(1, ReadChunkBytes / elementSize);
+        for (long start = 0; start < flat.NumberOfElements; start += chunkElements)
         {
-            var span = t.bytes;
-            for (int done = 0; done < span.Length;)
-            {
-                int n = RandomAccess.Read(_handle!, span[done..], offset + done);
-                if (n == 0)
-                    throw Corrupt(Path, $"the file ended while reading tensor '{name}' (it was changed or truncated after it was opened)");
-                done += n;
-            }
-            return;
+            using var chunk = flat.narrow(0, start, Math.Min(chunkElements, flat.NumberOfElements - start));
+            ReadSpan(chunk.bytes, offset + start * elementSize, info.Name);
         }
-        long rows = t.shape[0];
-        long rowBytes = byteLength / rows;
-        long rowsPerChunk = Math.Max(1, (1L << 30) / rowBytes);
-        for (long r = 0; r < rows; r += rowsPerChunk)
+    }
+
+    private void ReadSpan(Span<byte> span, long offset, string name)
+    {
+        for (int done = 0; done < span.Length;)
         {
-            long n = Math.Min(rowsPerChunk, rows - r);
-            using var slice = t.narrow(0, r, n);
-            ReadInto(slice, offset + r * rowBytes, n * rowBytes, name);
+            int n = RandomAccess.Read(_handle!, span[done..], offset + done);
+            if (n == 0)
+                throw Corrupt(Path, $"the file ended while reading tensor '{name}' (it was changed or truncated after it was opened)");
+            done += n;
         }
     }
 

@@ -8,7 +8,7 @@ namespace Diffusion.Engine.IO;
 /// <summary>
 /// Writes tensors to a safetensors file the way the reference (Rust) implementation does: u64 little-endian header
 /// length, the JSON header padded with spaces to a multiple of 8 bytes, then the raw little-endian data. The file is
-/// written atomically (temp file + rename), so a failure never leaves a half-written file behind.
+/// written atomically (temp file + rename, no-replace unless asked to overwrite), so a failure never leaves a half-written file behind.
 /// </summary>
 public static class SafeTensorsWriter
 {
@@ -17,10 +17,11 @@ public static class SafeTensorsWriter
 
     /// <summary>
     /// Saves <paramref name="tensors"/> (any device, any layout: they are copied to contiguous CPU memory) to
-    /// <paramref name="path"/>, replacing an existing file. Header entries are sorted by name; the data is laid out
-    /// largest element size first (then by name) so every tensor starts aligned to its element size.
+    /// <paramref name="path"/>, replacing an existing file unless <paramref name="overwrite"/> is false (then an existing
+    /// file, also one another writer creates meanwhile, fails with TensorFileExists). Header entries are sorted by name;
+    /// the data is laid out largest element size first (then by name) so every tensor starts aligned to its element size.
     /// </summary>
-    public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null, bool overwrite = true)
     {
         path = Path.GetFullPath(path);
         foreach (var name in tensors.Keys)
@@ -46,12 +47,17 @@ public static class SafeTensorsWriter
 
         try
         {
-            AtomicFile.Write(path, overwrite: true, stream =>
+            AtomicFile.Write(path, overwrite, stream =>
             {
                 stream.Write(BitConverter.GetBytes((ulong)header.Length));
                 stream.Write(header);
                 foreach (var e in dataOrder) WriteData(stream, e.Data);
             });
+        }
+        catch (TargetExistsException)
+        {
+            throw new DiffusionException("TensorFileExists", DiffusionErrorKind.InvalidOperation,
+                $"'{path}' already exists. Use -Force to overwrite it, or choose another -Path.", path);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

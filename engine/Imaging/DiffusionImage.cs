@@ -73,7 +73,7 @@ public sealed class DiffusionImage
         return ImageEncoder.EncodePng(Width, Height, Rgb, text);
     }
 
-    /// <summary>Writes the PNG atomically (temp file + rename); refuses to replace an existing file unless <paramref name="overwrite"/>.</summary>
+    /// <summary>Writes the PNG atomically (temp file + rename); refuses to replace an existing file unless <paramref name="overwrite"/>, also when another writer creates it meanwhile.</summary>
     public void SavePng(string path, bool overwrite)
     {
         path = Path.GetFullPath(path);
@@ -86,9 +86,9 @@ public sealed class DiffusionImage
         {
             AtomicFile.Write(path, overwrite, stream => stream.Write(png));
         }
-        catch (IOException) when (!overwrite && File.Exists(path))
+        catch (TargetExistsException)
         {
-            throw FileExists(path); // created by someone else since the check above
+            throw FileExists(path); // created by someone else since the check above: the no-replace publish refused it
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -143,7 +143,7 @@ internal static class DevicePlanning
         if (!folder.Components.ContainsKey(component)) return null;
         var path = Path.Combine(folder.Path, component, "config.json");
         if (!File.Exists(path)) return null;
-        try { return JsonDocument.Parse(File.ReadAllText(path)).RootElement.Clone(); }
+        try { return JsonDocument.Parse(IO.RegularFile.ReadAllText(path)).RootElement.Clone(); }
         catch (JsonException) { return null; }
     }
 }

@@ -11,6 +11,8 @@ public sealed record ComponentSpec(string Name, string Library, string ClassName
 /// </summary>
 public sealed class DiffusersFolder
 {
+    private static readonly HashSet<string> ModelFileExtensions = new(StringComparer.OrdinalIgnoreCase) { ".json", ".safetensors", ".txt", ".model" };
+
     public string Path { get; }
     public string ClassName { get; }
     public IReadOnlyDictionary<string, ComponentSpec> Components { get; }
@@ -27,12 +29,13 @@ public sealed class DiffusersFolder
             throw new DiffusionException("ModelFolderNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The model folder '{full}' does not exist. Give the path of a diffusers model folder (the one holding model_index.json).", full);
         var index = System.IO.Path.Combine(full, "model_index.json");
+        IO.RegularFile.Require(index);
         if (!File.Exists(index))
             throw new DiffusionException("ModelIndexNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"'{full}' has no model_index.json, so it is not a diffusers pipeline folder. Point -Path at the folder that holds model_index.json " +
                 "(for a single-file checkpoint, convert it with diffusers' save_pretrained first).", index);
         JsonElement root;
-        try { root = JsonDocument.Parse(File.ReadAllText(index)).RootElement.Clone(); }
+        try { root = JsonDocument.Parse(IO.RegularFile.ReadAllText(index)).RootElement.Clone(); }
         catch (JsonException e)
         {
             throw new DiffusionException("ModelIndexInvalid", DiffusionErrorKind.InvalidData,
@@ -47,12 +50,32 @@ public sealed class DiffusersFolder
             if (p.Name.StartsWith('_') || p.Value.ValueKind != JsonValueKind.Array || p.Value.GetArrayLength() != 2) continue;
             var lib = p.Value[0]; var type = p.Value[1];
             if (lib.ValueKind != JsonValueKind.String || type.ValueKind != JsonValueKind.String) continue; // [null, null]: absent
+            RequirePlainName(index, p.Name);
             components[p.Name] = new ComponentSpec(p.Name, lib.GetString()!, type.GetString()!);
         }
         return new DiffusersFolder(full, cls.GetString()!, components);
     }
 
-    /// <summary>The folder of a declared component, checked to exist.</summary>
+    /// <summary>
+    /// A component name is the name of a folder directly inside the model folder: nothing outside the model folder is
+    /// read because model_index.json says so (no "../other-model/vae", no absolute path, no separators).
+    /// </summary>
+    private static void RequirePlainName(string index, string name)
+    {
+        bool plain = name.Length > 0 && name is not "." and not ".."
+            && name.IndexOfAny(['/', '\\', ':', '\0']) < 0 && !System.IO.Path.IsPathRooted(name)
+            && name == name.Trim() && System.IO.Path.GetFileName(name) == name;
+        if (!plain)
+            throw new DiffusionException("ModelIndexComponentNameInvalid", DiffusionErrorKind.InvalidData,
+                $"'{index}' declares a component named '{name}', which is not a plain folder name. A component must be a folder directly inside the " +
+                "model folder (such as unet or vae); nothing outside the model folder is loaded because model_index.json says so. " +
+                "Fix model_index.json (name the folder only) or download the model again.", index);
+    }
+
+    /// <summary>
+    /// The folder of a declared component, checked to exist. Its model files (*.json, *.safetensors, *.txt, *.model) are
+    /// checked to be regular files or links to them: a FIFO or device would hang whichever loader opens it.
+    /// </summary>
     public string ComponentPath(string name)
     {
         if (!Components.ContainsKey(name))
@@ -62,6 +85,9 @@ public sealed class DiffusersFolder
         if (!Directory.Exists(dir))
             throw new DiffusionException("ComponentFolderNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"model_index.json in '{Path}' declares '{name}' but the folder '{dir}' is missing. The download is incomplete: fetch the '{name}' folder.", dir);
+        foreach (var file in Directory.EnumerateFileSystemEntries(dir))
+            if (ModelFileExtensions.Contains(System.IO.Path.GetExtension(file)))
+                IO.RegularFile.Require(file);
         return dir;
     }
 
@@ -69,6 +95,7 @@ public sealed class DiffusersFolder
     public string ComponentFile(string name, string file)
     {
         var p = System.IO.Path.Combine(ComponentPath(name), file);
+        IO.RegularFile.Require(p);
         if (!File.Exists(p))
             throw new DiffusionException("ComponentFileNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The component '{name}' in '{Path}' lacks '{file}'. The download is incomplete: fetch '{name}/{file}'.", p);

@@ -164,7 +164,7 @@ public sealed class DiffusionPipeline : IDisposable
     internal JsonElement ReadConfig(string component, string file = "config.json")
     {
         var p = Folder.ComponentFile(component, file);
-        return JsonDocument.Parse(File.ReadAllText(p)).RootElement.Clone();
+        return JsonDocument.Parse(IO.RegularFile.ReadAllText(p)).RootElement.Clone();
     }
 
     /// <summary>2^(levels-1) from the VAE's config: latents are this many times smaller than the image.</summary>

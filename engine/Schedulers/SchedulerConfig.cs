@@ -80,11 +80,12 @@ public sealed class SchedulerConfig
     /// <summary>Reads a <c>scheduler_config.json</c>.</summary>
     public static SchedulerConfig Load(string configJsonPath)
     {
+        IO.RegularFile.Require(configJsonPath);
         if (!File.Exists(configJsonPath))
             throw new DiffusionException("SchedulerConfigNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The scheduler config '{configJsonPath}' does not exist. A diffusers model folder has it at scheduler/scheduler_config.json.",
                 configJsonPath);
-        return FromJson(File.ReadAllText(configJsonPath), configJsonPath);
+        return FromJson(IO.RegularFile.ReadAllText(configJsonPath), configJsonPath);
     }
 
     /// <summary>Parses scheduler config JSON text (as diffusers writes it, NaN/Infinity literals included).</summary>

@@ -274,7 +274,7 @@ public static class ModuleLayouts
 
     private static JsonElement ReadJson(string path)
     {
-        try { return JsonDocument.Parse(File.ReadAllText(path)).RootElement.Clone(); }
+        try { return JsonDocument.Parse(IO.RegularFile.ReadAllText(path)).RootElement.Clone(); }
         catch (JsonException e)
         {
             throw new DiffusionException("ModelConfigInvalid", DiffusionErrorKind.InvalidData,

@@ -48,14 +48,14 @@ public sealed class CLIPTokenizer
         Dictionary<string, int> vocab;
         try
         {
-            vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllBytes(vocabPath))
+            vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(IO.RegularFile.ReadAllBytes(vocabPath))
                 ?? throw TokenizerFiles.Invalid(vocabPath, "it holds no vocabulary");
         }
         catch (JsonException e)
         {
             throw TokenizerFiles.Invalid(vocabPath, $"it is not a JSON object of token ids ({e.Message})", e);
         }
-        var merges = File.ReadLines(mergesPath).Where(line => !line.StartsWith("#version", StringComparison.Ordinal)).ToList();
+        var merges = IO.RegularFile.ReadLines(mergesPath).Where(line => !line.StartsWith("#version", StringComparison.Ordinal)).ToList();
 
         string bosToken = TokenizerFiles.SpecialToken(dir, "bos_token", "<|startoftext|>");
         string eosToken = TokenizerFiles.SpecialToken(dir, "eos_token", "<|endoftext|>");

@@ -16,7 +16,7 @@ internal static class SentencePieceModelFile
     /// <summary>The pieces and the normalizer's precompiled charsmap (null when the model has none).</summary>
     public static (List<(string Piece, double Score, int Type)> Pieces, byte[]? CharsMap) Read(string path)
     {
-        var data = File.ReadAllBytes(path);
+        var data = IO.RegularFile.ReadAllBytes(path);
         var pieces = new List<(string, double, int)>();
         byte[]? charsMap = null;
         try

@@ -15,6 +15,7 @@ internal static class TokenizerFiles
     public static string Require(string dir, string file, string kind)
     {
         var path = Path.Combine(dir, file);
+        IO.RegularFile.Require(path);
         if (!File.Exists(path))
             throw new DiffusionException("TokenizerFileNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The {kind} tokenizer in '{dir}' has no '{file}'. Download the model's tokenizer files again.", path);
@@ -25,7 +26,7 @@ internal static class TokenizerFiles
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using var doc = JsonDocument.Parse(IO.RegularFile.ReadAllBytes(path));
             return doc.RootElement.Clone();
         }
         catch (JsonException e)
