@@ -23,15 +23,15 @@ public static class TensorExchange
         if (File.Exists(path) && !overwrite)
             throw new DiffusionException("TensorFileExists", DiffusionErrorKind.InvalidOperation,
                 $"'{path}' already exists. Use -Force to overwrite it, or choose another -Path.", path);
-        if (items.All(i => i is DiffusionEmbedding)) ExportEmbeddings(path, items.Cast<DiffusionEmbedding>().ToList());
-        else if (items.All(i => i is DiffusionLatent)) ExportLatents(path, items.Cast<DiffusionLatent>().ToList());
+        if (items.All(i => i is DiffusionEmbedding)) ExportEmbeddings(path, items.Cast<DiffusionEmbedding>().ToList(), overwrite);
+        else if (items.All(i => i is DiffusionLatent)) ExportLatents(path, items.Cast<DiffusionLatent>().ToList(), overwrite);
         else
             throw new DiffusionException("MixedExport", DiffusionErrorKind.InvalidArgument,
                 "Export embeddings and latents to separate files: one file holds one kind (got " +
                 string.Join(", ", items.Select(i => i.GetType().Name).Distinct()) + ").", path);
     }
 
-    private static void ExportEmbeddings(string path, List<DiffusionEmbedding> items)
+    private static void ExportEmbeddings(string path, List<DiffusionEmbedding> items, bool overwrite)
     {
         using var scope = torch.NewDisposeScope();
         var tensors = new Dictionary<string, Tensor>
@@ -45,10 +45,10 @@ public static class TensorExchange
             Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = e.Family.ToString(), Model = e.Model,
             TokenCount = e.TokenCount, Truncated = e.Truncated, TruncatedText = e.TruncatedText,
         }).ToList();
-        SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "embeddings", [ItemsKey] = JsonSerializer.Serialize(meta, Json) });
+        SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "embeddings", [ItemsKey] = JsonSerializer.Serialize(meta, Json) }, overwrite);
     }
 
-    private static void ExportLatents(string path, List<DiffusionLatent> items)
+    private static void ExportLatents(string path, List<DiffusionLatent> items, bool overwrite)
     {
         using var scope = torch.NewDisposeScope();
         var tensors = new Dictionary<string, Tensor> { ["latents"] = Cat(items.Select(l => l.Latents), "latents") };
@@ -57,7 +57,7 @@ public static class TensorExchange
             Index = l.Index, Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Family = l.Family.ToString(), Model = l.Model,
             Seed = l.Seed, Steps = l.Steps, Step = l.Step, TotalSteps = l.TotalSteps, GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale is 0 ? null : l.GuidanceRescale, Scheduler = l.Scheduler, Height = l.Height, Width = l.Width, Seconds = l.Seconds,
         }).ToList();
-        SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "latents", [ItemsKey] = JsonSerializer.Serialize(meta, Json) });
+        SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "latents", [ItemsKey] = JsonSerializer.Serialize(meta, Json) }, overwrite);
     }
 
     private static Tensor Cat(IEnumerable<Tensor> parts, string name)

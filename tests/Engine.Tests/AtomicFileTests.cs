@@ -81,6 +81,19 @@ public class AtomicFileTests
     }
 
     [Fact]
+    public void RacingTensorExportsWithoutForce_ExactlyOneWinsPerPath()
+    {
+        // Export-DiffusionTensor's engine call: the existence check and the write must not let two exporters both win.
+        using var dir = new TempDirectory();
+        var outcomes = Race(dir, (path, w) =>
+        {
+            using var latents = new Pipelines.DiffusionLatent(torch.full(new long[] { 1, 4, 2, 2 }, (float)w)) { Seed = w };
+            TensorExchange.Export(path, [latents], overwrite: false);
+        }, ".safetensors");
+        AssertOneWinnerPerPath(dir, outcomes, "TensorFileExists", ".safetensors");
+    }
+
+    [Fact]
     public void SaveWithOverwrite_StillReplaces()
     {
         using var dir = new TempDirectory();
