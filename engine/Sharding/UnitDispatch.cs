@@ -17,8 +17,19 @@ public static class UnitDispatch
 {
     private static readonly ConditionalWeakTable<nn.Module, UnitPlacement> Placements = new();
 
-    public static UnitScope Enter(nn.Module unit) =>
-        Placements.TryGetValue(unit, out var placement) ? placement.Enter() : UnitScope.None;
+    public static UnitScope Enter(nn.Module unit)
+    {
+        var observed = Observer?.Invoke(unit);
+        var placement = Placements.TryGetValue(unit, out var p) ? p : null;
+        var scope = placement?.Enter() ?? UnitScope.None;
+        return observed is null ? scope : new UnitScope(placement, observed);
+    }
+
+    /// <summary>
+    /// Diagnostics (the per-block benchmark): when set on a thread, called at every unit entry there; what it returns is
+    /// disposed when that unit's call ends. Placement does not depend on it.
+    /// </summary>
+    [ThreadStatic] internal static Func<nn.Module, IDisposable?>? Observer;
 
     internal static void Register(nn.Module unit, UnitPlacement placement) => Placements.AddOrUpdate(unit, placement);
 
@@ -80,7 +91,13 @@ public sealed class UnitScope : IDisposable
     internal static readonly UnitScope None = new(null);
     private readonly UnitPlacement? _placement;
 
-    internal UnitScope(UnitPlacement? placement) => _placement = placement;
+    private readonly IDisposable? _observer;
+
+    internal UnitScope(UnitPlacement? placement, IDisposable? observer = null)
+    {
+        _placement = placement;
+        _observer = observer;
+    }
 
     /// <summary>The execution device, or null when the unit is not placed by a device map.</summary>
     public Device? Device => _placement?.ExecutionDevice;
@@ -104,7 +121,11 @@ public sealed class UnitScope : IDisposable
     public void Move(ref Tensor a, ref Tensor b, ref Tensor c) { a = In(a); b = In(b); c = In(c); }
     public void Move(ref Tensor a, ref Tensor b, ref Tensor c, ref Tensor d, ref Tensor e) { a = In(a); b = In(b); c = In(c); d = In(d); e = In(e); }
 
-    public void Dispose() => _placement?.Exit();
+    public void Dispose()
+    {
+        _placement?.Exit();
+        _observer?.Dispose();
+    }
 }
 
 /// <summary>The models of one pipeline under model offload: at most one has its weights on the GPU.</summary>
