@@ -154,6 +154,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with seed Seed + its index.</summary>
     private void GenerateEach(DiffusionPipeline pipeline, bool owned)
     {
+        WorkerTestHooks.Arm();
         var indices = PromptIndex ?? Enumerable.Range(0, _prompts.Count).ToArray();
         if (indices.Length != _prompts.Count || indices.Any(i => i < 0) || indices.Distinct().Count() != indices.Length)
             ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
@@ -209,12 +210,16 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         int rank = ProcessRank();
         var target = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
         if (!ShouldProcess(target, $"Save image #{image.Index}")) return;
+        WorkerTestHooks.At(WorkerTestHooks.BeforeSave);
         try { image.SavePng(target, overwrite: Force); }
         catch (DiffusionException e) { WriteEngineError(e, target); return; }
+        WorkerTestHooks.At(WorkerTestHooks.AfterSave);
+        WorkerTestHooks.At(WorkerTestHooks.BeforeResult);
         WriteObject(new DiffusionResult
         {
             Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, ProcessRank = rank, Device = device, Seconds = seconds,
         });
+        WorkerTestHooks.At(WorkerTestHooks.AfterResult);
     }
 
     /// <summary>This process's rank from the launcher's variables; 0 when there are none (or they do not parse).</summary>

@@ -172,14 +172,18 @@ internal sealed class WorkerProcess : IDisposable
     private sealed class Invocation(PowerShell ps, PSDataCollection<PSObject> output, WorkerProcess worker)
     {
         private int _sentOutput, _sentErrors, _finished;
+        private bool _released = !WorkerTestHooks.HoldsOutput(worker.Rank);
         public PowerShell Ps { get; } = ps;
         public PSDataCollection<PSObject> Output { get; } = output;
+        public bool HoldsOutput { get { lock (this) return !_released; } }
 
-        public void Pump()
+        /// <summary>Hands on what arrived; <paramref name="release"/> ends the test hook's holding back of the output.</summary>
+        public void Pump(bool release = false)
         {
             lock (this)
             {
-                for (; _sentOutput < Output.Count; _sentOutput++) worker._post(new WorkerOutput(worker, Output[_sentOutput]));
+                _released |= release;
+                for (; _released && _sentOutput < Output.Count; _sentOutput++) worker._post(new WorkerOutput(worker, Output[_sentOutput]));
                 for (; _sentErrors < Ps.Streams.Error.Count; _sentErrors++) worker._post(new WorkerError(worker, Ps.Streams.Error[_sentErrors]));
             }
         }
@@ -216,6 +220,7 @@ internal sealed class WorkerProcess : IDisposable
         lock (_gate) _current = null;
         if (!died) ps.Dispose(); // on a dead connection Dispose would wait for the remoting client's timeout
         _post(new WorkerFinished(this, failure));
+        if (invocation.HoldsOutput) invocation.Pump(release: true); // output held back by the test hook comes after the end, as late output does
     }
 
     /// <summary>What is known of a process that ended: its exit code, a signal, and the end of what it wrote to stderr.</summary>
