@@ -210,10 +210,19 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         int rank = ProcessRank();
         var target = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
         if (!ShouldProcess(target, $"Save image #{image.Index}")) return;
+        // In a worker of a parallel run, the run's journal records each save before the worker goes on (see RunJournal).
+        var journal = RunJournal.Worker;
+        if (journal is not null) Run(() => journal.BeforeSave(image.Index, target, latent.Seed, rank, device, seconds));
         WorkerTestHooks.At(WorkerTestHooks.BeforeSave);
         try { image.SavePng(target, overwrite: Force); }
-        catch (DiffusionException e) { WriteEngineError(e, target); return; }
+        catch (DiffusionException e)
+        {
+            if (journal is not null) Run(() => journal.SaveFailed(image.Index, target, latent.Seed, rank, device, e.ErrorId));
+            WriteEngineError(e, target);
+            return;
+        }
         WorkerTestHooks.At(WorkerTestHooks.AfterSave);
+        if (journal is not null) Run(() => journal.AfterSave(image.Index, target, latent.Seed, rank, device, seconds));
         WorkerTestHooks.At(WorkerTestHooks.BeforeResult);
         WriteObject(new DiffusionResult
         {
