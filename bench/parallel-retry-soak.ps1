@@ -6,7 +6,7 @@
     Each run is Invoke-Diffusion -NumProcesses 2 -Retry 1 over 4 sd-tiny prompts with one worker SIGKILLed at a random
     moment (DIFFUSION_TEST_KILL=rank:random:ms), and the test's checks: every prompt exactly once in the results or in
     ParallelPromptFailed errors, the results the files on disk with the right images, no journal left. Not part of CI
-    (CI runs the same test twice). Build first (./build.ps1); ends with `Soak: N runs, L losses, F failed`, where a
+    (CI runs the same test once). Build first (./build.ps1); ends with `Soak: N runs, L losses, F failed`, where a
     loss is a run with a prompt lost or doubled, and exits 1 when any run failed.
 .EXAMPLE
     dotnet pwsh -NoProfile ./bench/parallel-retry-soak.ps1 -Iterations 50

@@ -1,8 +1,8 @@
 # Invoke-Diffusion -NumProcesses with workers killed around their saves (issue 10, item 1): every prompt comes back
 # exactly once, as a result or as a ParallelPromptFailed error, and the results are the files on disk.
 # The workers kill themselves (SIGKILL) through the DIFFUSION_TEST_KILL hook (see cmdlets/Parallel/WorkerTestHooks.cs).
-# RandomRuns: how many kills at random moments (bench/parallel-retry-soak.ps1 runs many).
-param([int] $RandomRuns = 2)
+# RandomRuns: how many kills at random moments (CI: 1; bench/parallel-retry-soak.ps1 runs 50).
+param([int] $RandomRuns = 1)
 
 BeforeDiscovery {
     # Chosen here so that the test names say what was run: a failure can be rerun as it was.
@@ -36,8 +36,8 @@ BeforeAll {
     $script:ReferenceHashes = @($reference | ForEach-Object { (Get-FileHash $_.Path).Hash })
 
     # Runs the prompts with a worker killed as $Kill says (DIFFUSION_TEST_KILL); returns what came back.
-    function Invoke-KilledRun([string] $Kill, [int] $Retry, [int] $NumProcesses = 2, [string] $LateOutput) {
-        $folder = Join-Path $script:Temp ("run-" + [guid]::NewGuid().ToString('N').Substring(0, 8))
+    function Invoke-KilledRun([string] $Kill, [int] $Retry, [int] $NumProcesses = 2, [string] $LateOutput, [string] $Folder) {
+        $folder = if ($Folder) { $Folder } else { Join-Path $script:Temp ("run-" + [guid]::NewGuid().ToString('N').Substring(0, 8)) }
         $env:DIFFUSION_TEST_KILL = $Kill
         if ($LateOutput) { $env:DIFFUSION_TEST_LATE_OUTPUT = $LateOutput }
         try {
@@ -50,20 +50,25 @@ BeforeAll {
             Warnings = @($warnings)
             Folder = $folder
             Failed = @($errors | Where-Object { $_.FullyQualifiedErrorId -like 'ParallelPromptFailed*' } | ForEach-Object { [int]$_.TargetObject })
+            # A worker's own error for a prompt it could not save names the image: its index from the file name.
+            Refused = @($errors | Where-Object { $_.FullyQualifiedErrorId -like 'ImageFileExists*' } | ForEach-Object { [int][IO.Path]::GetFileNameWithoutExtension("$($_.TargetObject)") })
             Workers = @($errors | Where-Object { $_.FullyQualifiedErrorId -like 'ParallelWorkerFailed*' } | ForEach-Object { $_.TargetObject })
         }
     }
 
-    # What holds however a worker died: each prompt once, as a result or as a ParallelPromptFailed; the results in
-    # prompt order, each the file on disk with the right image; no file besides them; no other error; no journal left.
-    function Assert-EveryPromptOnce($run) {
-        $indices = @($run.Results.Index) + $run.Failed | Sort-Object
-        $indices -join ',' | Should -Be '0,1,2,3' -Because "every prompt comes back once, as a result ($($run.Results.Index -join ',')) or a ParallelPromptFailed ($($run.Failed -join ',')): LOST OR DOUBLED"
+    # What holds however a worker died: each prompt once, as a result or as an error for it (ParallelPromptFailed, or
+    # the worker's ImageFileExists for a file that was there before: $Existing); the results in prompt order, each the
+    # file on disk with the right image; no file besides them and $Existing; no other error; no journal left.
+    function Assert-EveryPromptOnce($run, [int[]] $Existing = @()) {
+        $indices = @($run.Results.Index) + $run.Failed + $run.Refused | Sort-Object
+        $indices -join ',' | Should -Be '0,1,2,3' -Because "every prompt comes back once, as a result ($($run.Results.Index -join ',')) or an error for it ($(@($run.Failed) + $run.Refused -join ',')): LOST OR DOUBLED"
         @($run.Results.Index) -join ',' | Should -Be ((@($run.Results.Index) | Sort-Object) -join ',') -Because 'results come in prompt order'
-        @($run.Errors | Where-Object { $_.FullyQualifiedErrorId -notlike 'ParallelWorkerFailed*' -and $_.FullyQualifiedErrorId -notlike 'ParallelPromptFailed*' } |
+        @($run.Refused | Where-Object { $_ -notin $Existing }) | Should -BeNullOrEmpty -Because 'only a file that was there before the run is refused'
+        @($run.Errors | Where-Object { $_.FullyQualifiedErrorId -notlike 'ParallelWorkerFailed*' -and $_.FullyQualifiedErrorId -notlike 'ParallelPromptFailed*' -and $_.FullyQualifiedErrorId -notlike 'ImageFileExists*' } |
                 ForEach-Object { "$($_.FullyQualifiedErrorId): $_" }) | Should -BeNullOrEmpty
         $files = @(Get-ChildItem $run.Folder -Recurse -File -Force -ErrorAction Ignore | ForEach-Object FullName | Sort-Object)
-        $files -join "`n" | Should -Be ((@($run.Results.Path) | Sort-Object) -join "`n") -Because 'the results are the files on disk, and nothing else is left there'
+        $expected = @($run.Results.Path) + @($Existing | ForEach-Object { Join-Path $run.Folder ('{0:000}.png' -f $_) })
+        $files -join "`n" | Should -Be (($expected | Sort-Object) -join "`n") -Because 'the results are the files on disk, and nothing else is left there'
         foreach ($r in $run.Results) {
             $r.Path | Should -Be (Join-Path $run.Folder ('{0:000}.png' -f $r.Index))
             $r.Prompt | Should -Be $script:Prompts[$r.Index]
@@ -130,6 +135,22 @@ Describe 'A parallel run whose worker is killed around a save' {
         $run.Results.Index -join ',' | Should -Be '0,1,2,3'
         $run.Results[2].ProcessRank | Should -Be 1
         $run.Results[3].ProcessRank | Should -Be 0
+    }
+
+    It 'a file that was there before the run is neither adopted nor overwritten, and its prompt gets one error (<Case>)' -ForEach @(
+        @{ Case = 'the worker''s error arrives'; Late = ''; ErrorId = 'ImageFileExists' }
+        @{ Case = 'the worker''s error arrives only after its end'; Late = '1'; ErrorId = 'ParallelPromptFailed' }
+    ) {
+        $folder = Join-Path $script:Temp ("existing-" + [guid]::NewGuid().ToString('N').Substring(0, 8))
+        New-Item -ItemType Directory $folder | Out-Null
+        Copy-Item (Join-Path $script:Temp 'reference/000.png') (Join-Path $folder '002.png') # some other image as 002.png
+        # Rank 1 cannot save #2 (the file is there), then dies right before saving #3.
+        $run = Invoke-KilledRun -Kill '1:before-save:2' -Retry 1 -Folder $folder -LateOutput $Late
+        Assert-EveryPromptOnce $run -Existing 2
+        Assert-KilledWorker $run 1
+        $run.Results.Index -join ',' | Should -Be '0,1,3'
+        @($run.Errors | Where-Object { $_.FullyQualifiedErrorId -like "$ErrorId*" }).Count | Should -Be 1
+        (Get-FileHash (Join-Path $folder '002.png')).Hash | Should -Be $script:ReferenceHashes[0] -Because 'the file is left as it was'
     }
 
     It 'with no worker left, the images the run saved are results and only the others are errors' {

@@ -47,6 +47,8 @@ internal sealed class ParallelGeneration
     private readonly bool[] _settled;
     /// <summary>The prompts each worker was given, over all rounds: its results are taken whenever they arrive.</summary>
     private readonly Dictionary<WorkerProcess, HashSet<int>> _given = new();
+    /// <summary>Targets (image paths) of the workers' errors that arrived, and those that are reported already and must not come twice.</summary>
+    private readonly HashSet<string> _errorTargets = new(StringComparer.Ordinal), _reportedTargets = new(StringComparer.Ordinal);
     private int _nextEmit;
     private WorkerPool? _pool;
     private RunJournal? _journal;
@@ -198,6 +200,11 @@ internal sealed class ParallelGeneration
         {
             _cmd.StopIfAsked();
             var e = _pool!.Next(200);
+            if (e is WorkerError { Record.TargetObject: { } target } && target.ToString() is { } path)
+            {
+                if (_reportedTargets.Contains(path)) continue; // late, and reported for its prompt already
+                _errorTargets.Add(path);
+            }
             if (e is null || WorkerForwarding.TryForward(_cmd, e)) continue;
             var w = e.Worker;
             switch (e)
@@ -215,7 +222,18 @@ internal sealed class ParallelGeneration
                 case WorkerFinished f when running.Remove(w):
                     var record = _journal!.Read();
                     foreach (var i in round[w].Where(i => !_settled[i]))
+                    {
                         if (record.Written(i) is { } entry) Settle(i, FromJournal(entry, w));
+                        else if (record.SaveFailed(i) is { } refused) // not made again: the same save would fail the same way
+                        {
+                            if (_errorTargets.Contains(refused.Path)) Settle(i, null); // the worker's error for it arrived (forwarded above)
+                            else
+                            {
+                                _reportedTargets.Add(refused.Path); // should the worker's own error still come, it is not shown twice
+                                FailPrompt(i, $"worker rank {refused.Rank} could not save '{refused.Path}' ({refused.ErrorId}), and its error did not reach this session.");
+                            }
+                        }
+                    }
                     var missing = round[w].Where(i => !_settled[i]).ToList();
                     if (f.Failure is { } failure)
                     {
@@ -226,11 +244,7 @@ internal sealed class ParallelGeneration
                     }
                     else
                     {
-                        foreach (var i in missing)
-                        {
-                            if (record.SaveFailed(i)) Settle(i, null); // the worker reported why (forwarded above)
-                            else FailPrompt(i, $"worker rank {w.Rank} ended without a result or an error for it.");
-                        }
+                        foreach (var i in missing) FailPrompt(i, $"worker rank {w.Rank} ended without a result or an error for it.");
                         _cmd.WriteProgress(progress.Rank(w, $"done: {Done(w)}", 100));
                     }
                     Flush(progress);

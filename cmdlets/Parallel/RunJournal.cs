@@ -155,8 +155,8 @@ internal sealed class RunJournal : IDisposable
             return null;
         }
 
-        /// <summary>True when a worker recorded that saving prompt <paramref name="index"/> failed (and so reported the error).</summary>
-        public bool SaveFailed(int index) => entries.Any(e => e.Index == index && e.Event == Refused);
+        /// <summary>A worker's record that saving prompt <paramref name="index"/> failed (the worker reports that error), or null.</summary>
+        public Entry? SaveFailed(int index) => entries.LastOrDefault(e => e.Index == index && e.Event == Refused);
 
         public IEnumerable<string> SavedOrSavingPaths => entries.Where(e => e.Event is Saving or Saved).Select(e => e.Path).Distinct(StringComparer.Ordinal);
     }

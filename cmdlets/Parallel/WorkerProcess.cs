@@ -196,7 +196,7 @@ internal sealed class WorkerProcess : IDisposable
             {
                 _released |= release;
                 for (; _released && _sentOutput < Output.Count; _sentOutput++) worker._post(new WorkerOutput(worker, Output[_sentOutput]));
-                for (; _sentErrors < Ps.Streams.Error.Count; _sentErrors++) worker._post(new WorkerError(worker, Ps.Streams.Error[_sentErrors]));
+                for (; _released && _sentErrors < Ps.Streams.Error.Count; _sentErrors++) worker._post(new WorkerError(worker, Ps.Streams.Error[_sentErrors]));
             }
         }
 
@@ -235,9 +235,12 @@ internal sealed class WorkerProcess : IDisposable
             if (died) Death = failure;
         }
         lock (_gate) _current = null;
-        if (!died) ps.Dispose(); // on a dead connection Dispose would wait for the remoting client's timeout
+        bool held = invocation.HoldsOutput;
+        if (!died && !held) ps.Dispose(); // on a dead connection Dispose would wait for the remoting client's timeout
         _post(new WorkerFinished(this, failure));
-        if (invocation.HoldsOutput) invocation.Pump(release: true); // output held back by the test hook comes after the end, as late output does
+        if (!held) return;
+        invocation.Pump(release: true); // what the test hook held back comes after the end, as late output does
+        if (!died) ps.Dispose();
     }
 
     /// <summary>What is known of a process that ended: its exit code, a signal, and the end of what it wrote to stderr.</summary>

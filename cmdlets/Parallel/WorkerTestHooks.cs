@@ -9,8 +9,8 @@ namespace Diffusion.Cmdlets.Parallel;
 /// n-th time (default 1) it reaches the point: before-save, after-save (the PNG is in place, nothing else done yet),
 /// before-result (the image is saved and recorded, its result not yet written), after-result.
 /// DIFFUSION_TEST_KILL=r:random:ms kills it ms milliseconds after its first Invoke-Diffusion started.</para>
-/// <para>DIFFUSION_TEST_LATE_OUTPUT=r (read in the parent): the output of worker r is handed on only after its end
-/// has been, as from a slow connection.</para>
+/// <para>DIFFUSION_TEST_LATE_OUTPUT=r (read in the parent): the output and errors of worker r are handed on only after
+/// its end has been, as from a slow connection.</para>
 /// </summary>
 internal static class WorkerTestHooks
 {
@@ -55,7 +55,7 @@ internal static class WorkerTestHooks
         self.Kill();
     }
 
-    /// <summary>True when the parent is to hand on this worker's output only after its end.</summary>
+    /// <summary>True when the parent is to hand on this worker's output and errors only after its end.</summary>
     public static bool HoldsOutput(int rank) =>
         Environment.GetEnvironmentVariable(LateOutputVariable) == rank.ToString(CultureInfo.InvariantCulture);
 }
