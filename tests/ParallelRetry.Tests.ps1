@@ -175,8 +175,9 @@ Describe 'A parallel run whose worker is killed around a save' {
         $folder = Join-Path $script:Temp 'stopped'
         $ps = [powershell]::Create()
         try {
-            $null = $ps.AddCommand('Import-Module').AddArgument($script:ModulePath).AddStatement().AddCommand('Invoke-Diffusion').AddParameters($script:Common).
-                AddParameter('NumProcesses', 2).AddParameter('OutputPath', "$folder/{index:000}.png")
+            # One script, not a batch of statements: stopping a batch can crash the host (a PowerShell bug).
+            $null = $ps.AddScript('param($Module, $Arguments) Import-Module $Module; Invoke-Diffusion @Arguments').AddArgument($script:ModulePath).
+                AddArgument($script:Common + @{ NumProcesses = 2; OutputPath = "$folder/{index:000}.png" })
             $async = $ps.BeginInvoke()
             $deadline = [DateTime]::UtcNow.AddSeconds(120)
             while (-not (Test-Path "$folder/*.png") -and -not $async.IsCompleted -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
