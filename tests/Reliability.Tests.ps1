@@ -195,6 +195,20 @@ Describe 'Seeds and prompt numbering' {
         $errs[0].TargetObject | Should -Be 1
     }
 
+    It 'a parallel run keeps the numbering too: index, seed and file name of the prompts after a $null' {
+        $out = Join-Path $script:Temp 'nulls-parallel'
+        $env:OMP_NUM_THREADS = '1'
+        try {
+            $results = @('a', $null, 'b' | Invoke-Diffusion -Path $script:SdTiny -NumProcesses 2 -Steps 1 -Height 64 -Width 64 -Seed 5 `
+                    -OutputPath (Join-Path $out '{index:000}.png') -ErrorVariable errs -ErrorAction SilentlyContinue)
+        }
+        finally { Remove-Item env:OMP_NUM_THREADS }
+        $results.Index | Should -Be 0, 2
+        $results.Seed | Should -Be 5, 7
+        (Get-ChildItem $out).Name | Should -Be '000.png', '002.png'
+        @($errs | Where-Object FullyQualifiedErrorId -like 'PromptNull,*').Count | Should -Be 1
+    }
+
     It 'ConvertTo-DiffusionEmbedding keeps the numbering too, in a batch' {
         $emb = @('a', $null, 'b' | ConvertTo-DiffusionEmbedding -Pipeline $script:Pipe -ErrorAction SilentlyContinue)
         $emb.Index | Should -Be 0, 2

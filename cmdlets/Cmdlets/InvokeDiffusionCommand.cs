@@ -81,6 +81,9 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
 
     private readonly PromptInput _input = new();
     private IReadOnlyList<string> _prompts => _input.Prompts;
+
+    /// <summary>-NegativePrompt for the prompts kept (one per kept prompt where one per received item was given).</summary>
+    internal string[]? NegativePromptsKept => _input.Negatives(NegativePrompt);
     private ParallelGeneration? _parallel;
 
     internal bool IsParallel => NumProcesses.HasValue || (Device?.Length ?? 0) > 1;
@@ -93,7 +96,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         if (_prompts.Count == 0) return;
         if (IsParallel)
         {
-            _parallel = new ParallelGeneration(this, _prompts);
+            _parallel = new ParallelGeneration(this, _prompts, _input.Positions);
             _parallel.Run();
             return;
         }
@@ -157,6 +160,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with seed Seed + its index.</summary>
     private void GenerateEach(DiffusionPipeline pipeline, bool owned, long seed)
     {
+        WorkerTestHooks.Arm();
         var indices = PromptIndices();
         var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
         var options = new DenoiseOptions
@@ -233,12 +237,25 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         int rank = ProcessRank();
         var target = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
         if (!ShouldProcess(target, $"Save image #{image.Index}")) return;
+        // In a worker of a parallel run, the run's journal records each save before the worker goes on (see RunJournal).
+        var journal = RunJournal.Worker;
+        if (journal is not null) Run(() => journal.BeforeSave(image.Index, target, latent.Seed, rank, device, seconds));
+        WorkerTestHooks.At(WorkerTestHooks.BeforeSave);
         try { image.SavePng(target, overwrite: Force); }
-        catch (DiffusionException e) { WriteEngineError(e, target); return; }
+        catch (DiffusionException e)
+        {
+            if (journal is not null) Run(() => journal.SaveFailed(image.Index, target, latent.Seed, rank, device, e.ErrorId));
+            WriteEngineError(e, target);
+            return;
+        }
+        WorkerTestHooks.At(WorkerTestHooks.AfterSave);
+        if (journal is not null) Run(() => journal.AfterSave(image.Index, target, latent.Seed, rank, device, seconds));
+        WorkerTestHooks.At(WorkerTestHooks.BeforeResult);
         WriteObject(new DiffusionResult
         {
             Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, ProcessRank = rank, Device = device, Seconds = seconds,
         });
+        WorkerTestHooks.At(WorkerTestHooks.AfterResult);
     }
 
     /// <summary>This process's rank from the launcher's variables; 0 when there are none (or they do not parse).</summary>

@@ -11,7 +11,9 @@ namespace Diffusion.Cmdlets.Parallel;
 /// each worker loads the model once and generates its prompts one by one with seed Seed + index (so the images do
 /// not depend on the split), saves them under names with the global index, and the results come back in prompt
 /// order. The prompts of a worker that fails are re-run on the surviving workers up to -Retry times; what still
-/// fails is reported, one error per prompt.
+/// fails is reported, one error per prompt. What a worker that died had saved is read from the run's journal
+/// (<see cref="RunJournal"/>), not from the results that happened to arrive: those images are results, and are not made
+/// again. Every prompt ends up once in the output, as a result, or as an error for it.
 /// </summary>
 internal sealed class ParallelGeneration
 {
@@ -41,15 +43,28 @@ internal sealed class ParallelGeneration
 
     private readonly InvokeDiffusionCommand _cmd;
     private readonly IReadOnlyList<string> _prompts;
+    /// <summary>
+    /// Slot k (0..n-1, this class's own numbering of the prompts it was given) is the prompt with input index
+    /// _positions[k]: the index workers, journals, results and errors use. They differ where a $null prompt kept its place.
+    /// </summary>
+    private readonly IReadOnlyList<int> _positions;
+    private readonly Dictionary<int, int> _slotOf;
     private readonly DiffusionResult?[] _results;
     private readonly bool[] _settled;
+    /// <summary>The prompts each worker was given, over all rounds: its results are taken whenever they arrive.</summary>
+    private readonly Dictionary<WorkerProcess, HashSet<int>> _given = new();
+    /// <summary>Targets (image paths) of the workers' errors that arrived, and those that are reported already and must not come twice.</summary>
+    private readonly HashSet<string> _errorTargets = new(StringComparer.Ordinal), _reportedTargets = new(StringComparer.Ordinal);
     private int _nextEmit;
     private WorkerPool? _pool;
+    private RunJournal? _journal;
 
-    public ParallelGeneration(InvokeDiffusionCommand cmdlet, IReadOnlyList<string> prompts)
+    public ParallelGeneration(InvokeDiffusionCommand cmdlet, IReadOnlyList<string> prompts, IReadOnlyList<int> positions)
     {
         _cmd = cmdlet;
         _prompts = prompts;
+        _positions = positions;
+        _slotOf = positions.Select((p, k) => (p, k)).ToDictionary(x => x.p, x => x.k);
         _results = new DiffusionResult?[prompts.Count];
         _settled = new bool[prompts.Count];
     }
@@ -64,8 +79,11 @@ internal sealed class ParallelGeneration
             _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ModelFolderNotFound", ErrorCategory.ObjectNotFound,
                 $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath));
         var template = OutputTemplate();
-        var negatives = _cmd.NegativePrompt is null ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, _cmd.NegativePrompt));
+        var negatives = _cmd.NegativePromptsKept is not { } given ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, given));
         long seed = _cmd.Seed ?? InvokeDiffusionCommand.NewSeed();
+        // {index} keeps the images apart unless its format cuts it; check as the one-process path does (rank 0: two
+        // prompts may run on one worker).
+        _cmd.RunEngine(() => { template.RequireDistinct(_prompts.Select((p, k) => new OutputPathTemplate.PlannedImage(_positions[k], unchecked(seed + _positions[k]), p)).ToList(), 0); return 0; });
         var launches = ParallelLaunch.Plan(_cmd, _cmd.NumProcesses, _cmd.Device);
         if (!_cmd.ShouldProcess(template.Template, $"Generate {_prompts.Count} image(s) in {launches.Count} worker process(es)")) return;
 
@@ -80,12 +98,25 @@ internal sealed class ParallelGeneration
         if (_cmd.Width is int width) generate["Width"] = width;
         if (_cmd.MaxSequenceLength is int length) generate["MaxSequenceLength"] = length;
 
-        _pool = new WorkerPool(launches);
-        var progress = new ParallelProgress($"Invoke-Diffusion: {_prompts.Count} prompt(s) in {launches.Count} worker process(es)", _pool.Workers);
+        _journal = _cmd.RunEngine(RunJournal.Create);
+        try
+        {
+            _pool = new WorkerPool(launches.Select(_journal.ForWorker).ToList());
+            Generate(progress: new ParallelProgress($"Invoke-Diffusion: {_prompts.Count} prompt(s) in {launches.Count} worker process(es)", _pool.Workers),
+                modelPath, generate, negatives);
+        }
+        finally
+        {
+            _journal.Dispose(); // after the pool: no worker is left to write
+        }
+    }
+
+    private void Generate(ParallelProgress progress, string modelPath, System.Collections.Hashtable generate, IReadOnlyList<string?>? negatives)
+    {
         try
         {
             _cmd.WriteProgress(progress.Overall("starting workers and loading the model", 0));
-            _pool.Open(ParallelLaunch.ModulePath);
+            _pool!.Open(ParallelLaunch.ModulePath);
             _cmd.StopIfAsked();
             foreach (var w in _pool.Workers.Where(w => w.Death is not null))
                 _cmd.WriteError(WorkerForwarding.WorkerFailed(w.Death!, "Its prompts go to the other workers."));
@@ -110,10 +141,13 @@ internal sealed class ParallelGeneration
                 FailForGood(failed.Select(f => (f.Index, (WorkerFailure?)f.Failure)).ToList(), attempt);
                 break;
             }
+            foreach (var i in Enumerable.Range(0, _prompts.Count).Where(i => !_settled[i])) // not expected: each round settles or fails what it ran
+                FailPrompt(i, "no worker reported a result or an error for it.");
+            Flush(progress);
         }
         finally
         {
-            _pool.Dispose();
+            _pool!.Dispose();
             if (!_cmd.Stopping) foreach (var bar in progress.Completed()) _cmd.WriteProgress(bar); // writing throws once Ctrl+C was pressed
         }
     }
@@ -140,66 +174,89 @@ internal sealed class ParallelGeneration
         return load;
     }
 
-    /// <summary>Splits <paramref name="pending"/> between the workers, runs them, and returns the prompts of workers that failed.</summary>
+    /// <summary>
+    /// Splits <paramref name="pending"/> between the workers, runs them, and returns the prompts of workers that failed
+    /// and that their journal does not show saved.
+    /// </summary>
     private List<(int Index, WorkerFailure Failure)> RunRound(List<int> pending, List<WorkerProcess> workers, ParallelProgress progress,
         Func<WorkerProcess, System.Collections.Hashtable> load, string modelPath, System.Collections.Hashtable generate, IReadOnlyList<string?>? negatives)
     {
         var shares = PromptSplitter.AllShares(pending.Count, workers.Count, applyPadding: false);
-        var assigned = new Dictionary<WorkerProcess, List<int>>();
-        var received = new Dictionary<WorkerProcess, HashSet<int>>();
-        int running = 0;
+        var round = new Dictionary<WorkerProcess, List<int>>();
+        var running = new HashSet<WorkerProcess>();
         for (int k = 0; k < workers.Count; k++)
         {
             var w = workers[k];
             var indices = shares[k].Items.Select(i => pending[i.Index]).ToList();
-            assigned[w] = indices;
-            received[w] = new HashSet<int>();
+            round[w] = indices;
             if (indices.Count == 0)
             {
                 _cmd.WriteProgress(progress.Rank(w, "idle", 100));
                 continue;
             }
+            if (!_given.TryGetValue(w, out var given)) _given[w] = given = new HashSet<int>();
+            given.UnionWith(indices);
             _cmd.WriteProgress(progress.Rank(w, $"0/{indices.Count} images"));
+            running.Add(w);
             w.BeginInvoke(WorkerScript, new Dictionary<string, object?>
             {
                 ["ModelPath"] = modelPath, ["Load"] = load(w), ["Generate"] = generate,
-                ["Prompts"] = indices.Select(i => _prompts[i]).ToArray(), ["Indices"] = indices.ToArray(),
+                ["Prompts"] = indices.Select(i => _prompts[i]).ToArray(), ["Indices"] = indices.Select(i => _positions[i]).ToArray(),
                 ["NegativePrompts"] = negatives is null ? null : indices.Select(i => negatives[i] ?? "").ToArray(),
             });
-            running++;
         }
+        string Done(WorkerProcess w) => $"{round[w].Count(i => _results[i] is not null)}/{round[w].Count} images";
         var failed = new List<(int, WorkerFailure)>();
-        while (running > 0)
+        while (running.Count > 0)
         {
             _cmd.StopIfAsked();
             var e = _pool!.Next(200);
+            if (e is WorkerError { Record.TargetObject: { } target } && target.ToString() is { } path)
+            {
+                if (_reportedTargets.Contains(path)) continue; // late, and reported for its prompt already
+                _errorTargets.Add(path);
+            }
             if (e is null || WorkerForwarding.TryForward(_cmd, e)) continue;
             var w = e.Worker;
             switch (e)
             {
-                case WorkerOutput o when Result(o.Value, w, assigned[w]) is { } result && received[w].Add(result.Index):
-                    _results[result.Index] = result;
-                    _settled[result.Index] = true;
-                    _cmd.WriteProgress(progress.Rank(w, $"{received[w].Count}/{assigned[w].Count} images", 100 * received[w].Count / assigned[w].Count));
+                // From this round or, late, from a worker that ended before: taken if its prompt has no result or error yet.
+                case WorkerOutput o when Result(o.Value, w) is { } result && !_settled[_slotOf[result.Index]]:
+                    Settle(_slotOf[result.Index], result);
+                    if (running.Contains(w))
+                        _cmd.WriteProgress(progress.Rank(w, Done(w), 100 * round[w].Count(i => _results[i] is not null) / round[w].Count));
                     Flush(progress);
                     break;
-                case WorkerProgress p:
-                    _cmd.WriteProgress(progress.FromWorker(w, p.Record, $"{received[w].Count}/{assigned[w].Count} images"));
+                case WorkerProgress p when running.Contains(w):
+                    _cmd.WriteProgress(progress.FromWorker(w, p.Record, Done(w)));
                     break;
-                case WorkerFinished f:
-                    running--;
-                    var missing = assigned[w].Where(i => !received[w].Contains(i)).ToList();
+                case WorkerFinished f when running.Remove(w):
+                    var record = _journal!.Read();
+                    foreach (var i in round[w].Where(i => !_settled[i]))
+                    {
+                        if (record.Written(_positions[i]) is { } entry) Settle(i, FromJournal(entry, w));
+                        else if (record.SaveFailed(_positions[i]) is { } refused) // not made again: the same save would fail the same way
+                        {
+                            if (_errorTargets.Contains(refused.Path)) Settle(i, null); // the worker's error for it arrived (forwarded above)
+                            else
+                            {
+                                _reportedTargets.Add(refused.Path); // should the worker's own error still come, it is not shown twice
+                                FailPrompt(i, $"worker rank {refused.Rank} could not save '{refused.Path}' ({refused.ErrorId}), and its error did not reach this session.");
+                            }
+                        }
+                    }
+                    var missing = round[w].Where(i => !_settled[i]).ToList();
                     if (f.Failure is { } failure)
                     {
-                        var consequence = missing.Count == 0 ? "All its images were saved." : $"{missing.Count} of its prompts {(missing.Count == 1 ? "was" : "were")} not generated: #{string.Join(", #", missing)}.";
+                        var consequence = missing.Count == 0 ? "All its images were saved." : $"{missing.Count} of its prompts {(missing.Count == 1 ? "was" : "were")} not generated: #{string.Join(", #", missing.Select(i => _positions[i]))}.";
                         _cmd.WriteError(WorkerForwarding.WorkerFailed(failure, consequence));
                         failed.AddRange(missing.Select(i => (i, failure)));
                         _cmd.WriteProgress(progress.Rank(w, "failed"));
                     }
                     else
                     {
-                        foreach (var i in missing) _settled[i] = true; // the worker reported their errors (forwarded above)
-                        _cmd.WriteProgress(progress.Rank(w, $"done: {received[w].Count}/{assigned[w].Count} images", 100));
+                        foreach (var i in missing) FailPrompt(i, $"worker rank {w.Rank} ended without a result or an error for it.");
+                        _cmd.WriteProgress(progress.Rank(w, $"done: {Done(w)}", 100));
                     }
                     Flush(progress);
                     break;
@@ -209,20 +266,39 @@ internal sealed class ParallelGeneration
     }
 
     /// <summary>A worker's output as a result, or null when it is not one of the prompts the worker was given.</summary>
-    private DiffusionResult? Result(PSObject? value, WorkerProcess worker, List<int> assigned)
+    private DiffusionResult? Result(PSObject? value, WorkerProcess worker)
     {
         object? Get(string name) => value?.Properties[name]?.Value;
-        if (Get("Index") is not { } indexValue || !int.TryParse(indexValue.ToString(), out var index) || !assigned.Contains(index)) return null;
+        if (Get("Index") is not { } indexValue || !int.TryParse(indexValue.ToString(), out var index)
+            || !_slotOf.TryGetValue(index, out var slot) || !_given.TryGetValue(worker, out var given) || !given.Contains(slot)) return null;
         return new DiffusionResult
         {
             Index = index,
-            Prompt = _prompts[index],
+            Prompt = _prompts[slot],
             Seed = Convert.ToInt64(Get("Seed"), System.Globalization.CultureInfo.InvariantCulture),
             Path = Get("Path")?.ToString(),
             ProcessRank = worker.Rank,
             Device = worker.Device ?? Get("Device")?.ToString() ?? "",
             Seconds = Convert.ToDouble(Get("Seconds"), System.Globalization.CultureInfo.InvariantCulture),
         };
+    }
+
+    /// <summary>The result for an image the journal shows saved, as the worker would have sent it.</summary>
+    private DiffusionResult FromJournal(RunJournal.Entry entry, WorkerProcess worker) => new()
+    {
+        Index = entry.Index,
+        Prompt = _prompts[_slotOf[entry.Index]],
+        Seed = entry.Seed,
+        Path = entry.Path,
+        ProcessRank = entry.Rank,
+        Device = worker.Device ?? entry.Device,
+        Seconds = entry.Seconds,
+    };
+
+    private void Settle(int index, DiffusionResult? result)
+    {
+        _results[index] = result;
+        _settled[index] = true;
     }
 
     /// <summary>Writes the results that are next in prompt order.</summary>
@@ -238,18 +314,21 @@ internal sealed class ParallelGeneration
     private void FailForGood(List<(int Index, WorkerFailure? Failure)> failed, int retries)
     {
         var advice = _cmd.Retry > 0 ? $" It was retried {retries} time(s)." : " Use -Retry <k> to re-run the prompts of a failed worker on the others.";
-        foreach (var (index, failure) in failed.OrderBy(f => f.Index))
-        {
-            var why = failure is null ? "no worker process is left to run it" : $"worker {failure}";
-            var message = $"Prompt #{index} '{_prompts[index]}' was not generated: {why}.{advice}";
-            _cmd.WriteError(new ErrorRecord(new InvalidOperationException(message), "ParallelPromptFailed", ErrorCategory.OperationStopped, index)
-            {
-                ErrorDetails = new ErrorDetails(message),
-            });
-            _settled[index] = true;
-        }
+        foreach (var (index, failure) in failed.Where(f => !_settled[f.Index]).OrderBy(f => f.Index))
+            FailPrompt(index, (failure is null ? "no worker process is left to run it" : $"worker {failure}") + "." + advice);
         for (; _nextEmit < _prompts.Count && _settled[_nextEmit]; _nextEmit++)
             if (_results[_nextEmit] is { } r) _cmd.WriteObject(r);
+    }
+
+    /// <summary>The error that settles a prompt no worker made: ParallelPromptFailed, its target the prompt's index.</summary>
+    private void FailPrompt(int index, string why)
+    {
+        var message = $"Prompt #{_positions[index]} '{_prompts[index]}' was not generated: {why}";
+        _cmd.WriteError(new ErrorRecord(new InvalidOperationException(message), "ParallelPromptFailed", ErrorCategory.OperationStopped, _positions[index])
+        {
+            ErrorDetails = new ErrorDetails(message),
+        });
+        Settle(index, null);
     }
 }
 

@@ -41,8 +41,9 @@ internal sealed class WorkerProcess : IDisposable
     private Runspace? _runspace;
     private Invocation? _current;
     private volatile bool _killRequested;
+    private bool _exited; // under _gate
     private readonly Queue<string> _stderr = new();
-    private bool _disposed;
+    private volatile bool _disposed;
 
     public int Rank { get; }
     /// <summary>The device as the user named it, or null when the worker chose (see <see cref="WorkerLaunch.Device"/>).</summary>
@@ -50,7 +51,8 @@ internal sealed class WorkerProcess : IDisposable
     public string DeviceLabel => Device ?? "auto";
     public int? ProcessId { get; private set; }
     /// <summary>Set once the process is gone or could not start; the worker takes no more work.</summary>
-    public WorkerFailure? Death { get; private set; }
+    public WorkerFailure? Death { get => _death; private set => _death = value; }
+    private volatile WorkerFailure? _death;
     public bool IsAlive => Death is null && _runspace?.RunspaceStateInfo.State == RunspaceState.Opened;
     public bool IsBusy { get { lock (_gate) return _current is not null; } }
 
@@ -151,7 +153,17 @@ internal sealed class WorkerProcess : IDisposable
         ps.Streams.Verbose.DataAdded += (s, e) => _post(new WorkerMessage(this, ((PSDataCollection<VerboseRecord>)s!)[e.Index]));
         ps.Streams.Debug.DataAdded += (s, e) => _post(new WorkerMessage(this, ((PSDataCollection<DebugRecord>)s!)[e.Index]));
         ps.Streams.Information.DataAdded += (s, e) => _post(new WorkerMessage(this, ((PSDataCollection<InformationRecord>)s!)[e.Index]));
-        lock (_gate) _current = invocation;
+        bool exited;
+        lock (_gate)
+        {
+            exited = _exited;
+            _current = invocation;
+        }
+        if (exited) // died since it was last seen alive: OnExited has come and gone
+        {
+            Finish(invocation, null, processEnded: true);
+            return;
+        }
         try
         {
             ps.BeginInvoke<PSObject, PSObject>(null, invocation.Output, null, ar =>
@@ -172,15 +184,19 @@ internal sealed class WorkerProcess : IDisposable
     private sealed class Invocation(PowerShell ps, PSDataCollection<PSObject> output, WorkerProcess worker)
     {
         private int _sentOutput, _sentErrors, _finished;
+        private bool _released = !WorkerTestHooks.HoldsOutput(worker.Rank);
         public PowerShell Ps { get; } = ps;
         public PSDataCollection<PSObject> Output { get; } = output;
+        public bool HoldsOutput { get { lock (this) return !_released; } }
 
-        public void Pump()
+        /// <summary>Hands on what arrived; <paramref name="release"/> ends the test hook's holding back of the output.</summary>
+        public void Pump(bool release = false)
         {
             lock (this)
             {
-                for (; _sentOutput < Output.Count; _sentOutput++) worker._post(new WorkerOutput(worker, Output[_sentOutput]));
-                for (; _sentErrors < Ps.Streams.Error.Count; _sentErrors++) worker._post(new WorkerError(worker, Ps.Streams.Error[_sentErrors]));
+                _released |= release;
+                for (; _released && _sentOutput < Output.Count; _sentOutput++) worker._post(new WorkerOutput(worker, Output[_sentOutput]));
+                for (; _released && _sentErrors < Ps.Streams.Error.Count; _sentErrors++) worker._post(new WorkerError(worker, Ps.Streams.Error[_sentErrors]));
             }
         }
 
@@ -189,15 +205,20 @@ internal sealed class WorkerProcess : IDisposable
 
     /// <summary>
     /// The worker process exited. PowerShell's remoting client notices a dead server only after a minute, so the
-    /// running script is finished here, once what the process wrote before dying has been read.
+    /// running script is finished here, at once. What the process sent before dying may still come after that (late
+    /// output): what it finished is not decided from what arrived but from the run's journal (see <see cref="RunJournal"/>).
+    /// A worker that dies between scripts is marked dead, so that it is given no more work.
     /// </summary>
     private void OnExited(object? sender, EventArgs e)
     {
         Invocation? running;
-        lock (_gate) running = _current;
-        if (running is null) return;
-        Thread.Sleep(500); // let the reader hand over the last objects the worker sent
-        Finish(running, null, processEnded: true);
+        lock (_gate)
+        {
+            _exited = true;
+            running = _current;
+        }
+        if (running is not null) Finish(running, null, processEnded: true);
+        else if (Death is null && !_killRequested && !_disposed) Death = Failure(ExitDescription(), died: true);
     }
 
     private void Finish(Invocation invocation, Exception? error, bool processEnded = false)
@@ -214,8 +235,12 @@ internal sealed class WorkerProcess : IDisposable
             if (died) Death = failure;
         }
         lock (_gate) _current = null;
-        if (!died) ps.Dispose(); // on a dead connection Dispose would wait for the remoting client's timeout
+        bool held = invocation.HoldsOutput;
+        if (!died && !held) ps.Dispose(); // on a dead connection Dispose would wait for the remoting client's timeout
         _post(new WorkerFinished(this, failure));
+        if (!held) return;
+        invocation.Pump(release: true); // what the test hook held back comes after the end, as late output does
+        if (!died) ps.Dispose();
     }
 
     /// <summary>What is known of a process that ended: its exit code, a signal, and the end of what it wrote to stderr.</summary>
