@@ -111,6 +111,7 @@ if (@($filter).Count) { `$files = `$files | Where-Object { `$n = `$_.Name; @($fi
 @{ Passed = `$r.PassedCount; Failed = `$r.FailedCount + `$r.FailedBlocksCount + `$r.FailedContainersCount } | ConvertTo-Json | Set-Content '$resultFile'
 "@
     New-Item -ItemType Directory -Force (Split-Path $resultFile) | Out-Null
+    Remove-Item $resultFile -ErrorAction SilentlyContinue # a crashed Pester host must not leave the last run's counts
     $pwsh = (Get-Process -Id $PID).Path
     $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
     $env:DIFFUSION_MODULE = $moduleOut
