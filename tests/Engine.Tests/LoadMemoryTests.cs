@@ -13,6 +13,8 @@ namespace Diffusion.Engine.Tests;
 /// /proc/self/clear_refs as ActivationProbe does; Linux, as CI runs) may grow by the loaded weights and little more.
 /// TorchSharp's nn.Embedding used to initialize its table on the CPU first, so a meta build of T5-XXL cost 0.5 GB.
 /// </summary>
+/// <remarks>Alone (no other test runs meanwhile): the peak resident size is the whole process's.</remarks>
+[Collection(nameof(MemoryMeasurementCollection))]
 public sealed class LoadMemoryTests
 {
     private const long Slack = 48L << 20; // allocator and read buffers
@@ -76,3 +78,6 @@ public sealed class LoadMemoryTests
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
     }
 }
+
+[CollectionDefinition(nameof(MemoryMeasurementCollection), DisableParallelization = true)]
+public sealed class MemoryMeasurementCollection;
