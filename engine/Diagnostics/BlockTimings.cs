@@ -11,7 +11,7 @@ namespace Diffusion.Engine.Diagnostics;
 /// Per-block timing of a loaded pipeline's denoiser (the speed issue's per-block table): one model call of a denoising
 /// step on random inputs of the real shapes, timed unit by unit through UnitDispatch's observer (the units are the
 /// blocks the model's forward wraps: time embedding, conv_in, each down/up block, the mid block, ...; FLUX's
-/// embedders and every double and single block), plus the whole call and one scheduler step. CPU calls are
+/// embedders and every double and single block), plus the whole call and one scheduler step (SD: Euler, as bench/sxs uses; set-up included). CPU calls are
 /// synchronous, so wall time per unit is the unit's time. bench/sxs/diffusers_blocks.py times the same units of
 /// diffusers' models with forward hooks, under the same names.
 /// </summary>
@@ -67,11 +67,13 @@ public static class BlockTimings
         var latents = torch.randn([2, unet.Config.InChannels, height / pipe.VaeScaleFactor, width / pipe.VaeScaleFactor], generator: generator).to(dtype, device);
         var context = torch.randn([2, 77, crossDim], generator: generator).to(dtype, device);
         var t = torch.full([], 500f, ScalarType.Float32, device);
-        var scheduler = pipe.CreateScheduler(null, "Block timings");
-        scheduler.SetTimesteps(20);
         var sample = latents.narrow(0, 0, 1);
-        return (unet, () => unet.forward(latents, t, context).Dispose(),
-            () => scheduler.Step(sample, 0, sample, generator).Dispose());
+        return (unet, () => unet.forward(latents, t, context).Dispose(), () =>
+        {
+            var scheduler = pipe.CreateScheduler("euler", "Block timings"); // fresh each time: schedulers keep step state
+            scheduler.SetTimesteps(20);
+            scheduler.Step(sample, 0, sample, generator).Dispose();
+        });
     }
 
     private static (nn.Module, Action, Action) Flux(DiffusionPipeline pipe, int height, int width, int textLength, torch.Generator generator)
@@ -88,11 +90,13 @@ public static class BlockTimings
         var imageIds = FluxLatents.PrepareLatentImageIds(gridH, gridW);
         var textIds = FluxLatents.TextIds(textLength);
         var rotary = transformer.RotaryEmbedding(imageIds, textIds); // made once per run, as the denoise loop does
-        var scheduler = pipe.CreateScheduler(null, "Block timings");
-        scheduler.SetTimesteps(20, mu: 1.0);
         var sample = hidden;
-        return (transformer, () => transformer.forward(hidden, context, pooled, t, imageIds, textIds, guidance, rotary).Dispose(),
-            () => scheduler.Step(sample, 0, sample, generator).Dispose());
+        return (transformer, () => transformer.forward(hidden, context, pooled, t, imageIds, textIds, guidance, rotary).Dispose(), () =>
+        {
+            var scheduler = pipe.CreateScheduler(null, "Block timings"); // fresh each time: schedulers keep step state
+            scheduler.SetTimesteps(20, mu: 1.0);
+            scheduler.Step(sample, 0, sample, generator).Dispose();
+        });
     }
 
     private static double Median(List<double> values)
