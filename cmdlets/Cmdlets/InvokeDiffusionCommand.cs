@@ -80,6 +80,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter(ParameterSetName = PathSet)] [ValidateRange(0, 100)] public int Retry { get; set; }
 
     private readonly PromptInput _input = new();
+    private bool _confirmed;
     private IReadOnlyList<string> _prompts => _input.Prompts;
 
     /// <summary>-NegativePrompt for the prompts kept (one per kept prompt where one per received item was given).</summary>
@@ -103,6 +104,12 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var seed = SeedPerPrompt ? Seed ?? NewSeed() : Seed;
         RequireDistinctOutputPaths(seed);
         bool owned = ParameterSetName == PathSet;
+        // -WhatIf / -Confirm: one decision for the whole call, before anything is loaded or generated (as the parallel
+        // path does); the saves then need no second confirmation.
+        var model = owned ? GetUnresolvedProviderPathFromPSPath(Path) : Pipeline.Path;
+        var where = OutputPath is null ? "output the images" : $"save them as '{ResolveTemplatePath(OutputPath)}'";
+        if (!ShouldProcess(model, $"Generate {_prompts.Count} image(s) with '{model}' and {where}")) return;
+        _confirmed = true;
         var pipeline = owned
             ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }, cancel: StopToken))
             : Pipeline;
@@ -222,7 +229,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         if (OutputPath is null || _prompts.Count < 2) return;
         var indices = SeedPerPrompt ? PromptIndices() : _input.Positions.ToArray();
         var images = _prompts.Select((p, k) => new OutputPathTemplate.PlannedImage(indices[k], SeedPerPrompt ? unchecked(seed!.Value + indices[k]) : seed ?? indices[k], p)).ToList();
-        Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).RequireDistinct(images, ProcessRank()));
+        Run(() => new OutputPathTemplate(ResolveTemplatePath(OutputPath)).RequireDistinct(images, ProcessRank()));
     }
 
     internal static long NewSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
@@ -235,8 +242,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             return;
         }
         int rank = ProcessRank();
-        var target = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
-        if (!ShouldProcess(target, $"Save image #{image.Index}")) return;
+        var target = Run(() => new OutputPathTemplate(ResolveTemplatePath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
+        if (!_confirmed && !ShouldProcess(target, $"Save image #{image.Index}")) return;
         // In a worker of a parallel run, the run's journal records each save before the worker goes on (see RunJournal).
         var journal = RunJournal.Worker;
         if (journal is not null) Run(() => journal.BeforeSave(image.Index, target, latent.Seed, rank, device, seconds));

@@ -28,7 +28,7 @@ public sealed class SaveDiffusionImageCommand : DiffusionCmdlet
     private OutputPathTemplate _template = null!;
 
     protected override void BeginProcessing() =>
-        _template = Run(() => new OutputPathTemplate(GetUnresolvedProviderPathFromPSPath(Path)));
+        _template = Run(() => new OutputPathTemplate(ResolveTemplatePath(Path)));
 
     protected override void ProcessRecord()
     {

@@ -24,6 +24,24 @@ public abstract class DiffusionCmdlet : PSCmdlet
 
     internal T RunEngine<T>(Func<T> func) => Run(func);
 
+    /// <summary>
+    /// An output path template ({index:0000}, {seed}, {prompt}, {rank}) resolved against PowerShell's current location
+    /// and drives. The placeholders are set aside while the path is resolved: PowerShell would read 'out/{index' of
+    /// 'out/{index:0000}.png' as a drive name.
+    /// </summary>
+    internal string ResolveTemplatePath(string template)
+    {
+        var placeholders = new List<string>();
+        var masked = System.Text.RegularExpressions.Regex.Replace(template, @"\{[^{}]*\}", m =>
+        {
+            placeholders.Add(m.Value);
+            return $"DiffusionPlaceholder{placeholders.Count - 1}Z";
+        });
+        var resolved = GetUnresolvedProviderPathFromPSPath(masked);
+        for (int i = 0; i < placeholders.Count; i++) resolved = resolved.Replace($"DiffusionPlaceholder{i}Z", placeholders[i], StringComparison.Ordinal);
+        return resolved;
+    }
+
     private readonly CancellationTokenSource _stop = new();
 
     /// <summary>Cancelled by Ctrl+C (StopProcessing); engine calls that take it stop at their next check and free what they built.</summary>

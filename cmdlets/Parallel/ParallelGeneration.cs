@@ -158,7 +158,7 @@ internal sealed class ParallelGeneration
         if (_cmd.OutputPath is null)
             _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelOutputPathMissing", ErrorCategory.InvalidArgument,
                 "A parallel run saves the images in the worker processes: give -OutputPath, a folder or a template with {index} (e.g. 'out/{index:0000}.png').", "OutputPath"));
-        var template = _cmd.RunEngine(() => new OutputPathTemplate(_cmd.GetUnresolvedProviderPathFromPSPath(_cmd.OutputPath!)));
+        var template = _cmd.RunEngine(() => new OutputPathTemplate(_cmd.ResolveTemplatePath(_cmd.OutputPath!)));
         if (!template.Uses("index"))
             _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelOutputPathNeedsIndex", ErrorCategory.InvalidArgument,
                 $"-OutputPath '{_cmd.OutputPath}' has no {{index}}: the processes' images would collide. Add {{index}} (e.g. 'out/{{index:0000}}-{{seed}}.png') or give a folder.", "OutputPath"));
