@@ -167,15 +167,19 @@ public sealed class DiffusionPipeline : IDisposable
         return JsonDocument.Parse(IO.RegularFile.ReadAllText(p)).RootElement.Clone();
     }
 
-    /// <summary>2^(levels-1) from the VAE's config: latents are this many times smaller than the image.</summary>
-    internal int VaeScaleFactor
+    private int? _vaeScaleFactor;
+
+    /// <summary>
+    /// 2^(levels-1) from the VAE's config: latents are this many times smaller than the image. Read once: every run and
+    /// decode asks for it, and the folder's config does not change under a loaded pipeline.
+    /// </summary>
+    internal int VaeScaleFactor => _vaeScaleFactor ??= ReadVaeScaleFactor();
+
+    private int ReadVaeScaleFactor()
     {
-        get
-        {
-            if (!Folder.Components.ContainsKey("vae")) return 8;
-            var cfg = ReadConfig("vae");
-            return cfg.TryGetProperty("block_out_channels", out var b) ? 1 << (b.GetArrayLength() - 1) : 8;
-        }
+        if (!Folder.Components.ContainsKey("vae")) return 8;
+        var cfg = ReadConfig("vae");
+        return cfg.TryGetProperty("block_out_channels", out var b) ? 1 << (b.GetArrayLength() - 1) : 8;
     }
 
     public void Dispose()
