@@ -48,13 +48,6 @@ internal static class ComponentLoader
         }
     }
 
-    private static long ElementBytes(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float64 => 8,
-        ScalarType.Float16 or ScalarType.BFloat16 => 2,
-        _ => 4,
-    };
-
     private static nn.Module LoadWeights(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey,
         ComponentPlacement? placement, out PlacedModel? placed)
     {
@@ -66,7 +59,7 @@ internal static class ComponentLoader
             {
                 // The model is built on meta: its size in the load dtype is known before a byte is read.
                 long bytes = model.parameters().Concat(model.buffers())
-                    .Sum(t => t.numel() * (torch.is_floating_point(t.dtype) ? ElementBytes(dtype) : t.element_size()));
+                    .Sum(t => t.numel() * (torch.is_floating_point(t.dtype) ? ModuleLayouts.DTypeSize(DTypeNames.Name(dtype)) : t.element_size()));
                 Devices.MemoryCheck.RequireRoom(device, bytes, $"Loading '{dir}' ({model.GetType().Name}) as {dtype}",
                     "Load it in a smaller -DType (float16, bfloat16), spread it with -DeviceMap auto or -Offload model, or load one stage at a time with -Component.");
                 WeightLoader.LoadInto(model, dir, device, dtype, moduleKey);
