@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using Diffusion.Engine;
 using Diffusion.Engine.Imaging;
 
@@ -174,9 +173,8 @@ internal sealed class RunJournal : IDisposable
                 var folder = System.IO.Path.GetDirectoryName(path);
                 var name = System.IO.Path.GetFileName(path);
                 if (folder is null || !Directory.Exists(folder)) continue;
-                var pattern = new Regex($"^\\.{Regex.Escape(name)}\\.[0-9a-f]{{32}}\\.tmp$", RegexOptions.CultureInvariant);
                 foreach (var temp in Directory.EnumerateFiles(folder, $".{name}.*.tmp"))
-                    if (pattern.IsMatch(System.IO.Path.GetFileName(temp))) TryDelete(() => File.Delete(temp));
+                    if (Engine.IO.StaleTempFiles.IsTempNameOf(System.IO.Path.GetFileName(temp), name)) TryDelete(() => File.Delete(temp));
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }

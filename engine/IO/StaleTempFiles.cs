@@ -10,7 +10,7 @@ namespace Diffusion.Engine.IO;
 /// writer keeps its temp file open with FileShare.None (a flock on Unix, a sharing lock on Windows), so it is only
 /// removed while this process holds that lock itself. Files of other programs (other names) are never touched.
 /// </summary>
-internal static partial class StaleTempFiles
+public static partial class StaleTempFiles
 {
     /// <summary>How old (last written) a temp file must be before it may be taken for stale.</summary>
     public static readonly TimeSpan MinimumAge = TimeSpan.FromMinutes(5);
@@ -26,6 +26,11 @@ internal static partial class StaleTempFiles
     public static string TempName(string fileName) => $".{fileName}.{Guid.NewGuid():N}.tmp";
 
     public static bool IsTempName(string fileName) => TempNamePattern().IsMatch(fileName);
+
+    /// <summary>Whether <paramref name="fileName"/> is a temp file <see cref="TempName"/> made for <paramref name="targetFileName"/>.</summary>
+    public static bool IsTempNameOf(string fileName, string targetFileName) =>
+        IsTempName(fileName) && fileName.Length == targetFileName.Length + ".".Length + ".".Length + 32 + ".tmp".Length
+        && fileName.AsSpan(1).StartsWith(targetFileName + ".", StringComparison.Ordinal);
 
     /// <summary><see cref="RemoveIn"/> unless this process looked into <paramref name="folder"/> recently; never throws.</summary>
     public static void RemoveOnce(string folder)
