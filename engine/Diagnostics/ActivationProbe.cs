@@ -17,7 +17,7 @@ namespace Diffusion.Engine.Diagnostics;
 public static class ActivationProbe
 {
     [DllImport("libc", EntryPoint = "malloc_trim")]
-    private static extern int MallocTrim(nuint pad);
+    internal static extern int MallocTrim(nuint pad);
 
     /// <summary>(measured bytes, estimated bytes) for a FLUX transformer of the given config (random weights) at size x size; null off Linux.</summary>
     public static (long Measured, long Estimated)? MeasureFlux(string configJson, string dtype, int size, int textLength = 512)
@@ -60,7 +60,8 @@ public static class ActivationProbe
         finally { File.Delete(path); }
     }
 
-    private static long Status(string key)
+    /// <summary>A /proc/self/status figure in bytes (VmRSS, VmHWM, ...).</summary>
+    internal static long Status(string key)
     {
         var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith(key + ":", StringComparison.Ordinal));
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;

@@ -24,7 +24,9 @@ public static class BlockTimings
         using var scope = torch.NewDisposeScope();
         var generator = new torch.Generator(0, torch.CPU);
         (nn.Module model, Action call, Action step) = pipe.Has("unet") ? Unet(pipe, height, width, generator) : Flux(pipe, height, width, textLength, generator);
-        var names = model.named_modules().Where(m => m.name.Length > 0).ToDictionary(m => m.module, m => m.name, ReferenceEqualityComparer.Instance);
+        var names = new Dictionary<nn.Module, string>(ReferenceEqualityComparer.Instance); // module -> its state_dict path
+        foreach (var (name, module) in model.named_modules())
+            if (name.Length > 0) names[module] = name;
 
         var samples = new Dictionary<string, List<double>>();
         var order = new List<string>();

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Diffusion.Engine.Diagnostics;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
@@ -62,20 +61,11 @@ public sealed class LoadMemoryTests
         Assert.True(OperatingSystem.IsLinux() && File.Exists("/proc/self/clear_refs"), "these measurements read /proc/self (Linux)");
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        MallocTrim(0);
+        ActivationProbe.MallocTrim(0);
         File.WriteAllText("/proc/self/clear_refs", "5"); // VmHWM := VmRSS
-        long rest = Status("VmRSS");
+        long rest = ActivationProbe.Status("VmRSS");
         action();
-        return Status("VmHWM") - rest;
-    }
-
-    [DllImport("libc", EntryPoint = "malloc_trim")]
-    private static extern int MallocTrim(nuint pad);
-
-    private static long Status(string key)
-    {
-        var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith(key + ":", StringComparison.Ordinal));
-        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return ActivationProbe.Status("VmHWM") - rest;
     }
 }
 
