@@ -138,8 +138,10 @@ Describe 'A parallel run whose worker is killed around a save' {
     }
 
     It 'a file that was there before the run is neither adopted nor overwritten, and its prompt gets one error (<Case>)' -ForEach @(
-        @{ Case = 'the worker''s error arrives'; Late = ''; ErrorId = 'ImageFileExists' }
-        @{ Case = 'the worker''s error arrives only after its end'; Late = '1'; ErrorId = 'ParallelPromptFailed' }
+        # The worker kills itself (SIGKILL) right after its ImageFileExists error for #2: that error reaches the parent
+        # only if the worker's transport sent it before the kill, so either id is the one error #2 gets.
+        @{ Case = 'the worker''s error may arrive'; Late = ''; ErrorId = 'ImageFileExists', 'ParallelPromptFailed' }
+        @{ Case = 'the worker''s error arrives only after its end'; Late = '1'; ErrorId = @('ParallelPromptFailed') }
     ) {
         $folder = Join-Path $script:Temp ("existing-" + [guid]::NewGuid().ToString('N').Substring(0, 8))
         New-Item -ItemType Directory $folder | Out-Null
@@ -149,7 +151,7 @@ Describe 'A parallel run whose worker is killed around a save' {
         Assert-EveryPromptOnce $run -Existing 2
         Assert-KilledWorker $run 1
         $run.Results.Index -join ',' | Should -Be '0,1,3'
-        @($run.Errors | Where-Object { $_.FullyQualifiedErrorId -like "$ErrorId*" }).Count | Should -Be 1
+        @($run.Errors | Where-Object { $id = $_.FullyQualifiedErrorId; @($ErrorId | Where-Object { $id -like "$_*" }).Count -gt 0 }).Count | Should -Be 1
         (Get-FileHash (Join-Path $folder '002.png')).Hash | Should -Be $script:ReferenceHashes[0] -Because 'the file is left as it was'
     }
 
