@@ -75,7 +75,7 @@ internal sealed class ParallelGeneration
     public void Run()
     {
         var modelPath = _cmd.GetUnresolvedProviderPathFromPSPath(_cmd.Path);
-        if (!Directory.Exists(modelPath))
+        if (!Directory.Exists(modelPath) && !(File.Exists(modelPath) && _cmd.Config is not null))
             _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ModelFolderNotFound", ErrorCategory.ObjectNotFound,
                 $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath));
         var template = OutputTemplate();
@@ -171,6 +171,8 @@ internal sealed class ParallelGeneration
         var load = new System.Collections.Hashtable { ["DType"] = _cmd.DType };
         if (worker.Device is not null) load["Device"] = worker.Device == "cpu" ? "cpu" : "cuda:0";
         if (_cmd.Scheduler is not null) load["Scheduler"] = _cmd.Scheduler;
+        if (_cmd.Variant is not null) load["Variant"] = _cmd.Variant;
+        if (_cmd.Config is not null) load["Config"] = _cmd.GetUnresolvedProviderPathFromPSPath(_cmd.Config);
         return load;
     }
 
