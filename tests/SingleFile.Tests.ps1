@@ -177,6 +177,33 @@ Describe 'Variant folders (-Variant)' -ForEach @($script:VariantRun) {
     }
 }
 
+Describe 'Parallel workers load the single file and the variant themselves' {
+    BeforeAll {
+        $script:Out = New-TempFolder
+        $script:SavedThreads = $env:OMP_NUM_THREADS
+        $env:OMP_NUM_THREADS = '1'
+    }
+    AfterAll {
+        Remove-TempFolder $script:Out
+        if ($null -eq $script:SavedThreads) { Remove-Item env:OMP_NUM_THREADS -ErrorAction Ignore } else { $env:OMP_NUM_THREADS = $script:SavedThreads }
+    }
+
+    It 'Invoke-Diffusion -NumProcesses 2 -Path (single file) -Config passes -Config to the workers' {
+        $results = @(Invoke-Diffusion -Path $script:SdSingle -Config $script:SdTiny -Prompt 'a dog', 'a cat' -Seed 5 -Steps 2 -Height 64 -Width 64 `
+                -NumProcesses 2 -OutputPath (Join-Path $script:Out 'single/{index}.png'))
+        $results.Count | Should -Be 2
+        ($results.ProcessRank | Sort-Object) -join ',' | Should -Be '0,1'
+        $results | ForEach-Object { Test-Path -LiteralPath $_.Path | Should -BeTrue }
+    }
+
+    It 'Invoke-Diffusion -NumProcesses 2 -Variant fp16 passes -Variant to the workers (the folder has only fp16 files)' {
+        $results = @(Invoke-Diffusion -Path $script:SdFp16 -Variant fp16 -Prompt 'a dog', 'a cat' -Seed 5 -Steps 2 -Height 64 -Width 64 `
+                -NumProcesses 2 -OutputPath (Join-Path $script:Out 'variant/{index}.png'))
+        $results.Count | Should -Be 2
+        $results | ForEach-Object { Test-Path -LiteralPath $_.Path | Should -BeTrue }
+    }
+}
+
 Describe 'Single-file errors' {
     It 'an unknown layout is refused naming its keys and the known layouts' {
         { New-DiffusionPipeline (Join-Path $script:SdTiny 'unet/diffusion_pytorch_model.safetensors') -Config $script:SdTiny } |

@@ -178,7 +178,7 @@ public sealed class DiffusionPipeline : IDisposable
         if (!_components.TryGetValue(component, out var c))
             throw new DiffusionException("ComponentNotLoaded", DiffusionErrorKind.InvalidOperation,
                 $"{stage} needs the '{component}' component, which this pipeline was loaded without (it has: {string.Join(", ", _components.Keys)}). " +
-                $"Load it: New-DiffusionPipeline '{Path}' -Component {component}", component);
+                $"Load it: New-DiffusionPipeline '{Path}'{(SingleFile is null ? "" : $" -Config '{Folder.Path}'")} -Component {component}", component);
         return c.As<T>();
     }
 
