@@ -54,12 +54,23 @@ public sealed class GetDiffusionDeviceMapCommand : DiffusionCmdlet
     [Parameter]
     public SwitchParameter AcceleratePolicy { get; set; }
 
+    /// <summary>diffusers' variant: plan from the *.fp16.safetensors (etc.) headers of each component that has them.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Variant { get; set; }
+
+    /// <summary>For a single-file checkpoint: the diffusers folder with its configs.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Config { get; set; }
+
     protected override void ProcessRecord()
     {
         var path = GetUnresolvedProviderPathFromPSPath(Path);
         var options = new PipelineLoadOptions
         {
-            Device = Device, DType = DType, Components = Component,
+            Device = Device, DType = DType, Components = Component, Variant = Variant,
+            Config = Run(() => ModelConfigArgument.Resolve(this, path, Config)),
             DeviceMap = DeviceMapArguments.Unwrap(DeviceMap), MaxMemory = DeviceMapArguments.Dictionary(MaxMemory), Offload = Offload,
             Height = Height, Width = Width,
             HeadroomPolicy = AcceleratePolicy ? HeadroomPolicy.Accelerate : HeadroomPolicy.Activations,

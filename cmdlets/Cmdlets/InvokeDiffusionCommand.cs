@@ -46,6 +46,10 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>One device; several (cuda:0,cuda:1) run one worker process on each.</summary>
     [Parameter(ParameterSetName = PathSet)] [ArgumentCompleter(typeof(DeviceCompleter))] public string[]? Device { get; set; }
     [Parameter(ParameterSetName = PathSet)] [ValidateSet("float32", "float16", "bfloat16")] public string DType { get; set; } = "float32";
+    /// <summary>diffusers' variant (fp16, ...) of the model folder's weights.</summary>
+    [Parameter(ParameterSetName = PathSet)] [ValidateNotNullOrEmpty] public string? Variant { get; set; }
+    /// <summary>For a single-file -Path: the diffusers folder with its configs, tokenizers and scheduler.</summary>
+    [Parameter(ParameterSetName = PathSet)] [ValidateNotNullOrEmpty] public string? Config { get; set; }
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
     [AllowEmptyString] [AllowNull] [AllowEmptyCollection]
@@ -111,7 +115,11 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         if (!ShouldProcess(model, $"Generate {_prompts.Count} image(s) with '{model}' and {where}")) return;
         _confirmed = true;
         var pipeline = owned
-            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }, cancel: StopToken))
+            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions
+                {
+                    Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler, Variant = Variant,
+                    Config = ModelConfigArgument.Resolve(this, GetUnresolvedProviderPathFromPSPath(Path), Config),
+                }, cancel: StopToken))
             : Pipeline;
         try
         {

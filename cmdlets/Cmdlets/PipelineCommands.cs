@@ -32,6 +32,16 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
     [ArgumentCompleter(typeof(SchedulerCompleter))]
     public string? Scheduler { get; set; }
 
+    /// <summary>diffusers' variant: the *.fp16.safetensors (etc.) weights of each component that has them.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Variant { get; set; }
+
+    /// <summary>For a single-file checkpoint (-Path x.safetensors): the diffusers folder with its configs, tokenizers and scheduler.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Config { get; set; }
+
     /// <summary>auto, balanced, balanced_low_0, sequential, or a hashtable (module path or component -> device).</summary>
     [Parameter]
     [ArgumentCompleter(typeof(DeviceMapCompleter))]
@@ -61,11 +71,12 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
         var path = GetUnresolvedProviderPathFromPSPath(Path);
         var options = new PipelineLoadOptions
         {
-            Device = Device, DType = DType, Components = Component, Scheduler = Scheduler,
+            Device = Device, DType = DType, Components = Component, Scheduler = Scheduler, Variant = Variant,
+            Config = Run(() => ModelConfigArgument.Resolve(this, path, Config)),
             DeviceMap = DeviceMapArguments.Unwrap(DeviceMap), MaxMemory = DeviceMapArguments.Dictionary(MaxMemory), Offload = Offload,
             Height = Height, Width = Width,
         };
-        var plan = Run(() => DiffusionPipeline.PlanComponents(DiffusersFolder.Open(path), Component));
+        var plan = Run(() => DiffusionPipeline.PlanComponents(path, options));
         var placement = options.DeviceMap is not null || Offload is not null || MaxMemory is not null
             ? Run(() => DiffusionPipeline.PlanDevices(path, options))
             : null;

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using Diffusion.Cmdlets.Infrastructure;
 using Diffusion.Engine;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Parallel;
@@ -72,12 +73,15 @@ internal sealed class ParallelGeneration
     /// <summary>Ctrl+C: kill every worker (and its children) now.</summary>
     public void Stop() => _pool?.KillAll();
 
+    private string? _config;
+
     public void Run()
     {
         var modelPath = _cmd.GetUnresolvedProviderPathFromPSPath(_cmd.Path);
-        if (!Directory.Exists(modelPath))
+        if (!Directory.Exists(modelPath) && !(File.Exists(modelPath) && _cmd.Config is not null))
             _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ModelFolderNotFound", ErrorCategory.ObjectNotFound,
                 $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath));
+        _config = _cmd.RunEngine(() => ModelConfigArgument.Resolve(_cmd, modelPath, _cmd.Config)); // once here, not an error per worker
         var template = OutputTemplate();
         var negatives = _cmd.NegativePromptsKept is not { } given ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, given));
         long seed = _cmd.Seed ?? InvokeDiffusionCommand.NewSeed();
@@ -171,6 +175,8 @@ internal sealed class ParallelGeneration
         var load = new System.Collections.Hashtable { ["DType"] = _cmd.DType };
         if (worker.Device is not null) load["Device"] = worker.Device == "cpu" ? "cpu" : "cuda:0";
         if (_cmd.Scheduler is not null) load["Scheduler"] = _cmd.Scheduler;
+        if (_cmd.Variant is not null) load["Variant"] = _cmd.Variant;
+        if (_config is not null) load["Config"] = _config;
         return load;
     }
 

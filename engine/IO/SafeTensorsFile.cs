@@ -171,6 +171,36 @@ public sealed class SafeTensorsFile : IDisposable
         using (cpu) return cpu.to(target, device);
     }
 
+    /// <summary>
+    /// Reads <paramref name="rows"/> of a tensor (runs along dim 0, in order; null: all of it) into a new CPU tensor of
+    /// <paramref name="shape"/> in its stored dtype: only those rows' bytes are read. A whole tensor may take another
+    /// shape of the same size (a [C,C,1,1] conv kernel as a [C,C] linear weight).
+    /// </summary>
+    public Tensor Load(string name, long[] shape, IReadOnlyList<RowRange>? rows)
+    {
+        if (rows is null && Tensors.TryGetValue(name, out var whole) && whole.Shape.SequenceEqual(shape)) return Load(name);
+        var info = Tensors.TryGetValue(name, out var found) ? found
+            : throw new DiffusionException("SafeTensorNotFound", DiffusionErrorKind.ObjectNotFound, $"The weights file '{Path}' has no tensor named '{name}'.", Path);
+        long rowCount = info.Shape.Length == 0 ? 1 : info.Shape[0];
+        long rowBytes = rowCount == 0 ? 0 : info.ByteLength / rowCount;
+        var ranges = rows ?? [new RowRange(0, rowCount)];
+        long elements = shape.Aggregate(1L, (a, b) => checked(a * b));
+        long bytes = ranges.Sum(r => r.Count) * rowBytes;
+        if (ranges.Any(r => r.Start < 0 || r.Count < 0 || r.Start + r.Count > rowCount) || elements * DTypes.ElementSize(info.DType) != bytes)
+            throw new ArgumentException($"Rows {string.Join(",", ranges)} of '{name}' [{string.Join(",", info.Shape)}] do not make a [{string.Join(",", shape)}] tensor.");
+        var t = torch.empty(shape, DTypes.ToScalarType(info.DType, Path, name), torch.CPU);
+        using var flat = t.view(-1);
+        long elementsPerRow = rowCount == 0 ? 0 : info.ElementCount / rowCount, at = 0;
+        foreach (var r in ranges)
+        {
+            if (r.Count == 0) continue;
+            using var part = flat.narrow(0, at * elementsPerRow, r.Count * elementsPerRow);
+            ReadContiguous(part, _dataStart + info.Begin + r.Start * rowBytes, r.Count * rowBytes, name);
+            at += r.Count;
+        }
+        return t;
+    }
+
     /// <summary>Bytes read per positioned read: Tensor.bytes is an int-length Span, so larger tensors go in chunks.</summary>
     internal const long ReadChunkBytes = 1L << 30;
 
@@ -178,17 +208,20 @@ public sealed class SafeTensorsFile : IDisposable
     /// Reads a tensor's bytes into a contiguous CPU tensor, in chunks of at most <see cref="ReadChunkBytes"/> of its
     /// flattened elements, whatever its shape (a [1, 3e9] tensor is as readable as a [3e9] one).
     /// </summary>
-    private void CopyInto(Tensor t, SafeTensorInfo info)
+    private void CopyInto(Tensor t, SafeTensorInfo info) => ReadContiguous(t, _dataStart + info.Begin, info.ByteLength, info.Name);
+
+    /// <summary>Reads <paramref name="byteLength"/> bytes at <paramref name="offset"/> into a contiguous CPU tensor (a view is fine), in chunks.</summary>
+    private void ReadContiguous(Tensor t, long offset, long byteLength, string name)
     {
-        long offset = _dataStart + info.Begin;
-        if (info.ByteLength <= ReadChunkBytes) { ReadSpan(t.bytes, offset, info.Name); return; }
+        if (byteLength == 0) return;
+        if (byteLength <= ReadChunkBytes) { ReadSpan(t.bytes, offset, name); return; }
         using var flat = t.view(-1);
-        long elementSize = info.ByteLength / flat.NumberOfElements;
+        long elementSize = byteLength / flat.NumberOfElements;
         long chunkElements = Math.Max(1, ReadChunkBytes / elementSize);
         for (long start = 0; start < flat.NumberOfElements; start += chunkElements)
         {
             using var chunk = flat.narrow(0, start, Math.Min(chunkElements, flat.NumberOfElements - start));
-            ReadSpan(chunk.bytes, offset + start * elementSize, info.Name);
+            ReadSpan(chunk.bytes, offset + start * elementSize, name);
         }
     }
 

@@ -13,33 +13,34 @@ public static class WeightLoader
 {
     private static readonly string[] PickleExtensions = [".bin", ".ckpt", ".pt", ".pth", ".pkl"];
 
-    /// <summary>The safetensors files holding a component's weights, in a stable order.</summary>
-    public static IReadOnlyList<string> FindWeightFiles(string componentDir)
+    /// <summary>
+    /// The safetensors files holding a component's weights, in a stable order: the non-variant files, or with
+    /// <paramref name="variant"/> (fp16, …) that variant's, by diffusers' rule (<see cref="WeightVariants"/>).
+    /// </summary>
+    public static IReadOnlyList<string> FindWeightFiles(string componentDir, string? variant = null)
     {
         componentDir = Path.GetFullPath(componentDir);
         if (!Directory.Exists(componentDir))
             throw new DiffusionException("ComponentFolderNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The component folder '{componentDir}' does not exist.", componentDir);
-        // Prefer full precision (diffusion_pytorch_model.safetensors[.index.json]) over variants (….fp16.safetensors) beside it.
-        var indexes = Directory.GetFiles(componentDir, "*.safetensors.index.json").OrderBy(f => f, StringComparer.Ordinal).ToList();
-        var singles = Directory.GetFiles(componentDir, "*.safetensors").OrderBy(f => f, StringComparer.Ordinal).ToList();
-        var plainIndex = indexes.FirstOrDefault(f => DotParts(f) == 4);
-        if (plainIndex is not null) return ReadIndex(plainIndex);
-        var plainSingle = singles.FirstOrDefault(f => DotParts(f) == 2);
-        if (plainSingle is not null) return [plainSingle];
-        if (indexes.Count > 0) return ReadIndex(indexes[0]);
-        if (singles.Count > 0) return [singles[0]];
-        var pickles = Directory.GetFiles(componentDir).Where(f => PickleExtensions.Contains(Path.GetExtension(f).ToLowerInvariant())).ToList();
-        if (pickles.Count > 0)
-            throw new DiffusionException("PickleWeightsRefused", DiffusionErrorKind.NotSupported,
-                $"'{pickles[0]}' is a pickle checkpoint. Pickle files can run arbitrary code when loaded, so this module only loads safetensors. " +
-                "Convert it once in Python (e.g. `from safetensors.torch import save_file; save_file(torch.load(p, weights_only=True), 'model.safetensors')`) " +
-                "or download the model's safetensors variant.", pickles[0]);
+        var choice = WeightVariants.Choose(componentDir, variant);
+        if (choice is { Index: { } index }) return ReadIndex(index);
+        if (choice is { Single: { } single }) return [single];
+        var pickles = Directory.GetFiles(componentDir).Where(IsPickle).ToList();
+        if (pickles.Count > 0) throw PickleRefused(pickles[0]);
         throw new DiffusionException("WeightsNotFound", DiffusionErrorKind.ObjectNotFound,
             $"No *.safetensors weights in '{componentDir}'. Check that the model was downloaded completely.", componentDir);
     }
 
-    private static int DotParts(string file) => Path.GetFileName(file).Split('.').Length;
+    /// <summary>Whether a file is a pickle checkpoint by its extension (.bin, .ckpt, .pt, .pth, .pkl).</summary>
+    public static bool IsPickle(string file) => PickleExtensions.Contains(Path.GetExtension(file).ToLowerInvariant());
+
+    /// <summary>The refusal of a pickle checkpoint, with how to convert it.</summary>
+    public static DiffusionException PickleRefused(string file) =>
+        new("PickleWeightsRefused", DiffusionErrorKind.NotSupported,
+            $"'{file}' is a pickle checkpoint. Pickle files can run arbitrary code when loaded, so this module only loads safetensors. " +
+            "Convert it once in Python (e.g. `from safetensors.torch import save_file; save_file(torch.load(p, weights_only=True), 'model.safetensors')`) " +
+            "or download the model's safetensors variant.", file);
 
     private static IReadOnlyList<string> ReadIndex(string indexPath)
     {
@@ -82,8 +83,11 @@ public static class WeightLoader
         => LoadInto(module, FindWeightFiles(componentDir), device, dtype, moduleKey);
 
     public static void LoadInto(nn.Module module, IReadOnlyList<string> files, Device device, ScalarType dtype, Func<string, string>? moduleKey = null)
+        => LoadInto(module, WeightSource.FromFiles(files, moduleKey), device, dtype);
+
+    public static void LoadInto(nn.Module module, WeightSource source, Device device, ScalarType dtype)
     {
-        using var weights = CheckedWeights.Open(module, files, moduleKey);
+        using var weights = CheckedWeights.Open(module, source);
         weights.LoadInto(module, "", device, dtype);
     }
 
@@ -106,18 +110,18 @@ public static class WeightLoader
             "Check that config.json belongs to these weights (same model and version).", label);
     }
 
-    internal static void CheckCompatible(string key, SafeTensorsFile file, Tensor dst)
+    internal static void CheckCompatible(MappedTensor source, Tensor dst)
     {
-        var info = file.Tensors[key];
-        if (!info.Shape.SequenceEqual(dst.shape))
+        var (key, path) = (source.Describe(), source.File.Path);
+        if (!source.Shape.SequenceEqual(dst.shape))
             throw new DiffusionException("WeightShapeMismatch", DiffusionErrorKind.InvalidData,
-                $"Weight '{key}' in '{file.Path}' has shape [{string.Join(",", info.Shape)}] but the model built from config.json expects [{string.Join(",", dst.shape)}]. " +
-                "Check that config.json belongs to these weights.", file.Path);
+                $"Weight '{key}' in '{path}' has shape [{string.Join(",", source.Shape)}] but the model built from config.json expects [{string.Join(",", dst.shape)}]. " +
+                "Check that config.json belongs to these weights.", path);
         bool floating = torch.is_floating_point(dst.dtype);
-        var srcType = DTypes.ToScalarType(info.DType, file.Path, key);
+        var srcType = DTypes.ToScalarType(source.DType, path, source.SourceKey);
         if (floating != torch.is_floating_point(srcType))
             throw new DiffusionException("WeightDTypeMismatch", DiffusionErrorKind.InvalidData,
-                $"Weight '{key}' in '{file.Path}' is {info.DType} but the model expects a {(floating ? "floating-point" : "integer")} tensor.", file.Path);
+                $"Weight '{key}' in '{path}' is {source.DType} but the model expects a {(floating ? "floating-point" : "integer")} tensor.", path);
     }
 }
 
@@ -129,33 +133,29 @@ public static class WeightLoader
 public sealed class CheckedWeights : IDisposable
 {
     private readonly List<SafeTensorsFile> _files;
-    private readonly Dictionary<string, (SafeTensorsFile File, string Key)> _where;
+    private readonly Dictionary<string, MappedTensor> _where;
     private readonly List<(string Prefix, IKeepInFloat32 Module)> _keepInFloat32;
 
-    private CheckedWeights(List<SafeTensorsFile> files, Dictionary<string, (SafeTensorsFile, string)> where, List<(string, IKeepInFloat32)> keepInFloat32)
+    private CheckedWeights(List<SafeTensorsFile> files, Dictionary<string, MappedTensor> where, List<(string, IKeepInFloat32)> keepInFloat32)
     {
         _files = files; _where = where; _keepInFloat32 = keepInFloat32;
     }
 
     public static CheckedWeights Open(nn.Module module, IReadOnlyList<string> files, Func<string, string>? moduleKey = null)
+        => Open(module, WeightSource.FromFiles(files, moduleKey));
+
+    /// <summary>Opens the source's files and checks its tensors (under their module keys) against the module, strictly.</summary>
+    public static CheckedWeights Open(nn.Module module, WeightSource source)
     {
-        if (files.Count == 0) throw new ArgumentException("At least one weights file is needed.", nameof(files));
-        var label = files.Count == 1 ? Path.GetFullPath(files[0]) : Path.GetDirectoryName(Path.GetFullPath(files[0]))!;
         var opened = new List<SafeTensorsFile>();
         try
         {
-            foreach (var f in files) opened.Add(SafeTensorsFile.Open(f));
-            // module key -> (file, key in that file)
-            var where = new Dictionary<string, (SafeTensorsFile File, string Key)>(StringComparer.Ordinal);
-            foreach (var f in opened)
-                foreach (var k in f.Tensors.Keys)
-                    if (!where.TryAdd(moduleKey?.Invoke(k) ?? k, (f, k)))
-                        throw new DiffusionException("WeightKeyDuplicated", DiffusionErrorKind.InvalidData,
-                            $"Weight '{k}' is in both '{where[moduleKey?.Invoke(k) ?? k].File.Path}' and '{f.Path}'. Download the model again.", f.Path);
+            foreach (var f in source.Files) opened.Add(SafeTensorsFile.Open(f));
+            var where = WeightSource.Index(source.Map(opened)); // module key -> where its tensor comes from
             var target = module.state_dict();
-            WeightLoader.CheckKeys(module, label, target.Keys, where.Keys);
+            WeightLoader.CheckKeys(module, source.Label, target.Keys, where.Keys);
             foreach (var (key, dst) in target)
-                WeightLoader.CheckCompatible(where[key].Key, where[key].File, dst);
+                WeightLoader.CheckCompatible(where[key], dst);
             var keep = module.named_modules().Prepend(("", module))
                 .Where(m => m.Item2 is IKeepInFloat32)
                 .Select(m => (m.Item1.Length == 0 ? "" : m.Item1 + ".", (IKeepInFloat32)m.Item2)).ToList();
@@ -199,18 +199,13 @@ public sealed class CheckedWeights : IDisposable
         Read(moduleKey, device, DTypeFor(moduleKey, like, dtype));
 
     /// <summary>The weight of a module key, read onto the CPU in its stored dtype.</summary>
-    public Tensor Read(string moduleKey)
-    {
-        var (file, key) = _where[moduleKey];
-        return file.Load(key);
-    }
+    public Tensor Read(string moduleKey) => _where[moduleKey].Load();
 
     /// <summary>The weight of a module key in <paramref name="dtype"/> on <paramref name="device"/>.</summary>
     public Tensor Read(string moduleKey, Device device, ScalarType dtype)
     {
         LoadCancellation.ThrowIfStopped(); // Ctrl+C: stop between tensors; the loader disposes what it built
-        var (file, key) = _where[moduleKey];
-        return file.Load(key, device, dtype);
+        return _where[moduleKey].Load(device, dtype);
     }
 
     public void Dispose()

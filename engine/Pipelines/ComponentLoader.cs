@@ -14,14 +14,17 @@ internal static class ComponentLoader
         ["CLIPTextModel", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
 
     /// <param name="placement">Where a model's units go (a device map or CPU offload); null: the whole model on <paramref name="device"/>.</param>
-    public static PipelineComponent Load(DiffusersFolder folder, ComponentSpec spec, Device device, ScalarType dtype, ComponentPlacement? placement = null)
+    /// <param name="weights">Where model weights come from (the folder's files, or a single-file checkpoint), and the folder with the configs.</param>
+    public static PipelineComponent Load(ComponentWeights weights, ComponentSpec spec, Device device, ScalarType dtype, ComponentPlacement? placement = null)
     {
+        var folder = weights.Folder;
         var dir = folder.ComponentPath(spec.Name);
         PlacedModel? placed = null;
         string Config() => folder.ComponentFile(spec.Name, "config.json");
         // Models are built on the meta device (no memory, no random initial weights); loading gives each tensor its weight.
         nn.Module LoadModel(Func<nn.Module> construct, Func<string, string>? moduleKey = null) =>
-            LoadWeights(MetaModules.Build(construct), dir, device, dtype, moduleKey, placement, out placed);
+            LoadWeights(MetaModules.Build(construct), () => weights.For(spec, moduleKey), weights.FromSingleFile(spec) ? weights.SingleFile!.Path : dir,
+                device, dtype, placement, out placed);
         object instance = spec.ClassName switch
         {
             "CLIPTokenizer" or "CLIPTokenizerFast" => CLIPTokenizer.FromFolder(dir),
@@ -38,7 +41,7 @@ internal static class ComponentLoader
         };
         try
         {
-            return new PipelineComponent(spec, dir, instance, placed, placement?.Plan);
+            return new PipelineComponent(spec, weights.FromSingleFile(spec) ? weights.SingleFile!.Path : dir, instance, placed, placement?.Plan);
         }
         catch
         {
@@ -48,7 +51,7 @@ internal static class ComponentLoader
         }
     }
 
-    private static nn.Module LoadWeights(nn.Module model, string dir, Device device, ScalarType dtype, Func<string, string>? moduleKey,
+    private static nn.Module LoadWeights(nn.Module model, Func<WeightSource> source, string dir, Device device, ScalarType dtype,
         ComponentPlacement? placement, out PlacedModel? placed)
     {
         placed = null;
@@ -62,10 +65,10 @@ internal static class ComponentLoader
                     .Sum(t => t.numel() * (torch.is_floating_point(t.dtype) ? ModuleLayouts.DTypeSize(DTypeNames.Name(dtype)) : t.element_size()));
                 Devices.MemoryCheck.RequireRoom(device, bytes, $"Loading '{dir}' ({model.GetType().Name}) as {dtype}",
                     "Load it in a smaller -DType (float16, bfloat16), spread it with -DeviceMap auto or -Offload model, or load one stage at a time with -Component.");
-                WeightLoader.LoadInto(model, dir, device, dtype, moduleKey);
+                WeightLoader.LoadInto(model, source(), device, dtype);
             }
             else
-                placed = placement.Place(model, WeightLoader.FindWeightFiles(dir), dtype, moduleKey);
+                placed = placement.Place(model, source(), dtype);
             return model;
         }
         catch

@@ -26,8 +26,9 @@ internal static class DevicePlanning
 
     /// <summary>The plan, or null for a plain load on one device.</summary>
     /// <param name="forLoad">True: devices must exist here. False (-WhatIf): any GPU may be named, to plan for another machine.</param>
-    public static PipelineDevicePlan? Plan(DiffusersFolder folder, IReadOnlyList<ComponentSpec> specs, PipelineLoadOptions o, bool forLoad)
+    public static PipelineDevicePlan? Plan(ComponentWeights weights, IReadOnlyList<ComponentSpec> specs, PipelineLoadOptions o, bool forLoad)
     {
+        var folder = weights.Folder;
         var offload = ParseOffload(o.Offload);
         if (o.DeviceMap is null && offload == OffloadMode.None)
         {
@@ -56,9 +57,9 @@ internal static class DevicePlanning
         var request = Request(folder, family, o);
         var components = models.Select(s =>
         {
-            var dir = folder.ComponentPath(s.Name);
             var config = ReadConfig(folder, s.Name);
-            return new ComponentForPlan(s.Name, ModuleLayouts.FromComponentFolder(dir, s.ClassName, dtype),
+            var source = weights.For(s, ComponentWeights.ModuleKeyOf(s.ClassName)); // the folder's files or the single file's key map: headers only
+            return new ComponentForPlan(s.Name, ModuleLayouts.FromSource(source, s.ClassName, dtype, config),
                 ActivationEstimator.For(s.ClassName, config, dtype, request));
         }).ToList();
 

@@ -33,7 +33,7 @@ public sealed class DiffusersFolder
         if (!File.Exists(index))
             throw new DiffusionException("ModelIndexNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"'{full}' has no model_index.json, so it is not a diffusers pipeline folder. Point -Path at the folder that holds model_index.json " +
-                "(for a single-file checkpoint, convert it with diffusers' save_pretrained first).", index);
+                "(a single-file checkpoint is a .safetensors file: give the file as -Path and its model's diffusers folder as -Config).", index);
         JsonElement root;
         try { root = JsonDocument.Parse(IO.RegularFile.ReadAllText(index)).RootElement.Clone(); }
         catch (JsonException e)

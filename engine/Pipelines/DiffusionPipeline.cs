@@ -42,10 +42,17 @@ public sealed class DiffusionPipeline : IDisposable
     public OrderedMap DeviceMap => DevicePlan?.DeviceMap
         ?? new OrderedMap(_components.Values.Where(c => c.Device is not null).Select(c => new KeyValuePair<string, string>(c.Name, c.Device!)));
 
-    private DiffusionPipeline(DiffusersFolder folder, ModelFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components,
+    /// <summary>The single-file checkpoint the models came from (its configs from <see cref="Folder"/>), or null for a folder.</summary>
+    public string? SingleFile { get; }
+    /// <summary>The -Variant the weights were loaded with (e.g. fp16), or null.</summary>
+    public string? Variant { get; }
+
+    private DiffusionPipeline(ComponentWeights weights, ModelFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components,
         PipelineDevicePlan? devicePlan)
     {
-        Folder = folder; Path = folder.Path; ClassName = folder.ClassName; Family = family;
+        var folder = weights.Folder;
+        Folder = folder; Path = weights.ModelPath; ClassName = folder.ClassName; Family = family;
+        SingleFile = weights.SingleFile?.Path; Variant = weights.Variant;
         TorchDevice = device; TorchDType = dtype; Device = DeviceCatalog.Name(device); DType = DTypeNames.Name(dtype);
         SchedulerOverride = scheduler; _components = components; DevicePlan = devicePlan;
     }
@@ -58,14 +65,27 @@ public sealed class DiffusionPipeline : IDisposable
     /// <param name="defaultStrategy">Without -DeviceMap and -Offload: plan with auto (one model component) or balanced (several) instead of returning null.</param>
     public static PipelineDevicePlan? PlanDevices(string path, PipelineLoadOptions options, bool defaultStrategy = false)
     {
-        var folder = DiffusersFolder.Open(path);
-        var specs = PlanComponents(folder, options.Components);
+        var weights = ComponentWeights.Open(path, options);
+        var specs = PlanComponents(weights.Folder, options.Components);
+        weights.Check(specs);
         if (defaultStrategy && options.DeviceMap is null && options.Offload is null)
         {
             int models = specs.Count(s => ComponentLoader.ModelClasses.Contains(s.ClassName));
             options.DeviceMap = models == 1 ? "auto" : "balanced";
         }
-        return DevicePlanning.Plan(folder, specs, options, forLoad: false);
+        return DevicePlanning.Plan(weights, specs, options, forLoad: false);
+    }
+
+    /// <summary>
+    /// The components a load of <paramref name="path"/> (a folder, or a single file with -Config) will bring, in load
+    /// order, after checking that the weights for them are there; loads nothing.
+    /// </summary>
+    public static IReadOnlyList<ComponentSpec> PlanComponents(string path, PipelineLoadOptions options)
+    {
+        var weights = ComponentWeights.Open(path, options);
+        var specs = PlanComponents(weights.Folder, options.Components);
+        weights.Check(specs);
+        return specs;
     }
 
     /// <summary>The components a load will bring, in load order, without loading anything (for -WhatIf and validation).</summary>
@@ -96,13 +116,15 @@ public sealed class DiffusionPipeline : IDisposable
     {
         using var stoppable = LoadCancellation.On(cancel);
         TorchBackend.EnsureLoaded();
-        var folder = DiffusersFolder.Open(path);
+        var weights = ComponentWeights.Open(path, options);
+        var folder = weights.Folder;
         var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
         var dtype = DTypeNames.Parse(options.DType);
         if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler) && folder.Components.ContainsKey("scheduler"))
             Schedulers.SchedulerFactory.Create(folder.ComponentFile("scheduler", "scheduler_config.json"), options.Scheduler); // fails early on an unknown or incompatible name
         var plan = PlanComponents(folder, options.Components);
-        var devicePlan = DevicePlanning.Plan(folder, plan, options, forLoad: true);
+        weights.Check(plan);
+        var devicePlan = DevicePlanning.Plan(weights, plan, options, forLoad: true);
         static Device Resolve(string name) => name is DeviceNames.Cpu or DeviceNames.Disk ? torch.CPU : DeviceCatalog.Parse(name, "DeviceMap");
         var device = devicePlan is null ? DeviceCatalog.Parse(options.Device) : Resolve(devicePlan.MainDevice);
         var chain = new OffloadChain();
@@ -115,7 +137,7 @@ public sealed class DiffusionPipeline : IDisposable
                 var placement = devicePlan is not null && devicePlan.Components.TryGetValue(spec.Name, out var modelPlan)
                     ? new ComponentPlacement(modelPlan, Resolve(modelPlan.ExecutionDevice), Resolve, chain)
                     : null;
-                loaded[spec.Name] = NativeFailure.Guard($"Loading {spec.Name}", () => ComponentLoader.Load(folder, spec, device, dtype, placement));
+                loaded[spec.Name] = NativeFailure.Guard($"Loading {spec.Name}", () => ComponentLoader.Load(weights, spec, device, dtype, placement));
             }
             PipelineChecks.TokenizersFitEncoders(folder, loaded);
         }
@@ -125,7 +147,7 @@ public sealed class DiffusionPipeline : IDisposable
             if (cancel.IsCancellationRequested) MemoryCleaner.Flush(); // a stopped load gives its memory back at once
             throw;
         }
-        return new DiffusionPipeline(folder, family, device, dtype, options.Scheduler, loaded, devicePlan);
+        return new DiffusionPipeline(weights, family, device, dtype, options.Scheduler, loaded, devicePlan);
     }
 
     public bool Has(string component) => _components.ContainsKey(component);
@@ -156,7 +178,7 @@ public sealed class DiffusionPipeline : IDisposable
         if (!_components.TryGetValue(component, out var c))
             throw new DiffusionException("ComponentNotLoaded", DiffusionErrorKind.InvalidOperation,
                 $"{stage} needs the '{component}' component, which this pipeline was loaded without (it has: {string.Join(", ", _components.Keys)}). " +
-                $"Load it: New-DiffusionPipeline '{Path}' -Component {component}", component);
+                $"Load it: New-DiffusionPipeline '{Path}'{(SingleFile is null ? "" : $" -Config '{Folder.Path}'")} -Component {component}", component);
         return c.As<T>();
     }
 

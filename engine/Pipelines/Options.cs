@@ -10,6 +10,13 @@ public sealed class PipelineLoadOptions
     public string[]? Components { get; set; }
     /// <summary>A scheduler to use instead of the folder's (class name or alias).</summary>
     public string? Scheduler { get; set; }
+    /// <summary>diffusers' variant: load the <c>*.{Variant}.safetensors</c> files (e.g. fp16) of each component that has them.</summary>
+    public string? Variant { get; set; }
+    /// <summary>
+    /// For a single-file checkpoint: the diffusers folder whose model_index.json, configs, tokenizers and scheduler go with it
+    /// (diffusers' <c>from_single_file(config=...)</c>).
+    /// </summary>
+    public string? Config { get; set; }
     /// <summary>
     /// Where the weights go: a strategy (auto, balanced, balanced_low_0, sequential) or a map (IDictionary): module path ->
     /// device for one component, component -> device (or -> a module map) for several. Null: everything on <see cref="Device"/>.

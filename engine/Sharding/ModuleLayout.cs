@@ -92,21 +92,19 @@ public static class ModuleLayouts
         Dictionary<string, string> SingleBlocks,
         Func<string, string, string>? SpecialDType = null);
 
-    /// <summary>Layout of a component folder: its safetensors headers (single or sharded) and config.json.</summary>
-    public static ModuleLayout FromComponentFolder(string componentDir, string className, string dtype)
+    /// <summary>Layout of a component folder: its safetensors headers (single or sharded, of <paramref name="variant"/> if given) and config.json.</summary>
+    public static ModuleLayout FromComponentFolder(string componentDir, string className, string dtype, string? variant = null)
     {
-        var files = WeightLoader.FindWeightFiles(componentDir);
-        var tensors = new List<TensorEntry>();
-        Func<string, string> moduleKey = className == "CLIPTextModel" ? Models.CLIPTextModel.ModuleKey : k => k;
-        foreach (var f in files)
-        {
-            using var file = SafeTensorsFile.Open(f);
-            tensors.AddRange(file.Tensors.Values.Select(t => new TensorEntry(moduleKey(t.Name), t.DType, t.Shape)));
-        }
+        Func<string, string>? moduleKey = className == "CLIPTextModel" ? Models.CLIPTextModel.ModuleKey : null;
+        var source = WeightSource.FromFiles(WeightLoader.FindWeightFiles(componentDir, variant), moduleKey);
         var configPath = Path.Combine(componentDir, "config.json");
         JsonElement? config = File.Exists(configPath) ? ReadJson(configPath) : null;
-        return FromTensors(className, tensors, dtype, config);
+        return FromSource(source, className, dtype, config);
     }
+
+    /// <summary>Layout from a weight source's headers (a folder's files or a single-file checkpoint's key map) and the model's config.</summary>
+    public static ModuleLayout FromSource(WeightSource source, string className, string dtype, JsonElement? config) =>
+        FromTensors(className, source.Describe(), dtype, config);
 
     /// <summary>Layout from a list of tensors (module keys, checkpoint dtypes and shapes); dtype is the one the model will be loaded in.</summary>
     public static ModuleLayout FromTensors(string className, IEnumerable<TensorEntry> tensors, string dtype, JsonElement? config = null)

@@ -8,10 +8,10 @@ namespace Diffusion.Engine.Sharding;
 /// <summary>How one model component is placed: its plan, the devices the plan's names stand for, and the model-offload chain.</summary>
 internal sealed record ComponentPlacement(ModelDevicePlan Plan, Device ExecutionDevice, Func<string, Device> Resolve, OffloadChain Chain)
 {
-    public PlacedModel Place(nn.Module model, IReadOnlyList<string> files, ScalarType dtype, Func<string, string>? moduleKey) =>
+    public PlacedModel Place(nn.Module model, WeightSource source, ScalarType dtype) =>
         Plan.Strategy == DeviceMapStrategy.ModelOffload
-            ? ShardedLoader.LoadWhole(model, files, dtype, moduleKey, ExecutionDevice, Plan.Layout.Units.Select(u => u.Path), Chain)
-            : ShardedLoader.Load(model, files, dtype, moduleKey,
+            ? ShardedLoader.LoadWhole(model, source, dtype, ExecutionDevice, Plan.Layout.Units.Select(u => u.Path), Chain)
+            : ShardedLoader.Load(model, source, dtype,
                 Plan.Layout.Units.Select(u => new UnitSpec(u.Path, Plan.UnitDevices[u.Path], Plan.IsOffloaded(Plan.UnitDevices[u.Path]))).ToList(),
                 ExecutionDevice, Resolve);
 }
@@ -74,8 +74,12 @@ internal static class ShardedLoader
 {
     public static PlacedModel Load(nn.Module model, IReadOnlyList<string> files, ScalarType dtype, Func<string, string>? moduleKey,
         IReadOnlyList<UnitSpec> units, Device executionDevice, Func<string, Device> resolve)
+        => Load(model, WeightSource.FromFiles(files, moduleKey), dtype, units, executionDevice, resolve);
+
+    public static PlacedModel Load(nn.Module model, WeightSource source, ScalarType dtype,
+        IReadOnlyList<UnitSpec> units, Device executionDevice, Func<string, Device> resolve)
     {
-        var weights = CheckedWeights.Open(model, files, moduleKey);
+        var weights = CheckedWeights.Open(model, source);
         var placed = new List<(nn.Module, UnitPlacement)>();
         bool keepFiles = units.Any(u => u.Streamed && u.Device == DeviceNames.Disk);
         bool done = false;
@@ -126,8 +130,12 @@ internal static class ShardedLoader
     /// </summary>
     public static PlacedModel LoadWhole(nn.Module model, IReadOnlyList<string> files, ScalarType dtype, Func<string, string>? moduleKey,
         Device executionDevice, IEnumerable<string> unitPaths, OffloadChain chain)
+        => LoadWhole(model, WeightSource.FromFiles(files, moduleKey), dtype, executionDevice, unitPaths, chain);
+
+    public static PlacedModel LoadWhole(nn.Module model, WeightSource source, ScalarType dtype,
+        Device executionDevice, IEnumerable<string> unitPaths, OffloadChain chain)
     {
-        WeightLoader.LoadInto(model, files, torch.CPU, dtype, moduleKey);
+        WeightLoader.LoadInto(model, source, torch.CPU, dtype);
         var whole = StreamedWeights.TakeOver(model, "", executionDevice, null);
         var group = new OffloadGroup(whole, chain);
         var modules = Modules(model);

@@ -93,9 +93,13 @@ public class WeightLoaderTests
         WriteSharded(sharded.Path, w);
         Assert.All(WeightLoader.FindWeightFiles(sharded.Path), f => Assert.DoesNotContain(".fp16", f));
 
+        // diffusers 0.40 without a variant loads only non-variant files: a folder of fp16 files alone is refused, naming -Variant.
         using var onlyVariant = new TempDirectory();
         SafeTensorsWriter.Save(onlyVariant.File("diffusion_pytorch_model.fp16.safetensors"), w);
-        Assert.Equal(new[] { onlyVariant.File("diffusion_pytorch_model.fp16.safetensors") }, WeightLoader.FindWeightFiles(onlyVariant.Path));
+        var e = Assert.Throws<DiffusionException>(() => WeightLoader.FindWeightFiles(onlyVariant.Path));
+        Assert.Equal("WeightsOnlyVariant", e.ErrorId);
+        Assert.Contains("-Variant fp16", e.Message);
+        Assert.Equal(new[] { onlyVariant.File("diffusion_pytorch_model.fp16.safetensors") }, WeightLoader.FindWeightFiles(onlyVariant.Path, "fp16"));
     }
 
     [Fact]
