@@ -82,7 +82,7 @@ public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         var positionIds = torch.arange(inputIds.shape[1], dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0); // [1, S]
-        var embeddings = token_embedding.forward(inputIds) + position_embedding.forward(positionIds); // [B, S, C]
+        var embeddings = token_embedding.call(inputIds) + position_embedding.call(positionIds); // [B, S, C]
         return scope.MoveToOuter(embeddings);
     }
 }
@@ -112,12 +112,12 @@ public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         long batch = hiddenStates.shape[0], seq = hiddenStates.shape[1], channels = hiddenStates.shape[2];
-        var query = q_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2); // [B, heads, S, D]
-        var key = k_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
-        var value = v_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
+        var query = q_proj.call(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2); // [B, heads, S, D]
+        var key = k_proj.call(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
+        var value = v_proj.call(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
         var attended = F.scaled_dot_product_attention(query, key, value, is_casual: true); // scale 1/sqrt(D), as CLIP
         var merged = attended.transpose(1, 2).reshape(batch, seq, channels); // [B, S, C]
-        return scope.MoveToOuter(out_proj.forward(merged));
+        return scope.MoveToOuter(out_proj.call(merged));
     }
 }
 
@@ -139,9 +139,9 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hiddenStates)
     {
         using var scope = torch.NewDisposeScope();
-        var h = fc1.forward(hiddenStates);
+        var h = fc1.call(hiddenStates);
         h = _quickGelu ? h * torch.sigmoid(h * 1.702) : F.gelu(h);
-        return scope.MoveToOuter(fc2.forward(h));
+        return scope.MoveToOuter(fc2.call(h));
     }
 }
 
@@ -165,8 +165,8 @@ public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hiddenStates)
     {
         using var scope = torch.NewDisposeScope();
-        var h = hiddenStates + self_attn.forward(layer_norm1.forward(hiddenStates));
-        h = h + mlp.forward(layer_norm2.forward(h));
+        var h = hiddenStates + self_attn.call(layer_norm1.call(hiddenStates));
+        h = h + mlp.call(layer_norm2.call(h));
         return scope.MoveToOuter(h);
     }
 }
@@ -190,7 +190,7 @@ public sealed class CLIPEncoder : nn.Module
         var h = inputsEmbeds;
         foreach (var layer in layers)
         {
-            using (var at = UnitDispatch.Enter(layer)) h = layer.forward(at.In(h));
+            using (var at = UnitDispatch.Enter(layer)) h = layer.call(at.In(h));
             layerOutputs.Add(h);
         }
         scope.MoveToOuter(layerOutputs);
@@ -246,12 +246,12 @@ public sealed class CLIPTextModel : nn.Module
         var ids = inputIds.view(-1, seq); // [B, S]
         // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
         Tensor embedded, last, selected;
-        using (var at = UnitDispatch.Enter(embeddings)) embedded = embeddings.forward(at.In(ids));
+        using (var at = UnitDispatch.Enter(embeddings)) embedded = embeddings.call(at.In(ids));
         var hiddenStates = encoder.forward(embedded);
         using (var at = UnitDispatch.Enter(final_layer_norm))
         {
-            last = final_layer_norm.forward(at.In(hiddenStates[^1])); // [B, S, C]
-            selected = clipSkip == 0 ? last : final_layer_norm.forward(at.In(hiddenStates[^(clipSkip + 1)]));
+            last = final_layer_norm.call(at.In(hiddenStates[^1])); // [B, S, C]
+            selected = clipSkip == 0 ? last : final_layer_norm.call(at.In(hiddenStates[^(clipSkip + 1)]));
         }
 
         // transformers: eos_token_id 2 is the pre-#24773 config value, where the EOS is the highest id in the row (argmax);

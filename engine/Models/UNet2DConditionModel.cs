@@ -253,9 +253,9 @@ public sealed class UNet2DConditionModel : nn.Module
         // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
         var input = sample;
         Tensor emb;
-        using (var at = UnitDispatch.Enter(time_embedding)) emb = time_embedding.forward(at.In(tEmb)); // [B, time_embed_dim]
+        using (var at = UnitDispatch.Enter(time_embedding)) emb = time_embedding.call(at.In(tEmb)); // [B, time_embed_dim]
 
-        using (var at = UnitDispatch.Enter(conv_in)) sample = conv_in.forward(at.In(sample));
+        using (var at = UnitDispatch.Enter(conv_in)) sample = conv_in.call(at.In(sample));
         var skips = new List<Tensor> { sample };
         foreach (var block in down_blocks)
             using (var at = UnitDispatch.Enter(block))
@@ -284,8 +284,8 @@ public sealed class UNet2DConditionModel : nn.Module
             sample = block.forward(sample, blockSkips.Select(at.In).ToList(), emb, encoderHiddenStates, upsampleSize);
         }
 
-        using (var at = UnitDispatch.Enter(conv_norm_out)) sample = F.silu(conv_norm_out.forward(at.In(sample)));
-        using (var at = UnitDispatch.Enter(conv_out)) sample = conv_out.forward(at.In(sample));
+        using (var at = UnitDispatch.Enter(conv_norm_out)) sample = F.silu(conv_norm_out.call(at.In(sample)));
+        using (var at = UnitDispatch.Enter(conv_out)) sample = conv_out.call(at.In(sample));
         return scope.MoveToOuter(UnitDispatch.ReturnTo(sample, input));
     }
 }
