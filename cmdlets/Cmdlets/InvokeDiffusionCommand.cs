@@ -56,6 +56,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(0.0, 100.0)] public double? GuidanceScale { get; set; }
     /// <summary>diffusers' guidance_rescale (SD): 0 off, 0.7 the paper's value for zero-terminal-SNR models such as SD 2.x.</summary>
     [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
+    /// <summary>The run's LoRA scale, multiplying every added LoRA's own -Scale (diffusers' cross_attention_kwargs scale).</summary>
+    [Parameter] [ValidateRange(-100.0, 100.0)] public double? LoraScale { get; set; }
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
@@ -145,8 +147,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>diffusers' batch call: all prompts encoded together, denoised in batches from one generator seeded with -Seed.</summary>
     private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
     {
-        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions));
-        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
+        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale }, Warn, indices: _input.Positions));
+        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
         try
         {
             InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
@@ -172,7 +174,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
         };
         var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
         try
@@ -183,7 +185,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
                 progress.PercentComplete = 100 * k / _prompts.Count;
                 WriteProgress(progress);
                 var clock = Stopwatch.StartNew();
-                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices[k]));
+                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale }, Warn, indices[k]));
                 try
                 {
                     InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, 1, latent =>

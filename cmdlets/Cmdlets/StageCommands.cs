@@ -28,6 +28,11 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     [ValidateRange(1, 512)]
     public int? MaxSequenceLength { get; set; }
 
+    /// <summary>The run's LoRA scale in the text encoders (diffusers' lora_scale), multiplying every added LoRA's own -Scale.</summary>
+    [Parameter]
+    [ValidateRange(-100.0, 100.0)]
+    public double? LoraScale { get; set; }
+
     private readonly PromptInput _input = new();
 
     protected override void ProcessRecord() => _input.Add(this, Prompt);
@@ -35,7 +40,7 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     protected override void EndProcessing()
     {
         var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, _input.Negatives(NegativePrompt),
-            new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions));
+            new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale }, Warn, indices: _input.Positions));
         WriteObject(embeddings, enumerateCollection: true);
     }
 }
@@ -55,6 +60,8 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(0.0, 100.0)] public double? GuidanceScale { get; set; }
     /// <summary>diffusers' guidance_rescale (SD): 0 off, 0.7 the paper's value for zero-terminal-SNR models such as SD 2.x.</summary>
     [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
+    /// <summary>The run's LoRA scale, multiplying every added LoRA's own -Scale (diffusers' cross_attention_kwargs scale).</summary>
+    [Parameter] [ValidateRange(-100.0, 100.0)] public double? LoraScale { get; set; }
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
@@ -82,7 +89,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             ThrowTerminatingError(ArgumentError("SeedPerPromptBatch", "-BatchSize cannot be combined with -SeedPerPrompt: with a seed per prompt each embedding is denoised on its own.", "BatchSize"));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
             Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps, InitialLatents = InitialLatent,
         };
         DenoiseBatches(this, Pipeline, _embeddings, options, SeedPerPrompt ? 1 : BatchSize, WriteObject);

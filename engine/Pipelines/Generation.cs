@@ -31,6 +31,7 @@ public static class Generation
         // Each embedding's Index: its prompt's place in the caller's input (gaps where an input item was refused).
         var idx = indices ?? Enumerable.Range(firstIndex, prompts.Count).ToList();
         if (idx.Count != prompts.Count) throw new ArgumentException($"{idx.Count} indices for {prompts.Count} prompts.", nameof(indices));
+        using var lora = pipe.Loras.WithCallScale(options.LoraScale ?? 1.0);
         return NativeFailure.Guard("Encoding prompts", () => pipe.Family switch
         {
             ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, idx),
@@ -59,9 +60,16 @@ public static class Generation
         int steps = options.Steps ?? (pipe.Family == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
         return pipe.Family switch
         {
-            ModelFamily.Flux => new DenoiseRun(r => FluxStages.Denoise(pipe, batch, options, r, warn), steps),
-            _ => new DenoiseRun(r => StableDiffusionStages.Denoise(pipe, batch, options, r, warn), steps),
+            ModelFamily.Flux => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, FluxStages.Denoise(pipe, batch, options, r, warn)), steps),
+            _ => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, StableDiffusionStages.Denoise(pipe, batch, options, r, warn)), steps),
         };
+    }
+
+    /// <summary>The run's LoRA scale holds while its steps are enumerated (the loop runs lazily, step by step).</summary>
+    private static IEnumerable<DenoiseStep> WithLoraScale(DiffusionPipeline pipe, double? scale, IEnumerable<DenoiseStep> steps)
+    {
+        using var lora = pipe.Loras.WithCallScale(scale ?? 1.0);
+        foreach (var step in steps) yield return step;
     }
 
     /// <summary>Decodes latents to images, batching latents of the same size.</summary>

@@ -30,6 +30,8 @@ public sealed class EncodeOptions
 {
     /// <summary>FLUX: T5 sequence length (512 dev, 256 schnell by default).</summary>
     public int? MaxSequenceLength { get; set; }
+    /// <summary>The run's LoRA scale, multiplying each adapter's (diffusers' <c>lora_scale</c> in encode_prompt); 1 when null.</summary>
+    public double? LoraScale { get; set; }
 }
 
 public sealed class DenoiseOptions
@@ -41,6 +43,8 @@ public sealed class DenoiseOptions
     /// standard deviation ("Common Diffusion Noise Schedules and Sample Steps are Flawed", 3.4); 0 (default) to 1.
     /// </summary>
     public double? GuidanceRescale { get; set; }
+    /// <summary>The run's LoRA scale, multiplying each adapter's (diffusers' <c>cross_attention_kwargs={"scale": s}</c>); 1 when null.</summary>
+    public double? LoraScale { get; set; }
     /// <summary>Seed of the CPU generator that draws the initial noise (and a stochastic scheduler's noise); random when null.</summary>
     public long? Seed { get; set; }
     /// <summary>
