@@ -17,6 +17,7 @@
         'ConvertTo-DiffusionEmbedding'
         'Invoke-Denoise'
         'ConvertFrom-DiffusionLatent'
+        'ConvertTo-DiffusionLatent'
         'Save-DiffusionImage'
         'Invoke-Diffusion'
         'Add-DiffusionLora'

@@ -58,6 +58,10 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
     /// <summary>The run's LoRA scale, multiplying every added LoRA's own -Scale (diffusers' cross_attention_kwargs scale).</summary>
     [Parameter] [ValidateRange(-100.0, 100.0)] public double? LoraScale { get; set; }
+    /// <summary>img2img: the image to start from (a path, Get-Item output, an image object, or ConvertTo-DiffusionLatent output).</summary>
+    [Parameter] public object? InitImage { get; set; }
+    /// <summary>img2img: how much of the init image is replaced, 0..1 (default 0.8); the run takes about Steps x Strength steps.</summary>
+    [Parameter] [ValidateRange(0.0, 1.0)] public double? Strength { get; set; }
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
@@ -93,6 +97,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
 
     protected override void ProcessRecord() => _input.Add(this, Prompt);
 
+    private EncodedImage? _initImage;
+
     protected override void EndProcessing()
     {
         CheckModes();
@@ -115,13 +121,19 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var pipeline = owned
             ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }, cancel: StopToken))
             : Pipeline;
+        EncodedImage? init = null;
         try
         {
+            if (InitImage is not null) init = Run(() => InitImageArgument.Encode(this, pipeline, InitImage, Height, Width));
+            else if (Strength is not null)
+                WriteWarning("-Strength applies to img2img only; give the init image with -InitImage. It is ignored.");
+            _initImage = init;
             if (SeedPerPrompt) GenerateEach(pipeline, owned, seed!.Value);
             else GenerateBatches(pipeline, owned);
         }
         finally
         {
+            if (init is not null && !ReferenceEquals(init, (InitImage as PSObject)?.BaseObject ?? InitImage)) init.Dispose(); // encoded here, not the caller's
             if (owned) pipeline.Dispose();
         }
     }
@@ -148,7 +160,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
     {
         var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale }, Warn, indices: _input.Positions));
-        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
+        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler, InitImage = _initImage, Strength = Strength };
         try
         {
             InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
@@ -175,6 +187,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var options = new DenoiseOptions
         {
             Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+            InitImage = _initImage, Strength = Strength,
         };
         var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
         try

@@ -43,6 +43,10 @@ public sealed class DenoiseOptions
     /// standard deviation ("Common Diffusion Noise Schedules and Sample Steps are Flawed", 3.4); 0 (default) to 1.
     /// </summary>
     public double? GuidanceRescale { get; set; }
+    /// <summary>img2img: the encoded init image the run starts from (noised to the level <see cref="Strength"/> picks); null for text-to-image.</summary>
+    public EncodedImage? InitImage { get; set; }
+    /// <summary>img2img: how much of the init image is replaced, 0..1 (diffusers' <c>strength</c>, default 0.8): the run takes about Steps x Strength steps.</summary>
+    public double? Strength { get; set; }
     /// <summary>The run's LoRA scale, multiplying each adapter's (diffusers' <c>cross_attention_kwargs={"scale": s}</c>); 1 when null.</summary>
     public double? LoraScale { get; set; }
     /// <summary>Seed of the CPU generator that draws the initial noise (and a stochastic scheduler's noise); random when null.</summary>

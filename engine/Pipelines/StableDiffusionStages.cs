@@ -71,7 +71,7 @@ internal static class StableDiffusionStages
         double rescale = PipelineChecks.GuidanceRescale(o.GuidanceRescale ?? 0);
         int vsf = pipe.VaeScaleFactor;
         int defaultSize = (unet.Config.SampleSize?.Single ?? unet.Config.SampleSize?.List?[0] ?? 64) * vsf;
-        int height = o.Height ?? defaultSize, width = o.Width ?? defaultSize;
+        int height = o.Height ?? o.InitImage?.Height ?? defaultSize, width = o.Width ?? o.InitImage?.Width ?? defaultSize;
         PipelineChecks.Size(height, width, vsf);
         PipelineChecks.Steps(steps);
         long seed = PipelineChecks.RunSeed(o, batch);
@@ -101,13 +101,28 @@ internal static class StableDiffusionStages
         long[] shape = [batch.Count, unet.Config.InChannels, height / vsf, width / vsf];
         // Noise is drawn in the embeddings' dtype, as diffusers does (libtorch's CPU randn gives other numbers in float16/bfloat16).
         using var given = PipelineChecks.InitialLatents(o, batch.Count, [1, .. shape[1..]]);
-        var initial = given?.to(dtype) ?? torch.randn(shape, dtype, torch.CPU, generator: generator);
-        var latents = (initial * scheduler.InitNoiseSigma).to(device);
-        initial.Dispose();
-
-        var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width)
+        int firstStep = 0;
+        double? strength = null;
+        Tensor latents;
+        if (o.InitImage is { } init)
         {
-            GuidanceRescale = cfg ? rescale : 0,
+            // img2img: the init image's latents noised to the level of the first step the strength leaves.
+            ImageToImage.Check(init, pipe, height, width, given is not null);
+            strength = ImageToImage.CheckStrength(o.Strength);
+            firstStep = ImageToImage.StartStep(ModelFamily.StableDiffusion, steps, strength.Value, scheduler.Order);
+            using var noised = ImageToImage.NoisedLatents(init, ImageToImage.VaeConfig(pipe), scheduler, firstStep, batch.Count, generator, dtype);
+            latents = noised.to(device);
+        }
+        else
+        {
+            var initial = given?.to(dtype) ?? torch.randn(shape, dtype, torch.CPU, generator: generator);
+            latents = (initial * scheduler.InitNoiseSigma).to(device);
+            initial.Dispose();
+        }
+
+        var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
+        {
+            GuidanceRescale = cfg ? rescale : 0, Strength = strength,
         };
 
         // 3. Denoise, with classifier-free guidance on [uncond, text] halves.
@@ -125,7 +140,7 @@ internal static class StableDiffusionStages
                 if (rescale > 0) noise = RescaleNoiseCfg(noise, chunks[1], rescale);
             }
             return scheduler.Step(noise, i, current, generator);
-        }))
+        }, firstStep))
             yield return done;
     }
 

@@ -123,6 +123,20 @@
             @{ Code = 'Get-DiffusionLora -Pipeline $pipe | Remove-DiffusionLora -WhatIf'; Remarks = 'Says which LoRAs would be removed.' }
         )
     }
+    'ConvertTo-DiffusionLatent' = @{
+        Synopsis    = 'Encodes init images with the pipeline''s VAE for img2img (the encode half of AutoencoderKL).'
+        Description = 'The img2img pipelines'' first stage on its own, for the staged flow: each image (a file or an image object) is converted to RGB (alpha dropped, gray spread to three channels, as PIL''s convert("RGB")), resized with Lanczos to -Width/-Height when given (otherwise kept at its size rounded down to a multiple the VAE takes: 8 for SD, 16 for FLUX, as diffusers'' image processor), scaled to [-1, 1] and encoded. The output holds the latent distribution (mean and std); Invoke-Denoise -InitImage samples it with its seed, as diffusers'' latent_dist.sample(generator) does. Only the VAE is needed: New-DiffusionPipeline -Component vae.'
+        Parameters  = @{
+            Pipeline = 'A pipeline with the VAE loaded.'
+            Image    = 'Image files (paths or Get-Item output) or image objects; from the pipeline too. One bad item is an error for that item; the others are encoded.'
+            Height   = 'Resize the image to this height first (Lanczos). Default: its own height, rounded down.'
+            Width    = 'Resize the image to this width first (Lanczos). Default: its own width, rounded down.'
+        }
+        Examples    = @(
+            @{ Code = '$init = ConvertTo-DiffusionLatent -Pipeline $vae -Image ./sketch.png; $emb | Invoke-Denoise -Pipeline $unet -InitImage $init -Strength 0.6 -Seed 42'; Remarks = 'The staged img2img flow: encode the image, then denoise from it.' }
+            @{ Code = 'Invoke-Diffusion -Pipeline $pipe -Prompt ''a watercolor fox'' -InitImage ./sketch.png -Strength 0.6 -OutputPath fox.png'; Remarks = 'The same in one call.' }
+        )
+    }
     'Invoke-Denoise' = @{
         Synopsis    = 'Runs the denoising loop (UNet or FLUX transformer) on embeddings and outputs one latent object per image.'
         Description = 'Collects the embeddings it receives and denoises them as one batch (or in batches of -BatchSize) with a progress bar per step. The initial noise comes from a CPU generator seeded with -Seed, so the same seed and batch give the same image as diffusers. Ctrl+C stops after the current step and frees the run''s memory. Only the denoiser and scheduler are needed: load them alone with New-DiffusionPipeline -Component unet (or transformer).'
@@ -141,6 +155,8 @@
             InitialLatent = 'diffusers'' latents= argument: start from these latents (one per embedding, e.g. from Import-DiffusionTensor) instead of noise drawn from -Seed. SD latents are scaled by the scheduler''s init_noise_sigma as diffusers does.'
             SeedPerPrompt = 'Give each embedding its own generator seeded with -Seed plus its Index, and denoise it on its own (diffusers: one call per prompt with torch.Generator().manual_seed(seed + i)). An image then does not depend on which prompts ran with it. Cannot be combined with -BatchSize.'
             LoraScale     = 'The LoRA scale in the denoiser for this run (diffusers'' cross_attention_kwargs={"scale": s}), multiplying every added LoRA''s own -Scale. Default 1.'
+            InitImage     = 'img2img: the encoded init image (ConvertTo-DiffusionLatent -Image). The run samples its latent distribution with the -Seed generator (its first draw, as diffusers), scales it, and noises it with the next draw to the level of the first step -Strength leaves. The run takes the image''s size.'
+            Strength      = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8). The run takes about Steps x Strength steps (SD: int(Steps x Strength); FLUX keeps the fraction, as diffusers'' pipelines do); a strength that leaves no step is refused.'
         }
         Examples    = @(
             @{ Code = '$lat = $emb | Invoke-Denoise -Pipeline $pipe -Steps 30 -Seed 42 -Height 512 -Width 512'; Remarks = 'Denoises the embeddings as one batch.' }
@@ -184,6 +200,8 @@
             Steps             = 'Denoising steps (default 50 SD, 28 FLUX).'
             GuidanceScale     = 'Guidance (default 7.5 SD, 3.5 FLUX dev).'
             GuidanceRescale   = 'SD: diffusers'' guidance_rescale, 0 to 1 (default 0, off); 0.7 for zero-terminal-SNR models such as SD 2.x. Recorded in the PNG; refused for FLUX.'
+            InitImage         = 'img2img: the image to start from: a file path, Get-Item output, an image object (from Invoke-Diffusion or ConvertFrom-DiffusionLatent) or ConvertTo-DiffusionLatent output. Encoded once with the pipeline''s VAE; resized to -Width/-Height when given. A parallel run takes a file path.'
+            Strength          = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8); the run takes about Steps x Strength steps.'
             LoraScale         = 'The LoRA scale for this run in the text encoders and the denoiser (diffusers'' cross_attention_kwargs={"scale": s}), multiplying every added LoRA''s own -Scale. Default 1.'
             Seed              = 'Seed of the CPU generator; random when omitted. With -SeedPerPrompt or in a parallel run, prompt i gets Seed+i. Seeds are 64-bit and taken modulo 2^64 as torch.manual_seed takes them: a negative seed s is torch''s seed s+2^64, and Seed+i past 9223372036854775807 wraps to the negative twin of the same generator.'
             Height            = 'Image height in pixels.'
