@@ -58,6 +58,16 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
     /// <summary>The run's LoRA scale, multiplying every added LoRA's own -Scale (diffusers' cross_attention_kwargs scale).</summary>
     [Parameter] [ValidateRange(-100.0, 100.0)] public double? LoraScale { get; set; }
+    /// <summary>SDXL: the prompts for the second text encoder (diffusers' prompt_2): one for all or one per prompt; default the prompts.</summary>
+    [Parameter] [AllowEmptyString] public string[]? Prompt2 { get; set; }
+    /// <summary>SDXL: the negative prompts for the second text encoder (negative_prompt_2); default the negative prompts.</summary>
+    [Parameter] [AllowEmptyString] public string[]? NegativePrompt2 { get; set; }
+    /// <summary>SDXL micro-conditioning (original_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? OriginalSize { get; set; }
+    /// <summary>SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? CropCoordinates { get; set; }
+    /// <summary>SDXL micro-conditioning (target_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? TargetSize { get; set; }
     /// <summary>img2img: the image to start from (a path, Get-Item output, an image object, or ConvertTo-DiffusionLatent output).</summary>
     [Parameter] public object? InitImage { get; set; }
     /// <summary>img2img: how much of the init image is replaced, 0..1 (default 0.8); the run takes about Steps x Strength steps.</summary>
@@ -98,6 +108,9 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     protected override void ProcessRecord() => _input.Add(this, Prompt);
 
     private EncodedImage? _initImage;
+
+    /// <summary>The k-th prompt's entry of a one-for-all or one-per-prompt list, for a run of one prompt.</summary>
+    private string?[]? One(string[]? values, int k) => values is null ? null : [values.Length == 1 ? values[0] : k < values.Length ? values[k] : null];
 
     protected override void EndProcessing()
     {
@@ -159,8 +172,9 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>diffusers' batch call: all prompts encoded together, denoised in batches from one generator seeded with -Seed.</summary>
     private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
     {
-        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale }, Warn, indices: _input.Positions));
-        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler, InitImage = _initImage, Strength = Strength };
+        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2 }, Warn, indices: _input.Positions));
+        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler, InitImage = _initImage, Strength = Strength,
+            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize) };
         try
         {
             InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
@@ -188,6 +202,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         {
             Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
             InitImage = _initImage, Strength = Strength,
+            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
         };
         var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
         try
@@ -198,7 +213,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
                 progress.PercentComplete = 100 * k / _prompts.Count;
                 WriteProgress(progress);
                 var clock = Stopwatch.StartNew();
-                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale }, Warn, indices[k]));
+                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = One(Prompt2, k), NegativePrompt2 = One(NegativePrompt2, k) }, Warn, indices[k]));
                 try
                 {
                     InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, 1, latent =>

@@ -28,6 +28,16 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     [ValidateRange(1, 512)]
     public int? MaxSequenceLength { get; set; }
 
+    /// <summary>SDXL: the prompts for the second text encoder (diffusers' prompt_2): one for all or one per prompt; default the prompts.</summary>
+    [Parameter]
+    [AllowEmptyString]
+    public string[]? Prompt2 { get; set; }
+
+    /// <summary>SDXL: the negative prompts for the second text encoder (negative_prompt_2); default the negative prompts.</summary>
+    [Parameter]
+    [AllowEmptyString]
+    public string[]? NegativePrompt2 { get; set; }
+
     /// <summary>The run's LoRA scale in the text encoders (diffusers' lora_scale), multiplying every added LoRA's own -Scale.</summary>
     [Parameter]
     [ValidateRange(-100.0, 100.0)]
@@ -40,7 +50,7 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     protected override void EndProcessing()
     {
         var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, _input.Negatives(NegativePrompt),
-            new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale }, Warn, indices: _input.Positions));
+            new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2 }, Warn, indices: _input.Positions));
         WriteObject(embeddings, enumerateCollection: true);
     }
 }
@@ -79,6 +89,13 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     /// <summary>Each embedding gets its own generator seeded with Seed + its Index, and is denoised on its own.</summary>
     [Parameter] public SwitchParameter SeedPerPrompt { get; set; }
 
+    /// <summary>SDXL micro-conditioning (diffusers' original_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? OriginalSize { get; set; }
+    /// <summary>SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? CropCoordinates { get; set; }
+    /// <summary>SDXL micro-conditioning (target_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? TargetSize { get; set; }
+
     /// <summary>img2img: the init image from ConvertTo-DiffusionLatent -Image; the run starts from it, noised to -Strength's level.</summary>
     [Parameter] public EncodedImage? InitImage { get; set; }
 
@@ -86,6 +103,8 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(0.0, 1.0)] public double? Strength { get; set; }
 
     private readonly List<DiffusionEmbedding> _embeddings = new();
+
+    internal static (int, int)? Pair(int[]? values) => values is { Length: 2 } ? (values[0], values[1]) : null;
 
     protected override void ProcessRecord() => _embeddings.AddRange(Embedding);
 
@@ -98,6 +117,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
             Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps, InitialLatents = InitialLatent,
             InitImage = InitImage, Strength = Strength,
+            OriginalSize = Pair(OriginalSize), CropCoordinates = Pair(CropCoordinates), TargetSize = Pair(TargetSize),
         };
         if (Strength is not null && InitImage is null)
             WriteWarning("-Strength applies to img2img only; give the init image with -InitImage (from ConvertTo-DiffusionLatent -Image). It is ignored.");

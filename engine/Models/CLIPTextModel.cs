@@ -214,17 +214,43 @@ public sealed class CLIPTextModel : nn.Module
     public readonly CLIPTextEmbeddings embeddings;
     public readonly CLIPEncoder encoder;
     public readonly LayerNorm final_layer_norm;
+    /// <summary>CLIPTextModelWithProjection (SDXL's second encoder): the pooled output projected to projection_dim (its text_embeds); null for CLIPTextModel.</summary>
+    public readonly Linear? text_projection;
 
     public CLIPTextConfig Config { get; }
 
-    public CLIPTextModel(CLIPTextConfig config) : base(nameof(CLIPTextModel))
+    /// <param name="withProjection">transformers' CLIPTextModelWithProjection: adds text_projection (hidden_size -> projection_dim, no bias).</param>
+    public CLIPTextModel(CLIPTextConfig config, bool withProjection = false) : base(nameof(CLIPTextModel))
     {
         config.Validate();
         Config = config;
         embeddings = new CLIPTextEmbeddings(config);
         encoder = new CLIPEncoder(config);
         final_layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: Construction.Device, dtype: Construction.DType);
+        if (withProjection)
+            text_projection = nn.Linear(config.HiddenSize, config.ProjectionDim, hasBias: false, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
+    }
+
+    /// <summary>
+    /// SDXL's use of a CLIP encoder (diffusers' StableDiffusionXLPipeline.encode_prompt): hidden_states[-(clipSkip + 2)]
+    /// as it is, without final_layer_norm, and the pooled output, projected by text_projection when the model has one
+    /// (CLIPTextModelWithProjection's text_embeds).
+    /// </summary>
+    /// <param name="inputIds">[B, S] int64 token ids.</param>
+    /// <returns>LastHiddenState: [B, S, C] the chosen hidden state; PooledOutput: [B, C] or [B, projection_dim].</returns>
+    public CLIPTextOutput ForwardHiddenState(Tensor inputIds, int clipSkip = 0)
+    {
+        if (clipSkip < 0 || clipSkip + 2 > Config.NumHiddenLayers + 1)
+            throw new DiffusionException("ClipSkipOutOfRange", DiffusionErrorKind.InvalidArgument,
+                $"clip skip {clipSkip} is out of range for a text encoder with {Config.NumHiddenLayers} layers.", nameof(clipSkip));
+        using var scope = torch.NewDisposeScope();
+        var (hiddenStates, _, pooled) = Run(inputIds);
+        var chosen = hiddenStates[^(clipSkip + 2)]; // [B, S, C]
+        if (text_projection is not null)
+            using (var at = UnitDispatch.Enter(text_projection)) pooled = text_projection.call(at.In(pooled)); // [B, projection_dim]
+        var (outChosen, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(chosen, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
+        return new CLIPTextOutput(outChosen, outPooled);
     }
 
     /// <param name="inputIds">[B, S] int64 token ids, S &lt;= max_position_embeddings.</param>
@@ -234,25 +260,32 @@ public sealed class CLIPTextModel : nn.Module
     /// </param>
     public CLIPTextOutput forward(Tensor inputIds, int clipSkip = 0)
     {
-        long seq = inputIds.shape[^1];
-        if (seq > Config.MaxPositionEmbeddings)
-            throw new DiffusionException("SequenceTooLong", DiffusionErrorKind.InvalidArgument,
-                $"The CLIP text encoder got {seq} tokens but handles at most {Config.MaxPositionEmbeddings} (max_position_embeddings). Truncate the token ids.", nameof(inputIds));
         if (clipSkip < 0 || clipSkip >= Config.NumHiddenLayers)
             throw new DiffusionException("ClipSkipOutOfRange", DiffusionErrorKind.InvalidArgument,
                 $"clip skip {clipSkip} is out of range: the text encoder has {Config.NumHiddenLayers} layers, so use 0 to {Config.NumHiddenLayers - 1}.", nameof(clipSkip));
 
         using var scope = torch.NewDisposeScope();
+        var (hiddenStates, last, pooled) = Run(inputIds);
+        var selected = last; // [B, S, C]
+        if (clipSkip > 0)
+            using (var at = UnitDispatch.Enter(final_layer_norm)) selected = final_layer_norm.call(at.In(hiddenStates[^(clipSkip + 1)]));
+        var (outSelected, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(selected, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
+        return new CLIPTextOutput(outSelected, outPooled);
+    }
+
+    /// <summary>transformers' hidden_states (the embeddings, then every layer's output), the final-layer-normed last state, and the pooled output (that state at each row's EOS).</summary>
+    private (IReadOnlyList<Tensor> HiddenStates, Tensor Last, Tensor Pooled) Run(Tensor inputIds)
+    {
+        long seq = inputIds.shape[^1];
+        if (seq > Config.MaxPositionEmbeddings)
+            throw new DiffusionException("SequenceTooLong", DiffusionErrorKind.InvalidArgument,
+                $"The CLIP text encoder got {seq} tokens but handles at most {Config.MaxPositionEmbeddings} (max_position_embeddings). Truncate the token ids.", nameof(inputIds));
         var ids = inputIds.view(-1, seq); // [B, S]
         // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
-        Tensor embedded, last, selected;
+        Tensor embedded, last;
         using (var at = UnitDispatch.Enter(embeddings)) embedded = embeddings.call(at.In(ids));
         var hiddenStates = encoder.forward(embedded);
-        using (var at = UnitDispatch.Enter(final_layer_norm))
-        {
-            last = final_layer_norm.call(at.In(hiddenStates[^1])); // [B, S, C]
-            selected = clipSkip == 0 ? last : final_layer_norm.call(at.In(hiddenStates[^(clipSkip + 1)]));
-        }
+        using (var at = UnitDispatch.Enter(final_layer_norm)) last = final_layer_norm.call(at.In(hiddenStates[^1])); // [B, S, C]
 
         // transformers: eos_token_id 2 is the pre-#24773 config value, where the EOS is the highest id in the row (argmax);
         // otherwise the first position of eos_token_id (pad may equal eos).
@@ -261,9 +294,6 @@ public sealed class CLIPTextModel : nn.Module
             ? idsInt.argmax(-1)
             : idsInt.eq(Config.EosTokenId).to(ScalarType.Int32).argmax(-1); // [B]
         var rows = torch.arange(last.shape[0], dtype: ScalarType.Int64, device: last.device);
-        var pooled = last.index(rows, eosPositions); // [B, C]
-
-        var (outSelected, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(selected, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
-        return new CLIPTextOutput(outSelected, outPooled);
+        return (hiddenStates, last, last.index(rows, eosPositions)); // last [B, S, C], pooled [B, C]
     }
 }

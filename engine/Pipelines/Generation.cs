@@ -35,6 +35,7 @@ public static class Generation
         return NativeFailure.Guard("Encoding prompts", () => pipe.Family switch
         {
             ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, idx),
+            ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Encode(pipe, prompts, negatives, options, idx, warn),
             _ => StableDiffusionStages.Encode(pipe, prompts, negatives, idx, warn),
         });
     }
@@ -93,9 +94,12 @@ public static class Generation
                 items.Sum(l => l.Latents.numel() * 4L) + 3L * items.Count * items[0].Height * items[0].Width * 4 * 2, "Decoding latents");
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
-            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family == ModelFamily.Flux
-                ? FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width)
-                : StableDiffusionStages.Decode(pipe, batch)); // [B,3,H,W] float32 CPU in [0,1]
+            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family switch
+            {
+                ModelFamily.Flux => FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width),
+                ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Decode(pipe, batch),
+                _ => StableDiffusionStages.Decode(pipe, batch),
+            }); // [B,3,H,W] float32 CPU in [0,1]
             // NaN survives the clamp to [0,1].
             OutputChecks.RequireFinite(pixels, items.Select(l => l.Index).ToList(), "Decoding latents", "pixels",
                 "a VAE run in float16 overflows (decode with -DType float32, as diffusers' force_upcast does), VAE weights " +

@@ -79,6 +79,8 @@
             Prompt            = 'The prompts; from the pipeline too.'
             NegativePrompt    = 'One negative prompt for all prompts, or one per prompt (Stable Diffusion).'
             MaxSequenceLength = 'FLUX: T5 tokens, 1-512 (default 512 for dev, 256 for schnell).'
+            Prompt2           = 'SDXL: the prompts for the second text encoder (diffusers'' prompt_2): one for all prompts or one per prompt. Default: the prompts.'
+            NegativePrompt2   = 'SDXL: the negative prompts for the second text encoder (negative_prompt_2). Default: the negative prompts. Without any negative prompt SDXL''s unconditional embeddings are zeros (force_zeros_for_empty_prompt).'
             LoraScale         = 'The LoRA scale in the text encoders for this call (diffusers'' lora_scale), multiplying every added LoRA''s own -Scale. Default 1. Give the denoising stage the same value.'
         }
         Examples    = @(
@@ -155,6 +157,9 @@
             InitialLatent = 'diffusers'' latents= argument: start from these latents (one per embedding, e.g. from Import-DiffusionTensor) instead of noise drawn from -Seed. SD latents are scaled by the scheduler''s init_noise_sigma as diffusers does.'
             SeedPerPrompt = 'Give each embedding its own generator seeded with -Seed plus its Index, and denoise it on its own (diffusers: one call per prompt with torch.Generator().manual_seed(seed + i)). An image then does not depend on which prompts ran with it. Cannot be combined with -BatchSize.'
             LoraScale     = 'The LoRA scale in the denoiser for this run (diffusers'' cross_attention_kwargs={"scale": s}), multiplying every added LoRA''s own -Scale. Default 1.'
+            OriginalSize  = 'SDXL micro-conditioning (diffusers'' original_size): height, width. Default: the image size.'
+            CropCoordinates = 'SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.'
+            TargetSize    = 'SDXL micro-conditioning (target_size): height, width. Default: the image size.'
             InitImage     = 'img2img: the encoded init image (ConvertTo-DiffusionLatent -Image). The run samples its latent distribution with the -Seed generator (its first draw, as diffusers), scales it, and noises it with the next draw to the level of the first step -Strength leaves. The run takes the image''s size.'
             Strength      = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8). The run takes about Steps x Strength steps (SD: int(Steps x Strength); FLUX keeps the fraction, as diffusers'' pipelines do); a strength that leaves no step is refused.'
         }
@@ -200,6 +205,11 @@
             Steps             = 'Denoising steps (default 50 SD, 28 FLUX).'
             GuidanceScale     = 'Guidance (default 7.5 SD, 3.5 FLUX dev).'
             GuidanceRescale   = 'SD: diffusers'' guidance_rescale, 0 to 1 (default 0, off); 0.7 for zero-terminal-SNR models such as SD 2.x. Recorded in the PNG; refused for FLUX.'
+            Prompt2           = 'SDXL: the prompts for the second text encoder (prompt_2): one for all or one per prompt. Default: the prompts.'
+            NegativePrompt2   = 'SDXL: the negative prompts for the second text encoder (negative_prompt_2). Default: the negative prompts.'
+            OriginalSize      = 'SDXL micro-conditioning (original_size): height, width. Default: the image size.'
+            CropCoordinates   = 'SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.'
+            TargetSize        = 'SDXL micro-conditioning (target_size): height, width. Default: the image size.'
             InitImage         = 'img2img: the image to start from: a file path, Get-Item output, an image object (from Invoke-Diffusion or ConvertFrom-DiffusionLatent) or ConvertTo-DiffusionLatent output. Encoded once with the pipeline''s VAE; resized to -Width/-Height when given. A parallel run takes a file path.'
             Strength          = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8); the run takes about Steps x Strength steps.'
             LoraScale         = 'The LoRA scale for this run in the text encoders and the denoiser (diffusers'' cross_attention_kwargs={"scale": s}), multiplying every added LoRA''s own -Scale. Default 1.'
