@@ -60,6 +60,22 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(0.0, 100.0)] public double? GuidanceScale { get; set; }
     /// <summary>diffusers' guidance_rescale (SD): 0 off, 0.7 the paper's value for zero-terminal-SNR models such as SD 2.x.</summary>
     [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
+    /// <summary>The run's LoRA scale, multiplying every added LoRA's own -Scale (diffusers' cross_attention_kwargs scale).</summary>
+    [Parameter] [ValidateRange(-100.0, 100.0)] public double? LoraScale { get; set; }
+    /// <summary>SDXL: the prompts for the second text encoder (diffusers' prompt_2): one for all or one per prompt; default the prompts.</summary>
+    [Parameter] [AllowEmptyString] public string[]? Prompt2 { get; set; }
+    /// <summary>SDXL: the negative prompts for the second text encoder (negative_prompt_2); default the negative prompts.</summary>
+    [Parameter] [AllowEmptyString] public string[]? NegativePrompt2 { get; set; }
+    /// <summary>SDXL micro-conditioning (original_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? OriginalSize { get; set; }
+    /// <summary>SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? CropCoordinates { get; set; }
+    /// <summary>SDXL micro-conditioning (target_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? TargetSize { get; set; }
+    /// <summary>img2img: the image to start from (a path, Get-Item output, an image object, or ConvertTo-DiffusionLatent output).</summary>
+    [Parameter] public object? InitImage { get; set; }
+    /// <summary>img2img: how much of the init image is replaced, 0..1 (default 0.8); the run takes about Steps x Strength steps.</summary>
+    [Parameter] [ValidateRange(0.0, 1.0)] public double? Strength { get; set; }
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
@@ -95,6 +111,11 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
 
     protected override void ProcessRecord() => _input.Add(this, Prompt);
 
+    private EncodedImage? _initImage;
+
+    /// <summary>The k-th prompt's entry of a one-for-all or one-per-prompt list, for a run of one prompt.</summary>
+    private string?[]? One(string[]? values, int k) => values is null ? null : [values.Length == 1 ? values[0] : k < values.Length ? values[k] : null];
+
     protected override void EndProcessing()
     {
         CheckModes();
@@ -121,13 +142,19 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
                     Config = ModelConfigArgument.Resolve(this, GetUnresolvedProviderPathFromPSPath(Path), Config),
                 }, cancel: StopToken))
             : Pipeline;
+        EncodedImage? init = null;
         try
         {
+            if (InitImage is not null) init = Run(() => InitImageArgument.Encode(this, pipeline, InitImage, Height, Width));
+            else if (Strength is not null)
+                WriteWarning("-Strength applies to img2img only; give the init image with -InitImage. It is ignored.");
+            _initImage = init;
             if (SeedPerPrompt) GenerateEach(pipeline, owned, seed!.Value);
             else GenerateBatches(pipeline, owned);
         }
         finally
         {
+            if (init is not null && !ReferenceEquals(init, (InitImage as PSObject)?.BaseObject ?? InitImage)) init.Dispose(); // encoded here, not the caller's
             if (owned) pipeline.Dispose();
         }
     }
@@ -153,8 +180,9 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>diffusers' batch call: all prompts encoded together, denoised in batches from one generator seeded with -Seed.</summary>
     private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
     {
-        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions));
-        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler };
+        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2 }, Warn, indices: _input.Positions));
+        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler, InitImage = _initImage, Strength = Strength,
+            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize) };
         try
         {
             InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
@@ -180,7 +208,9 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
+            InitImage = _initImage, Strength = Strength,
+            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
         };
         var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
         try
@@ -191,7 +221,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
                 progress.PercentComplete = 100 * k / _prompts.Count;
                 WriteProgress(progress);
                 var clock = Stopwatch.StartNew();
-                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices[k]));
+                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = One(Prompt2, k), NegativePrompt2 = One(NegativePrompt2, k) }, Warn, indices[k]));
                 try
                 {
                     InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, 1, latent =>

@@ -28,6 +28,21 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     [ValidateRange(1, 512)]
     public int? MaxSequenceLength { get; set; }
 
+    /// <summary>SDXL: the prompts for the second text encoder (diffusers' prompt_2): one for all or one per prompt; default the prompts.</summary>
+    [Parameter]
+    [AllowEmptyString]
+    public string[]? Prompt2 { get; set; }
+
+    /// <summary>SDXL: the negative prompts for the second text encoder (negative_prompt_2); default the negative prompts.</summary>
+    [Parameter]
+    [AllowEmptyString]
+    public string[]? NegativePrompt2 { get; set; }
+
+    /// <summary>The run's LoRA scale in the text encoders (diffusers' lora_scale), multiplying every added LoRA's own -Scale.</summary>
+    [Parameter]
+    [ValidateRange(-100.0, 100.0)]
+    public double? LoraScale { get; set; }
+
     private readonly PromptInput _input = new();
 
     protected override void ProcessRecord() => _input.Add(this, Prompt);
@@ -35,7 +50,7 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     protected override void EndProcessing()
     {
         var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, _input.Negatives(NegativePrompt),
-            new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions));
+            new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2 }, Warn, indices: _input.Positions));
         WriteObject(embeddings, enumerateCollection: true);
     }
 }
@@ -55,6 +70,8 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     [Parameter] [ValidateRange(0.0, 100.0)] public double? GuidanceScale { get; set; }
     /// <summary>diffusers' guidance_rescale (SD): 0 off, 0.7 the paper's value for zero-terminal-SNR models such as SD 2.x.</summary>
     [Parameter] [ValidateRange(0.0, 1.0)] public double? GuidanceRescale { get; set; }
+    /// <summary>The run's LoRA scale, multiplying every added LoRA's own -Scale (diffusers' cross_attention_kwargs scale).</summary>
+    [Parameter] [ValidateRange(-100.0, 100.0)] public double? LoraScale { get; set; }
     [Parameter] public long? Seed { get; set; }
     [Parameter] public int? Height { get; set; }
     [Parameter] public int? Width { get; set; }
@@ -72,7 +89,22 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
     /// <summary>Each embedding gets its own generator seeded with Seed + its Index, and is denoised on its own.</summary>
     [Parameter] public SwitchParameter SeedPerPrompt { get; set; }
 
+    /// <summary>SDXL micro-conditioning (diffusers' original_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? OriginalSize { get; set; }
+    /// <summary>SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? CropCoordinates { get; set; }
+    /// <summary>SDXL micro-conditioning (target_size): height, width. Default: the image size.</summary>
+    [Parameter] [ValidateCount(2, 2)] public int[]? TargetSize { get; set; }
+
+    /// <summary>img2img: the init image from ConvertTo-DiffusionLatent -Image; the run starts from it, noised to -Strength's level.</summary>
+    [Parameter] public EncodedImage? InitImage { get; set; }
+
+    /// <summary>img2img: how much of the init image is replaced, 0..1 (default 0.8); the run takes about Steps x Strength steps.</summary>
+    [Parameter] [ValidateRange(0.0, 1.0)] public double? Strength { get; set; }
+
     private readonly List<DiffusionEmbedding> _embeddings = new();
+
+    internal static (int, int)? Pair(int[]? values) => values is { Length: 2 } ? (values[0], values[1]) : null;
 
     protected override void ProcessRecord() => _embeddings.AddRange(Embedding);
 
@@ -82,9 +114,13 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             ThrowTerminatingError(ArgumentError("SeedPerPromptBatch", "-BatchSize cannot be combined with -SeedPerPrompt: with a seed per prompt each embedding is denoised on its own.", "BatchSize"));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
             Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps, InitialLatents = InitialLatent,
+            InitImage = InitImage, Strength = Strength,
+            OriginalSize = Pair(OriginalSize), CropCoordinates = Pair(CropCoordinates), TargetSize = Pair(TargetSize),
         };
+        if (Strength is not null && InitImage is null)
+            WriteWarning("-Strength applies to img2img only; give the init image with -InitImage (from ConvertTo-DiffusionLatent -Image). It is ignored.");
         DenoiseBatches(this, Pipeline, _embeddings, options, SeedPerPrompt ? 1 : BatchSize, WriteObject);
     }
 
@@ -157,4 +193,37 @@ public sealed class ConvertFromDiffusionLatentCommand : DiffusionCmdlet
 
     protected override void EndProcessing() =>
         WriteObject(Run(() => Generation.Decode(Pipeline, _latents)), enumerateCollection: true);
+}
+
+/// <summary>
+/// The img2img pipelines' first stage: an init image (a file or an image object) through the VAE's encoder, as the
+/// latent distribution the denoise stage samples with its seed (Invoke-Denoise -InitImage).
+/// </summary>
+[Cmdlet(VerbsData.ConvertTo, "DiffusionLatent")]
+[OutputType(typeof(EncodedImage))]
+public sealed class ConvertToDiffusionLatentCommand : DiffusionCmdlet
+{
+    [Parameter(Mandatory = true)]
+    public DiffusionPipeline Pipeline { get; set; } = null!;
+
+    /// <summary>Image files (paths, Get-Item output) or image objects (Invoke-Diffusion / ConvertFrom-DiffusionLatent output).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    [Alias("FullName", "InitImage")]
+    public object[] Image { get; set; } = [];
+
+    /// <summary>Resize the image to this height first (Lanczos); default: its own, rounded down to what the VAE takes.</summary>
+    [Parameter] [ValidateRange(16, 16384)] public int? Height { get; set; }
+
+    /// <summary>Resize the image to this width first (Lanczos); default: its own, rounded down to what the VAE takes.</summary>
+    [Parameter] [ValidateRange(16, 16384)] public int? Width { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        EnsureBackendOrThrow();
+        foreach (var item in Image)
+        {
+            try { WriteObject(InitImageArgument.Encode(this, Pipeline, item, Height, Width)); }
+            catch (DiffusionException e) { WriteEngineError(e, item); }
+        }
+    }
 }

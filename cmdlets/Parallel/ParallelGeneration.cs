@@ -101,6 +101,8 @@ internal sealed class ParallelGeneration
         if (_cmd.Height is int height) generate["Height"] = height;
         if (_cmd.Width is int width) generate["Width"] = width;
         if (_cmd.MaxSequenceLength is int length) generate["MaxSequenceLength"] = length;
+        if (_cmd.Strength is double strength) generate["Strength"] = strength;
+        if (_cmd.InitImage is not null) generate["InitImage"] = InitImageFile(_cmd.InitImage);
 
         _journal = _cmd.RunEngine(RunJournal.Create);
         try
@@ -335,6 +337,19 @@ internal sealed class ParallelGeneration
             ErrorDetails = new ErrorDetails(message),
         });
         Settle(index, null);
+    }
+
+    /// <summary>Workers read the init image themselves: it goes to them as a file path.</summary>
+    private string InitImageFile(object value)
+    {
+        var item = value is System.Management.Automation.PSObject ps ? ps.BaseObject : value;
+        return item switch
+        {
+            FileInfo file => file.FullName,
+            string path when path.Length > 0 => _cmd.GetUnresolvedProviderPathFromPSPath(path),
+            _ => throw new System.Management.Automation.PSArgumentException(
+                "A parallel run reads -InitImage in every worker: give it as a file path (or Get-Item output), not as an image object. Save the image first (Save-DiffusionImage).", "InitImage"),
+        };
     }
 }
 

@@ -40,9 +40,10 @@ public static class TensorExchange
         };
         if (items.All(e => e.NegativePromptEmbeds is not null)) tensors["negative_prompt_embeds"] = Cat(items.Select(e => e.NegativePromptEmbeds!), "negative_prompt_embeds");
         if (items.All(e => e.PooledPromptEmbeds is not null)) tensors["pooled_prompt_embeds"] = Cat(items.Select(e => e.PooledPromptEmbeds!), "pooled_prompt_embeds");
+        if (items.All(e => e.NegativePooledPromptEmbeds is not null)) tensors["negative_pooled_prompt_embeds"] = Cat(items.Select(e => e.NegativePooledPromptEmbeds!), "negative_pooled_prompt_embeds");
         var meta = items.Select(e => new ItemMeta
         {
-            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = e.Family.ToString(), Model = e.Model,
+            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Prompt2 = e.Prompt2, NegativePrompt2 = e.NegativePrompt2, Family = e.Family.ToString(), Model = e.Model,
             TokenCount = e.TokenCount, Truncated = e.Truncated, TruncatedText = e.TruncatedText,
         }).ToList();
         SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "embeddings", [ItemsKey] = JsonSerializer.Serialize(meta, Json) }, overwrite);
@@ -90,17 +91,20 @@ public static class TensorExchange
                 using var prompt = file.Load("prompt_embeds");
                 using var negative = file.Contains("negative_prompt_embeds") ? file.Load("negative_prompt_embeds") : null;
                 using var pooled = file.Contains("pooled_prompt_embeds") ? file.Load("pooled_prompt_embeds") : null;
+                using var negativePooled = file.Contains("negative_pooled_prompt_embeds") ? file.Load("negative_pooled_prompt_embeds") : null;
                 RequireFloat(path, "prompt_embeds", prompt, 3, "[N, tokens, width]");
                 if (negative is not null) RequireFloat(path, "negative_prompt_embeds", negative, 3, "[N, tokens, width]");
                 if (pooled is not null) RequireFloat(path, "pooled_prompt_embeds", pooled, 2, "[N, width]");
+                if (negativePooled is not null) RequireFloat(path, "negative_pooled_prompt_embeds", negativePooled, 2, "[N, width]");
                 long n = prompt.shape[0];
                 var result = new List<object>();
                 for (int i = 0; i < n; i++)
                 {
                     var m = Meta(meta, i, n, path);
-                    result.Add(new DiffusionEmbedding(prompt.narrow(0, i, 1).contiguous(), negative?.narrow(0, i, 1).contiguous(), pooled?.narrow(0, i, 1).contiguous())
+                    result.Add(new DiffusionEmbedding(prompt.narrow(0, i, 1).contiguous(), negative?.narrow(0, i, 1).contiguous(), pooled?.narrow(0, i, 1).contiguous(),
+                        negativePooled?.narrow(0, i, 1).contiguous())
                     {
-                        Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt,
+                        Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, Prompt2 = m.Prompt2, NegativePrompt2 = m.NegativePrompt2,
                         Family = ParseFamily(m.Family, pooled is not null), Model = m.Model ?? "", TokenCount = m.TokenCount ?? 0,
                         Truncated = m.Truncated ?? false, TruncatedText = m.TruncatedText,
                     });
@@ -162,6 +166,8 @@ public static class TensorExchange
         public int? Index { get; set; }
         public string? Prompt { get; set; }
         public string? NegativePrompt { get; set; }
+        public string? Prompt2 { get; set; }
+        public string? NegativePrompt2 { get; set; }
         public string? Family { get; set; }
         public string? Model { get; set; }
         public int? TokenCount { get; set; }

@@ -121,8 +121,8 @@ public sealed class AutoencoderKL : nn.Module
     public (Tensor Mean, Tensor LogVar) Encode(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        var moments = encoder.forward(x);
-        if (quant_conv is not null) moments = quant_conv.forward(moments);
+        var moments = encoder.call(x);
+        if (quant_conv is not null) moments = quant_conv.call(moments);
         var (mean, logvar) = DiagonalGaussian.Split(moments);
         return scope.MoveToOuter(mean, logvar);
     }
@@ -151,7 +151,7 @@ public sealed class AutoencoderKL : nn.Module
     public Tensor Decode(Tensor z)
     {
         using var scope = torch.NewDisposeScope();
-        if (post_quant_conv is not null) z = post_quant_conv.forward(z);
-        return scope.MoveToOuter(decoder.forward(z));
+        if (post_quant_conv is not null) z = post_quant_conv.call(z);
+        return scope.MoveToOuter(decoder.call(z));
     }
 }

@@ -82,7 +82,7 @@ public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         var positionIds = torch.arange(inputIds.shape[1], dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0); // [1, S]
-        var embeddings = token_embedding.forward(inputIds) + position_embedding.forward(positionIds); // [B, S, C]
+        var embeddings = token_embedding.call(inputIds) + position_embedding.call(positionIds); // [B, S, C]
         return scope.MoveToOuter(embeddings);
     }
 }
@@ -112,12 +112,12 @@ public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         long batch = hiddenStates.shape[0], seq = hiddenStates.shape[1], channels = hiddenStates.shape[2];
-        var query = q_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2); // [B, heads, S, D]
-        var key = k_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
-        var value = v_proj.forward(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
+        var query = q_proj.call(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2); // [B, heads, S, D]
+        var key = k_proj.call(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
+        var value = v_proj.call(hiddenStates).view(batch, seq, _heads, _headDim).transpose(1, 2);
         var attended = F.scaled_dot_product_attention(query, key, value, is_casual: true); // scale 1/sqrt(D), as CLIP
         var merged = attended.transpose(1, 2).reshape(batch, seq, channels); // [B, S, C]
-        return scope.MoveToOuter(out_proj.forward(merged));
+        return scope.MoveToOuter(out_proj.call(merged));
     }
 }
 
@@ -139,9 +139,9 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hiddenStates)
     {
         using var scope = torch.NewDisposeScope();
-        var h = fc1.forward(hiddenStates);
+        var h = fc1.call(hiddenStates);
         h = _quickGelu ? h * torch.sigmoid(h * 1.702) : F.gelu(h);
-        return scope.MoveToOuter(fc2.forward(h));
+        return scope.MoveToOuter(fc2.call(h));
     }
 }
 
@@ -165,8 +165,8 @@ public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hiddenStates)
     {
         using var scope = torch.NewDisposeScope();
-        var h = hiddenStates + self_attn.forward(layer_norm1.forward(hiddenStates));
-        h = h + mlp.forward(layer_norm2.forward(h));
+        var h = hiddenStates + self_attn.call(layer_norm1.call(hiddenStates));
+        h = h + mlp.call(layer_norm2.call(h));
         return scope.MoveToOuter(h);
     }
 }
@@ -190,7 +190,7 @@ public sealed class CLIPEncoder : nn.Module
         var h = inputsEmbeds;
         foreach (var layer in layers)
         {
-            using (var at = UnitDispatch.Enter(layer)) h = layer.forward(at.In(h));
+            using (var at = UnitDispatch.Enter(layer)) h = layer.call(at.In(h));
             layerOutputs.Add(h);
         }
         scope.MoveToOuter(layerOutputs);
@@ -214,17 +214,43 @@ public sealed class CLIPTextModel : nn.Module
     public readonly CLIPTextEmbeddings embeddings;
     public readonly CLIPEncoder encoder;
     public readonly LayerNorm final_layer_norm;
+    /// <summary>CLIPTextModelWithProjection (SDXL's second encoder): the pooled output projected to projection_dim (its text_embeds); null for CLIPTextModel.</summary>
+    public readonly Linear? text_projection;
 
     public CLIPTextConfig Config { get; }
 
-    public CLIPTextModel(CLIPTextConfig config) : base(nameof(CLIPTextModel))
+    /// <param name="withProjection">transformers' CLIPTextModelWithProjection: adds text_projection (hidden_size -> projection_dim, no bias).</param>
+    public CLIPTextModel(CLIPTextConfig config, bool withProjection = false) : base(nameof(CLIPTextModel))
     {
         config.Validate();
         Config = config;
         embeddings = new CLIPTextEmbeddings(config);
         encoder = new CLIPEncoder(config);
         final_layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: Construction.Device, dtype: Construction.DType);
+        if (withProjection)
+            text_projection = nn.Linear(config.HiddenSize, config.ProjectionDim, hasBias: false, device: Construction.Device, dtype: Construction.DType);
         RegisterComponents();
+    }
+
+    /// <summary>
+    /// SDXL's use of a CLIP encoder (diffusers' StableDiffusionXLPipeline.encode_prompt): hidden_states[-(clipSkip + 2)]
+    /// as it is, without final_layer_norm, and the pooled output, projected by text_projection when the model has one
+    /// (CLIPTextModelWithProjection's text_embeds).
+    /// </summary>
+    /// <param name="inputIds">[B, S] int64 token ids.</param>
+    /// <returns>LastHiddenState: [B, S, C] the chosen hidden state; PooledOutput: [B, C] or [B, projection_dim].</returns>
+    public CLIPTextOutput ForwardHiddenState(Tensor inputIds, int clipSkip = 0)
+    {
+        if (clipSkip < 0 || clipSkip + 2 > Config.NumHiddenLayers + 1)
+            throw new DiffusionException("ClipSkipOutOfRange", DiffusionErrorKind.InvalidArgument,
+                $"clip skip {clipSkip} is out of range for a text encoder with {Config.NumHiddenLayers} layers.", nameof(clipSkip));
+        using var scope = torch.NewDisposeScope();
+        var (hiddenStates, _, pooled) = Run(inputIds);
+        var chosen = hiddenStates[^(clipSkip + 2)]; // [B, S, C]
+        if (text_projection is not null)
+            using (var at = UnitDispatch.Enter(text_projection)) pooled = text_projection.call(at.In(pooled)); // [B, projection_dim]
+        var (outChosen, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(chosen, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
+        return new CLIPTextOutput(outChosen, outPooled);
     }
 
     /// <param name="inputIds">[B, S] int64 token ids, S &lt;= max_position_embeddings.</param>
@@ -234,25 +260,32 @@ public sealed class CLIPTextModel : nn.Module
     /// </param>
     public CLIPTextOutput forward(Tensor inputIds, int clipSkip = 0)
     {
-        long seq = inputIds.shape[^1];
-        if (seq > Config.MaxPositionEmbeddings)
-            throw new DiffusionException("SequenceTooLong", DiffusionErrorKind.InvalidArgument,
-                $"The CLIP text encoder got {seq} tokens but handles at most {Config.MaxPositionEmbeddings} (max_position_embeddings). Truncate the token ids.", nameof(inputIds));
         if (clipSkip < 0 || clipSkip >= Config.NumHiddenLayers)
             throw new DiffusionException("ClipSkipOutOfRange", DiffusionErrorKind.InvalidArgument,
                 $"clip skip {clipSkip} is out of range: the text encoder has {Config.NumHiddenLayers} layers, so use 0 to {Config.NumHiddenLayers - 1}.", nameof(clipSkip));
 
         using var scope = torch.NewDisposeScope();
+        var (hiddenStates, last, pooled) = Run(inputIds);
+        var selected = last; // [B, S, C]
+        if (clipSkip > 0)
+            using (var at = UnitDispatch.Enter(final_layer_norm)) selected = final_layer_norm.call(at.In(hiddenStates[^(clipSkip + 1)]));
+        var (outSelected, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(selected, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
+        return new CLIPTextOutput(outSelected, outPooled);
+    }
+
+    /// <summary>transformers' hidden_states (the embeddings, then every layer's output), the final-layer-normed last state, and the pooled output (that state at each row's EOS).</summary>
+    private (IReadOnlyList<Tensor> HiddenStates, Tensor Last, Tensor Pooled) Run(Tensor inputIds)
+    {
+        long seq = inputIds.shape[^1];
+        if (seq > Config.MaxPositionEmbeddings)
+            throw new DiffusionException("SequenceTooLong", DiffusionErrorKind.InvalidArgument,
+                $"The CLIP text encoder got {seq} tokens but handles at most {Config.MaxPositionEmbeddings} (max_position_embeddings). Truncate the token ids.", nameof(inputIds));
         var ids = inputIds.view(-1, seq); // [B, S]
         // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
-        Tensor embedded, last, selected;
-        using (var at = UnitDispatch.Enter(embeddings)) embedded = embeddings.forward(at.In(ids));
+        Tensor embedded, last;
+        using (var at = UnitDispatch.Enter(embeddings)) embedded = embeddings.call(at.In(ids));
         var hiddenStates = encoder.forward(embedded);
-        using (var at = UnitDispatch.Enter(final_layer_norm))
-        {
-            last = final_layer_norm.forward(at.In(hiddenStates[^1])); // [B, S, C]
-            selected = clipSkip == 0 ? last : final_layer_norm.forward(at.In(hiddenStates[^(clipSkip + 1)]));
-        }
+        using (var at = UnitDispatch.Enter(final_layer_norm)) last = final_layer_norm.call(at.In(hiddenStates[^1])); // [B, S, C]
 
         // transformers: eos_token_id 2 is the pre-#24773 config value, where the EOS is the highest id in the row (argmax);
         // otherwise the first position of eos_token_id (pad may equal eos).
@@ -261,9 +294,6 @@ public sealed class CLIPTextModel : nn.Module
             ? idsInt.argmax(-1)
             : idsInt.eq(Config.EosTokenId).to(ScalarType.Int32).argmax(-1); // [B]
         var rows = torch.arange(last.shape[0], dtype: ScalarType.Int64, device: last.device);
-        var pooled = last.index(rows, eosPositions); // [B, C]
-
-        var (outSelected, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(selected, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
-        return new CLIPTextOutput(outSelected, outPooled);
+        return (hiddenStates, last, last.index(rows, eosPositions)); // last [B, S, C], pooled [B, C]
     }
 }

@@ -117,7 +117,7 @@ public sealed class FluxTransformer2DModel : nn.Module
 
         // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
         Tensor hidden, temb, encoder;
-        using (var at = UnitDispatch.Enter(x_embedder)) hidden = x_embedder.forward(at.In(hiddenStates.to(dtype, device))); // [B, L, D]
+        using (var at = UnitDispatch.Enter(x_embedder)) hidden = x_embedder.call(at.In(hiddenStates.to(dtype, device))); // [B, L, D]
         var t = timestep.to(dtype, device) * 1000;
         var pooled = pooledProjections.to(dtype, device);
         using (var at = UnitDispatch.Enter(time_text_embed))
@@ -129,7 +129,7 @@ public sealed class FluxTransformer2DModel : nn.Module
                     "This FLUX transformer has no guidance embedding (guidance_embeds is false, e.g. FLUX.1-schnell), so it takes no guidance value. " +
                     "Leave the guidance scale unset for this model.", "guidance"),
             };
-        using (var at = UnitDispatch.Enter(context_embedder)) encoder = context_embedder.forward(at.In(encoderHiddenStates.to(dtype, device))); // [B, S, D]
+        using (var at = UnitDispatch.Enter(context_embedder)) encoder = context_embedder.call(at.In(encoderHiddenStates.to(dtype, device))); // [B, S, D]
 
         var (ropeCos, ropeSin) = rotary ?? RotaryEmbedding(imgIds, txtIds); // [S+L, head_dim] float32; the caller's tables are not disposed here
 
@@ -148,7 +148,7 @@ public sealed class FluxTransformer2DModel : nn.Module
             }
 
         using (var at = UnitDispatch.Enter(norm_out)) { at.Move(ref hidden, ref temb); hidden = norm_out.forward(hidden, temb); }
-        using (var at = UnitDispatch.Enter(proj_out)) hidden = proj_out.forward(at.In(hidden));
+        using (var at = UnitDispatch.Enter(proj_out)) hidden = proj_out.call(at.In(hidden));
         return scope.MoveToOuter(UnitDispatch.ReturnTo(hidden, hiddenStates));
     }
 

@@ -146,7 +146,7 @@ public sealed class T5Attention : nn.Module
         var contextPosition = torch.arange(queryLength, dtype: ScalarType.Int64, device: device).unsqueeze(1); // [Q, 1]
         var memoryPosition = torch.arange(keyLength, dtype: ScalarType.Int64, device: device).unsqueeze(0); // [1, K]
         var bucket = RelativePositionBucket(memoryPosition - contextPosition); // [Q, K]
-        var values = relative_attention_bias.forward(bucket); // [Q, K, heads]
+        var values = relative_attention_bias.call(bucket); // [Q, K, heads]
         return scope.MoveToOuter(values.permute(2, 0, 1).unsqueeze(0)); // [1, heads, Q, K]
     }
 
@@ -156,14 +156,14 @@ public sealed class T5Attention : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         long batch = hiddenStates.shape[0], seq = hiddenStates.shape[1];
-        var query = q.forward(hiddenStates).view(batch, seq, _heads, _dKv).transpose(1, 2); // [B, heads, S, d_kv]
-        var key = k.forward(hiddenStates).view(batch, seq, _heads, _dKv).transpose(1, 2);
-        var value = v.forward(hiddenStates).view(batch, seq, _heads, _dKv).transpose(1, 2);
+        var query = q.call(hiddenStates).view(batch, seq, _heads, _dKv).transpose(1, 2); // [B, heads, S, d_kv]
+        var key = k.call(hiddenStates).view(batch, seq, _heads, _dKv).transpose(1, 2);
+        var value = v.call(hiddenStates).view(batch, seq, _heads, _dKv).transpose(1, 2);
         // T5 does not scale scores. TorchSharp's SDPA always scales by 1/sqrt(d_kv), so the query is pre-multiplied by
         // sqrt(d_kv) (exact when it is a power of two, e.g. 8 for d_kv 64).
         var attended = F.scaled_dot_product_attention(query * Math.Sqrt(_dKv), key, value, attn_mask: positionBias); // [B, heads, S, d_kv]
         var merged = attended.transpose(1, 2).reshape(batch, seq, _heads * _dKv);
-        return scope.MoveToOuter(o.forward(merged));
+        return scope.MoveToOuter(o.call(merged));
     }
 }
 
@@ -183,7 +183,7 @@ public sealed class T5LayerSelfAttention : nn.Module
     public Tensor forward(Tensor hiddenStates, Tensor positionBias)
     {
         using var scope = torch.NewDisposeScope();
-        var attended = SelfAttention.forward(layer_norm.forward(hiddenStates), positionBias);
+        var attended = SelfAttention.forward(layer_norm.call(hiddenStates), positionBias);
         return scope.MoveToOuter(hiddenStates + attended);
     }
 }
@@ -235,10 +235,10 @@ public sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>, IKeepInFlo
     public override Tensor forward(Tensor hiddenStates)
     {
         using var scope = torch.NewDisposeScope();
-        var gated = Activate(wi_0.forward(hiddenStates)) * wi_1.forward(hiddenStates); // [B, S, d_ff]
+        var gated = Activate(wi_0.call(hiddenStates)) * wi_1.call(hiddenStates); // [B, S, d_ff]
         if (gated.dtype != wo.weight!.dtype)
             gated = gated.to(wo.weight.dtype);
-        return scope.MoveToOuter(wo.forward(gated));
+        return scope.MoveToOuter(wo.call(gated));
     }
 }
 
@@ -258,7 +258,7 @@ public sealed class T5LayerFF : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hiddenStates)
     {
         using var scope = torch.NewDisposeScope();
-        return scope.MoveToOuter(hiddenStates + DenseReluDense.forward(layer_norm.forward(hiddenStates)));
+        return scope.MoveToOuter(hiddenStates + DenseReluDense.call(layer_norm.call(hiddenStates)));
     }
 }
 
@@ -279,7 +279,7 @@ public sealed class T5Block : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         var h = ClampFloat16(((T5LayerSelfAttention)layer[0]).forward(hiddenStates, positionBias));
-        h = ClampFloat16(((T5LayerFF)layer[1]).forward(h));
+        h = ClampFloat16(((T5LayerFF)layer[1]).call(h));
         return scope.MoveToOuter(h);
     }
 
@@ -331,7 +331,7 @@ public sealed class T5Stack : nn.Module
                 at.Move(ref h, ref positionBias);
                 h = b.forward(h, positionBias);
             }
-        using (var at = UnitDispatch.Enter(final_layer_norm)) h = final_layer_norm.forward(at.In(h));
+        using (var at = UnitDispatch.Enter(final_layer_norm)) h = final_layer_norm.call(at.In(h));
         return scope.MoveToOuter(h);
     }
 }
@@ -363,7 +363,7 @@ public sealed class T5EncoderModel : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         Tensor embeds;
-        using (var at = UnitDispatch.Enter(shared)) embeds = shared.forward(at.In(inputIds)); // [B, S, d_model]
+        using (var at = UnitDispatch.Enter(shared)) embeds = shared.call(at.In(inputIds)); // [B, S, d_model]
         return scope.MoveToOuter(UnitDispatch.ReturnTo(encoder.forward(embeds, attentionMask), inputIds));
     }
 }

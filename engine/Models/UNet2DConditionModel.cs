@@ -91,7 +91,11 @@ public sealed class UNet2DConditionConfig
                 "diffusers' UNet2DConditionModel refuses it too; SD 1.x/2.x configs leave it null and give the heads in attention_head_dim.");
         if (ClassEmbedType is not null) throw Unsupported("class_embed_type", ClassEmbedType, "class embeddings are not implemented; it must be null.");
         if (NumClassEmbeds is not null) throw Unsupported("num_class_embeds", NumClassEmbeds, "class embeddings are not implemented; it must be null.");
-        if (AdditionEmbedType is not null) throw Unsupported("addition_embed_type", AdditionEmbedType, "addition embeddings (SDXL, Kandinsky) are not implemented; it must be null.");
+        if (AdditionEmbedType is not (null or "text_time"))
+            throw Unsupported("addition_embed_type", AdditionEmbedType, "only SDXL's \"text_time\" addition embeddings are implemented (no Kandinsky \"text\"/\"image\"); it must be null or \"text_time\".");
+        if (AdditionEmbedType == "text_time" && (AdditionTimeEmbedDim is not > 0 || ProjectionClassEmbeddingsInputDim is not > 0))
+            throw Unsupported("addition_time_embed_dim", AdditionTimeEmbedDim,
+                "\"text_time\" addition embeddings need addition_time_embed_dim and projection_class_embeddings_input_dim (6 x addition_time_embed_dim + the pooled text width).");
         if (EncoderHidDimType is not null) throw Unsupported("encoder_hid_dim_type", EncoderHidDimType, "encoder hidden-state projections are not implemented; it must be null.");
         if (EncoderHidDim is not null) throw Unsupported("encoder_hid_dim", EncoderHidDim, "encoder hidden-state projections are not implemented; it must be null.");
         if (DualCrossAttention) throw Unsupported("dual_cross_attention", true, "dual cross-attention is not implemented; it must be false.");
@@ -151,6 +155,9 @@ public sealed class UNet2DConditionModel : nn.Module
 {
     public readonly Conv2d conv_in;
     public readonly TimestepEmbedding time_embedding;
+    /// <summary>SDXL (addition_embed_type "text_time"): the pooled text embeddings and the six size/crop numbers, embedded and added to the time embedding.</summary>
+    public readonly TimestepEmbedding? add_embedding;
+    private readonly Timesteps? _addTimeProj;
     public readonly ModuleList<UNetDownBlock> down_blocks;
     public readonly UNetMidBlock2DCrossAttn? mid_block;
     public readonly ModuleList<UNetUpBlock> up_blocks;
@@ -180,6 +187,11 @@ public sealed class UNet2DConditionModel : nn.Module
         long timeEmbedDim = config.TimeEmbeddingDim ?? channels[0] * 4;
         _timeProj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift);
         time_embedding = new TimestepEmbedding(channels[0], timeEmbedDim);
+        if (config.AdditionEmbedType == "text_time")
+        {
+            _addTimeProj = new Timesteps(config.AdditionTimeEmbedDim!.Value, config.FlipSinToCos, config.FreqShift);
+            add_embedding = new TimestepEmbedding(config.ProjectionClassEmbeddingsInputDim!.Value, timeEmbedDim);
+        }
 
         var down = new List<UNetDownBlock>();
         long outputChannel = channels[0];
@@ -238,9 +250,14 @@ public sealed class UNet2DConditionModel : nn.Module
     /// <param name="sample">[B, in_channels, h, w] noisy latents</param>
     /// <param name="timestep">0-dim, [1] or [B] timesteps (any numeric dtype)</param>
     /// <param name="encoderHiddenStates">[B, S, cross_attention_dim] text embeddings</param>
+    /// <param name="textEmbeds">SDXL: [B, P] pooled text embeddings (diffusers' added_cond_kwargs["text_embeds"]); null otherwise.</param>
+    /// <param name="timeIds">SDXL: [B, 6] original size, crop top-left, target size (added_cond_kwargs["time_ids"]); null otherwise.</param>
     /// <returns>[B, out_channels, h, w] model output (noise prediction for SD 1.x)</returns>
-    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates)
+    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null)
     {
+        if (add_embedding is not null && (textEmbeds is null || timeIds is null))
+            throw new DiffusionException("AddedConditionMissing", DiffusionErrorKind.InvalidArgument,
+                "This UNet (addition_embed_type \"text_time\", SDXL) needs the pooled text embeddings and the time ids; encode the prompts with the SDXL pipeline's two text encoders.", "Embedding");
         using var scope = torch.NewDisposeScope();
         long overallUpFactor = 1L << _numUpsamplers;
         bool forwardUpsampleSize = sample.shape[^2] % overallUpFactor != 0 || sample.shape[^1] % overallUpFactor != 0;
@@ -253,9 +270,17 @@ public sealed class UNet2DConditionModel : nn.Module
         // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
         var input = sample;
         Tensor emb;
-        using (var at = UnitDispatch.Enter(time_embedding)) emb = time_embedding.forward(at.In(tEmb)); // [B, time_embed_dim]
+        using (var at = UnitDispatch.Enter(time_embedding)) emb = time_embedding.call(at.In(tEmb)); // [B, time_embed_dim]
+        if (add_embedding is not null)
+        {
+            var timeEmbeds = _addTimeProj!.forward(timeIds!.flatten()).reshape(textEmbeds!.shape[0], -1); // [B*6, d] -> [B, 6d]
+            using var at = UnitDispatch.Enter(add_embedding);
+            var addEmbeds = torch.cat([at.In(textEmbeds!), at.In(timeEmbeds)], -1).to_type(emb.dtype); // [B, P + 6d]
+            var augEmb = add_embedding.call(addEmbeds);
+            emb = emb + augEmb.to(emb.device); // [B, time_embed_dim]
+        }
 
-        using (var at = UnitDispatch.Enter(conv_in)) sample = conv_in.forward(at.In(sample));
+        using (var at = UnitDispatch.Enter(conv_in)) sample = conv_in.call(at.In(sample));
         var skips = new List<Tensor> { sample };
         foreach (var block in down_blocks)
             using (var at = UnitDispatch.Enter(block))
@@ -284,8 +309,8 @@ public sealed class UNet2DConditionModel : nn.Module
             sample = block.forward(sample, blockSkips.Select(at.In).ToList(), emb, encoderHiddenStates, upsampleSize);
         }
 
-        using (var at = UnitDispatch.Enter(conv_norm_out)) sample = F.silu(conv_norm_out.forward(at.In(sample)));
-        using (var at = UnitDispatch.Enter(conv_out)) sample = conv_out.forward(at.In(sample));
+        using (var at = UnitDispatch.Enter(conv_norm_out)) sample = F.silu(conv_norm_out.call(at.In(sample)));
+        using (var at = UnitDispatch.Enter(conv_out)) sample = conv_out.call(at.In(sample));
         return scope.MoveToOuter(UnitDispatch.ReturnTo(sample, input));
     }
 }

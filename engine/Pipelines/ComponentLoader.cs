@@ -11,7 +11,7 @@ namespace Diffusion.Engine.Pipelines;
 internal static class ComponentLoader
 {
     public static readonly string[] ModelClasses =
-        ["CLIPTextModel", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
+        ["CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
 
     /// <param name="placement">Where a model's units go (a device map or CPU offload); null: the whole model on <paramref name="device"/>.</param>
     /// <param name="weights">Where model weights come from (the folder's files, or a single-file checkpoint), and the folder with the configs.</param>
@@ -31,6 +31,7 @@ internal static class ComponentLoader
             "T5Tokenizer" or "T5TokenizerFast" => T5Tokenizer.FromFolder(dir),
             var c when c.EndsWith("Scheduler", StringComparison.Ordinal) => folder.ComponentFile(spec.Name, "scheduler_config.json"),
             "CLIPTextModel" => LoadModel(() => new CLIPTextModel(CLIPTextConfig.Load(Config())), CLIPTextModel.ModuleKey),
+            "CLIPTextModelWithProjection" => LoadModel(() => new CLIPTextModel(CLIPTextConfig.Load(Config()), withProjection: true), CLIPTextModel.ModuleKey),
             "T5EncoderModel" => LoadModel(() => new T5EncoderModel(T5Config.Load(Config()))),
             "UNet2DConditionModel" => LoadModel(() => new UNet2DConditionModel(UNet2DConditionConfig.Load(Config()))),
             "AutoencoderKL" => LoadModel(() => new AutoencoderKL(AutoencoderKLConfig.Load(Config()))),

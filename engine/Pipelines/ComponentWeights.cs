@@ -72,7 +72,7 @@ internal sealed class ComponentWeights
             SingleFile.Path);
     }
 
-    private static bool IsTextEncoder(string className) => className is "CLIPTextModel" or "T5EncoderModel";
+    private static bool IsTextEncoder(string className) => className is "CLIPTextModel" or "CLIPTextModelWithProjection" or "T5EncoderModel";
 
     /// <summary>Whether this component's weights come from the single file.</summary>
     public bool FromSingleFile(ComponentSpec spec) => SingleFile?.Holds(spec.ClassName) == true;
@@ -90,5 +90,5 @@ internal sealed class ComponentWeights
     }
 
     /// <summary>The module-key renaming of a class's folder files (transformers 5 dropped CLIPTextModel's "text_model." level).</summary>
-    public static Func<string, string>? ModuleKeyOf(string className) => className == "CLIPTextModel" ? Models.CLIPTextModel.ModuleKey : null;
+    public static Func<string, string>? ModuleKeyOf(string className) => className is "CLIPTextModel" or "CLIPTextModelWithProjection" ? Models.CLIPTextModel.ModuleKey : null;
 }

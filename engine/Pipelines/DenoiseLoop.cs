@@ -15,8 +15,9 @@ internal static class DenoiseLoop
 {
     /// <param name="latents">The initial latents [B, ...] on the model's device; the loop owns them.</param>
     /// <param name="step">(step index, current latents) -> next latents, computed inside the step's dispose scope.</param>
+    /// <param name="firstStep">img2img: the index of the first timestep run (diffusers' begin index); the steps before it are skipped.</param>
     public static IEnumerable<DenoiseStep> Run(Tensor latents, IScheduler scheduler, DenoiseRunInfo run, IReadOnlyList<DiffusionEmbedding> batch,
-        bool captureSteps, List<DiffusionLatent> results, Func<int, Tensor, Tensor> step)
+        bool captureSteps, List<DiffusionLatent> results, Func<int, Tensor, Tensor> step, int firstStep = 0)
     {
         var clock = Stopwatch.StartNew();
         var inFlight = latents.numel() * latents.element_size();
@@ -25,7 +26,8 @@ internal static class DenoiseLoop
         try
         {
             var timesteps = scheduler.Timesteps;
-            for (int i = 0; i < timesteps.Length; i++)
+            int total = timesteps.Length - firstStep;
+            for (int i = firstStep; i < timesteps.Length; i++)
             {
                 using (var scope = torch.NewDisposeScope())
                 using (var noGrad = torch.no_grad())
@@ -34,12 +36,13 @@ internal static class DenoiseLoop
                     latents.Dispose();
                     latents = next;
                 }
-                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, i + 1) : null);
+                int done = i - firstStep + 1;
+                yield return new DenoiseStep(done - 1, total, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, done) : null);
             }
             OutputChecks.RequireFinite(latents, batch.Select(e => e.Index).ToList(), "Denoising", "latents",
                 "weights with NaN or Inf (a damaged or badly converted file), a scheduler configuration that cannot work, " +
                 "or float16 overflow (try -DType bfloat16 or float32)");
-            results.AddRange(run.Split(latents, batch, timesteps.Length, clock.Elapsed.TotalSeconds));
+            results.AddRange(run.Split(latents, batch, total, clock.Elapsed.TotalSeconds));
         }
         finally
         {

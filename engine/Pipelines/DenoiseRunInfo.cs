@@ -8,13 +8,15 @@ internal sealed record DenoiseRunInfo(ModelFamily Family, string Model, long See
     string Scheduler, int Height, int Width)
 {
     public double GuidanceRescale { get; init; }
+    /// <summary>img2img: diffusers' strength; null for text-to-image.</summary>
+    public double? Strength { get; init; }
 
     /// <summary>One latent object per image of the batch latents <paramref name="all"/> [B,...], copied to the CPU.</summary>
     public List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, int stepsDone, double seconds = 0) =>
         items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
         {
             Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = Family, Model = Model, Seed = Seed,
-            Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Scheduler = Scheduler,
+            Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Strength = Strength, Scheduler = Scheduler,
             Height = Height, Width = Width, Seconds = seconds,
         }).ToList();
 }

@@ -130,7 +130,7 @@ internal static class DevicePlanning
         if (ReadConfig(folder, "vae") is JsonElement vae && vae.TryGetProperty("block_out_channels", out var b) && b.ValueKind == JsonValueKind.Array)
             vsf = 1 << (b.GetArrayLength() - 1);
         int size = family == ModelFamily.Flux ? 128 * vsf : 64 * vsf;
-        if (family == ModelFamily.StableDiffusion && ReadConfig(folder, "unet") is JsonElement unet && unet.TryGetProperty("sample_size", out var s))
+        if (family != ModelFamily.Flux && ReadConfig(folder, "unet") is JsonElement unet && unet.TryGetProperty("sample_size", out var s))
             size = (s.ValueKind == JsonValueKind.Number ? s.GetInt32() : s.ValueKind == JsonValueKind.Array && s.GetArrayLength() > 0 ? s[0].GetInt32() : 64) * vsf;
         int height = o.Height ?? size, width = o.Width ?? size;
         if (height <= 0 || width <= 0)

@@ -13,6 +13,10 @@ public sealed class DiffusionEmbedding : TensorHolder
     public int Index { get; init; }
     public string Prompt { get; init; } = "";
     public string? NegativePrompt { get; init; }
+    /// <summary>SDXL: the prompt the second text encoder got (diffusers' prompt_2; the prompt when not given).</summary>
+    public string? Prompt2 { get; init; }
+    /// <summary>SDXL: the negative prompt the second text encoder got (negative_prompt_2).</summary>
+    public string? NegativePrompt2 { get; init; }
     public ModelFamily Family { get; init; }
     public string Model { get; init; } = "";
     public int TokenCount { get; init; }

@@ -25,6 +25,8 @@ public sealed class DiffusionLatent : TensorHolder
     /// <summary>diffusers' guidance_rescale of the run (0: none).</summary>
     public double GuidanceRescale { get; init; }
     public string Scheduler { get; init; } = "";
+    /// <summary>img2img: the strength the run started from its init image with (diffusers' strength); null for text-to-image.</summary>
+    public double? Strength { get; init; }
     public int Height { get; init; }
     public int Width { get; init; }
     /// <summary>Seconds the denoise loop took for the batch this image was in.</summary>

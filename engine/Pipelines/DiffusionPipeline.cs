@@ -28,6 +28,8 @@ public sealed class DiffusionPipeline : IDisposable
     public long Parameters => _components.Values.Sum(c => c.Parameters);
     public long Bytes => _components.Values.Sum(c => c.Bytes);
     public bool IsDisposed { get; private set; }
+    /// <summary>The LoRAs applied to this pipeline's models (Add-DiffusionLora), in the order they were added.</summary>
+    public Lora.LoraSet Loras { get; } = new();
 
     /// <summary>The scheduler class this pipeline denoises with (the folder's, or the override).</summary>
     public string Scheduler => SchedulerOverride ?? (Folder.Components.TryGetValue("scheduler", out var s) ? s.ClassName : "");
@@ -208,6 +210,7 @@ public sealed class DiffusionPipeline : IDisposable
     {
         if (IsDisposed) return;
         IsDisposed = true;
+        Loras.Clear();
         foreach (var c in _components.Values) c.Dispose();
         _components.Clear();
     }

@@ -87,7 +87,7 @@ internal static class FluxStages
                 $"-GuidanceRescale {rescale} applies to Stable Diffusion's classifier-free guidance; FLUX.1 is guidance-distilled " +
                 "(its -GuidanceScale is an input of the transformer, with no unconditional pass to rescale against). Leave -GuidanceRescale out.", "GuidanceRescale");
         int vsf = pipe.VaeScaleFactor;
-        int requestedHeight = o.Height ?? DefaultSampleSize * vsf, requestedWidth = o.Width ?? DefaultSampleSize * vsf;
+        int requestedHeight = o.Height ?? o.InitImage?.Height ?? DefaultSampleSize * vsf, requestedWidth = o.Width ?? o.InitImage?.Width ?? DefaultSampleSize * vsf;
         if (requestedHeight < vsf * 2 || requestedWidth < vsf * 2)
             throw new DiffusionException("InvalidImageSize", DiffusionErrorKind.InvalidArgument,
                 $"-Height {requestedHeight} / -Width {requestedWidth}: FLUX needs at least {vsf * 2} pixels per side.", "Height");
@@ -122,15 +122,32 @@ internal static class FluxStages
         var generator = new torch.Generator((ulong)seed, torch.CPU);
         var (latentHeight, latentWidth) = FluxLatents.LatentSize(height, width, vsf);
         using var given = PipelineChecks.InitialLatents(o, b, [1, (latentHeight / 2) * (latentWidth / 2), transformer.Config.InChannels]);
-        var latents = given is not null
-            ? given.to(dtype, device)
-            : FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator, dtype).to(device);
-        int imageSeqLen = (int)latents.shape[1];
+        int imageSeqLen = (latentHeight / 2) * (latentWidth / 2);
         var cfg = scheduler.Config;
         var mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, cfg.BaseShift, cfg.MaxShift);
         scheduler.SetTimesteps(steps, mu);
+        int firstStep = 0;
+        double? strength = null;
+        Tensor latents;
+        if (o.InitImage is { } init)
+        {
+            // img2img: the init image's latents [B,16,h,w] scaled to the first step's sigma (scale_noise), then packed.
+            ImageToImage.Check(init, pipe, height, width, given is not null);
+            strength = ImageToImage.CheckStrength(o.Strength);
+            firstStep = ImageToImage.StartStep(ModelFamily.Flux, steps, strength.Value, scheduler.Order);
+            using var noised = ImageToImage.NoisedLatents(init, ImageToImage.VaeConfig(pipe), scheduler, firstStep, b, generator, dtype);
+            using var packed = FluxLatents.PackLatents(noised); // [B, L, 64]
+            latents = packed.to(device);
+        }
+        else
+            latents = given is not null
+                ? given.to(dtype, device)
+                : FluxLatents.PrepareLatents(b, transformer.Config.InChannels / 4, height, width, vsf, generator, dtype).to(device);
 
-        var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width);
+        var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
+        {
+            Strength = strength,
+        };
 
         // 3. Denoise: the transformer predicts the velocity, the flow-matching scheduler steps along it.
         // Iterated here (not returned) so the conditioning tensors above live until the loop ends.
@@ -139,7 +156,7 @@ internal static class FluxStages
             var t = torch.full([b], scheduler.Timesteps[i] / 1000f, dtype, device); // the model scales by 1000 again
             var velocity = transformer.forward(current, context, pooled, t, imageIds, textIds, useGuidance ? guidanceTensor.to(dtype) : null, rotary);
             return scheduler.Step(velocity, i, current, generator);
-        }))
+        }, firstStep))
             yield return done;
     }
 

@@ -31,9 +31,11 @@ public static class Generation
         // Each embedding's Index: its prompt's place in the caller's input (gaps where an input item was refused).
         var idx = indices ?? Enumerable.Range(firstIndex, prompts.Count).ToList();
         if (idx.Count != prompts.Count) throw new ArgumentException($"{idx.Count} indices for {prompts.Count} prompts.", nameof(indices));
+        using var lora = pipe.Loras.WithCallScale(options.LoraScale ?? 1.0);
         return NativeFailure.Guard("Encoding prompts", () => pipe.Family switch
         {
             ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, idx),
+            ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Encode(pipe, prompts, negatives, options, idx, warn),
             _ => StableDiffusionStages.Encode(pipe, prompts, negatives, idx, warn),
         });
     }
@@ -59,9 +61,16 @@ public static class Generation
         int steps = options.Steps ?? (pipe.Family == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
         return pipe.Family switch
         {
-            ModelFamily.Flux => new DenoiseRun(r => FluxStages.Denoise(pipe, batch, options, r, warn), steps),
-            _ => new DenoiseRun(r => StableDiffusionStages.Denoise(pipe, batch, options, r, warn), steps),
+            ModelFamily.Flux => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, FluxStages.Denoise(pipe, batch, options, r, warn)), steps),
+            _ => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, StableDiffusionStages.Denoise(pipe, batch, options, r, warn)), steps),
         };
+    }
+
+    /// <summary>The run's LoRA scale holds while its steps are enumerated (the loop runs lazily, step by step).</summary>
+    private static IEnumerable<DenoiseStep> WithLoraScale(DiffusionPipeline pipe, double? scale, IEnumerable<DenoiseStep> steps)
+    {
+        using var lora = pipe.Loras.WithCallScale(scale ?? 1.0);
+        foreach (var step in steps) yield return step;
     }
 
     /// <summary>Decodes latents to images, batching latents of the same size.</summary>
@@ -85,9 +94,12 @@ public static class Generation
                 items.Sum(l => l.Latents.numel() * 4L) + 3L * items.Count * items[0].Height * items[0].Width * 4 * 2, "Decoding latents");
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
-            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family == ModelFamily.Flux
-                ? FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width)
-                : StableDiffusionStages.Decode(pipe, batch)); // [B,3,H,W] float32 CPU in [0,1]
+            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family switch
+            {
+                ModelFamily.Flux => FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width),
+                ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Decode(pipe, batch),
+                _ => StableDiffusionStages.Decode(pipe, batch),
+            }); // [B,3,H,W] float32 CPU in [0,1]
             // NaN survives the clamp to [0,1].
             OutputChecks.RequireFinite(pixels, items.Select(l => l.Index).ToList(), "Decoding latents", "pixels",
                 "a VAE run in float16 overflows (decode with -DType float32, as diffusers' force_upcast does), VAE weights " +

@@ -37,6 +37,12 @@ public sealed class EncodeOptions
 {
     /// <summary>FLUX: T5 sequence length (512 dev, 256 schnell by default).</summary>
     public int? MaxSequenceLength { get; set; }
+    /// <summary>SDXL: the prompts for the second text encoder (diffusers' prompt_2): none (the prompts), one for all, or one per prompt.</summary>
+    public IReadOnlyList<string?>? Prompt2 { get; set; }
+    /// <summary>SDXL: the negative prompts for the second text encoder (negative_prompt_2): none (the negative prompts), one for all, or one per prompt.</summary>
+    public IReadOnlyList<string?>? NegativePrompt2 { get; set; }
+    /// <summary>The run's LoRA scale, multiplying each adapter's (diffusers' <c>lora_scale</c> in encode_prompt); 1 when null.</summary>
+    public double? LoraScale { get; set; }
 }
 
 public sealed class DenoiseOptions
@@ -48,6 +54,18 @@ public sealed class DenoiseOptions
     /// standard deviation ("Common Diffusion Noise Schedules and Sample Steps are Flawed", 3.4); 0 (default) to 1.
     /// </summary>
     public double? GuidanceRescale { get; set; }
+    /// <summary>SDXL micro-conditioning (diffusers' original_size): (height, width); default the image size.</summary>
+    public (int Height, int Width)? OriginalSize { get; set; }
+    /// <summary>SDXL micro-conditioning (crops_coords_top_left): (top, left); default (0, 0).</summary>
+    public (int Top, int Left)? CropCoordinates { get; set; }
+    /// <summary>SDXL micro-conditioning (target_size): (height, width); default the image size.</summary>
+    public (int Height, int Width)? TargetSize { get; set; }
+    /// <summary>img2img: the encoded init image the run starts from (noised to the level <see cref="Strength"/> picks); null for text-to-image.</summary>
+    public EncodedImage? InitImage { get; set; }
+    /// <summary>img2img: how much of the init image is replaced, 0..1 (diffusers' <c>strength</c>, default 0.8): the run takes about Steps x Strength steps.</summary>
+    public double? Strength { get; set; }
+    /// <summary>The run's LoRA scale, multiplying each adapter's (diffusers' <c>cross_attention_kwargs={"scale": s}</c>); 1 when null.</summary>
+    public double? LoraScale { get; set; }
     /// <summary>Seed of the CPU generator that draws the initial noise (and a stochastic scheduler's noise); random when null.</summary>
     public long? Seed { get; set; }
     /// <summary>

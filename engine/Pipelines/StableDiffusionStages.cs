@@ -67,11 +67,11 @@ internal static class StableDiffusionStages
         var unet = pipe.Require<UNet2DConditionModel>("unet", stage);
         var scheduler = pipe.CreateScheduler(o.Scheduler, stage);
         int steps = o.Steps ?? DefaultSteps;
-        double guidance = o.GuidanceScale ?? DefaultGuidance;
+        double guidance = o.GuidanceScale ?? (pipe.Family == ModelFamily.StableDiffusionXL ? StableDiffusionXLStages.DefaultGuidance : DefaultGuidance);
         double rescale = PipelineChecks.GuidanceRescale(o.GuidanceRescale ?? 0);
         int vsf = pipe.VaeScaleFactor;
         int defaultSize = (unet.Config.SampleSize?.Single ?? unet.Config.SampleSize?.List?[0] ?? 64) * vsf;
-        int height = o.Height ?? defaultSize, width = o.Width ?? defaultSize;
+        int height = o.Height ?? o.InitImage?.Height ?? defaultSize, width = o.Width ?? o.InitImage?.Width ?? defaultSize;
         PipelineChecks.Size(height, width, vsf);
         PipelineChecks.Steps(steps);
         long seed = PipelineChecks.RunSeed(o, batch);
@@ -92,6 +92,9 @@ internal static class StableDiffusionStages
             context = context.to(dtype, device).MoveToOuterDisposeScope();
         }
         using var contextScope = context;
+        // SDXL's UNet (addition_embed_type "text_time") also takes the pooled text embeddings and the size/crop ids, in the same [neg..., pos...] order.
+        var (textEmbeds, timeIds) = unet.add_embedding is null ? (null, null) : StableDiffusionXLStages.AddedConditioning(pipe, unet, batch, o, height, width, cfg);
+        using var textEmbedsScope = textEmbeds; using var timeIdsScope = timeIds;
 
         // 2. Timesteps and initial noise from a CPU generator seeded with `seed` (same numbers as torch.Generator).
         PipelineChecks.StepsWithinTraining(scheduler, steps);
@@ -101,13 +104,31 @@ internal static class StableDiffusionStages
         long[] shape = [batch.Count, unet.Config.InChannels, height / vsf, width / vsf];
         // Noise is drawn in the embeddings' dtype, as diffusers does (libtorch's CPU randn gives other numbers in float16/bfloat16).
         using var given = PipelineChecks.InitialLatents(o, batch.Count, [1, .. shape[1..]]);
-        var initial = given?.to(dtype) ?? torch.randn(shape, dtype, torch.CPU, generator: generator);
-        var latents = (initial * scheduler.InitNoiseSigma).to(device);
-        initial.Dispose();
-
-        var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width)
+        int firstStep = 0;
+        double? strength = null;
+        Tensor latents;
+        if (o.InitImage is not null && pipe.Family == ModelFamily.StableDiffusionXL)
+            throw new DiffusionException("InitImageNotSupported", DiffusionErrorKind.NotSupported,
+                "img2img with SDXL (StableDiffusionXLImg2ImgPipeline, with its aesthetic-score conditioning) is not implemented yet; use -InitImage with SD 1.x/2.x or FLUX.", "InitImage");
+        if (o.InitImage is { } init)
         {
-            GuidanceRescale = cfg ? rescale : 0,
+            // img2img: the init image's latents noised to the level of the first step the strength leaves.
+            ImageToImage.Check(init, pipe, height, width, given is not null);
+            strength = ImageToImage.CheckStrength(o.Strength);
+            firstStep = ImageToImage.StartStep(ModelFamily.StableDiffusion, steps, strength.Value, scheduler.Order);
+            using var noised = ImageToImage.NoisedLatents(init, ImageToImage.VaeConfig(pipe), scheduler, firstStep, batch.Count, generator, dtype);
+            latents = noised.to(device);
+        }
+        else
+        {
+            var initial = given?.to(dtype) ?? torch.randn(shape, dtype, torch.CPU, generator: generator);
+            latents = (initial * scheduler.InitNoiseSigma).to(device);
+            initial.Dispose();
+        }
+
+        var run = new DenoiseRunInfo(pipe.Family, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
+        {
+            GuidanceRescale = cfg ? rescale : 0, Strength = strength,
         };
 
         // 3. Denoise, with classifier-free guidance on [uncond, text] halves.
@@ -117,7 +138,7 @@ internal static class StableDiffusionStages
             var modelInput = cfg ? torch.cat([current, current], 0) : current; // [2B or B, 4, h, w]
             modelInput = scheduler.ScaleModelInput(modelInput, i);
             var t = torch.full([], scheduler.Timesteps[i], ScalarType.Float32, device); // filled on the device: no host-to-device copy per step
-            var noise = unet.forward(modelInput, t, context);
+            var noise = unet.forward(modelInput, t, context, textEmbeds, timeIds);
             if (cfg)
             {
                 var chunks = noise.chunk(2, 0); // uncond, text
@@ -125,7 +146,7 @@ internal static class StableDiffusionStages
                 if (rescale > 0) noise = RescaleNoiseCfg(noise, chunks[1], rescale);
             }
             return scheduler.Step(noise, i, current, generator);
-        }))
+        }, firstStep))
             yield return done;
     }
 
@@ -154,12 +175,13 @@ internal static class StableDiffusionStages
     }
 
     /// <summary>VAE decode of SD latents [B,4,h,w] to images [B,3,H,W] in [0,1].</summary>
-    public static Tensor Decode(DiffusionPipeline pipe, Tensor latents)
+    /// <param name="vaeDType">The dtype the VAE computes in (SDXL's force_upcast: float32 under a float16 pipeline); default the pipeline's.</param>
+    public static Tensor Decode(DiffusionPipeline pipe, Tensor latents, ScalarType? vaeDType = null)
     {
         var vae = pipe.Require<AutoencoderKL>("vae", "Decoding latents");
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        var z = latents.to(pipe.TorchDType, pipe.TorchDevice) / vae.Config.ScalingFactor;
+        var z = latents.to(vaeDType ?? pipe.TorchDType, pipe.TorchDevice) / vae.Config.ScalingFactor;
         using var at = Sharding.UnitDispatch.Enter(vae); // a VAE placed or offloaded by a device map
         var image = vae.Decode(at.In(z));
         return (image / 2 + 0.5).clamp(0, 1).to(ScalarType.Float32, torch.CPU).MoveToOuterDisposeScope(); // [B,3,H,W]

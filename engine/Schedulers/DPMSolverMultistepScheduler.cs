@@ -127,6 +127,15 @@ public sealed class DPMSolverMultistepScheduler : IScheduler
 
     public Tensor ScaleModelInput(Tensor sample, int stepIndex) => sample.alias();
 
+    /// <summary>diffusers' <c>add_noise</c> with a begin index: alpha_t x + sigma_t noise at sigmas[begin_index].</summary>
+    public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
+    {
+        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        using var scope = NewDisposeScope();
+        var (alphaT, sigmaT, _) = AlphaSigmaLambda(stepIndex);
+        return scope.MoveToOuter(alphaT.to(original.dtype, original.device) * original + sigmaT.to(original.dtype, original.device) * noise);
+    }
+
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
         if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);

@@ -92,6 +92,15 @@ public sealed class EulerDiscreteScheduler : IScheduler
         return (sample / (sigma.pow(2) + 1).pow(0.5)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>diffusers' <c>add_noise</c> with a begin index: x + noise * sigmas[begin_index].</summary>
+    public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
+    {
+        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        using var scope = NewDisposeScope();
+        var sigma = tensor(_sigmas[stepIndex]).to(original.dtype, original.device);
+        return scope.MoveToOuter(original + noise * sigma);
+    }
+
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
         using var scope = NewDisposeScope();

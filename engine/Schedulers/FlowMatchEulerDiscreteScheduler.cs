@@ -82,6 +82,15 @@ public sealed class FlowMatchEulerDiscreteScheduler : IScheduler
 
     public Tensor ScaleModelInput(Tensor sample, int stepIndex) => sample.alias();
 
+    /// <summary>diffusers' <c>scale_noise</c> with a begin index: sigma noise + (1 - sigma) x at sigmas[begin_index].</summary>
+    public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
+    {
+        if (_sigmas.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        using var scope = NewDisposeScope();
+        var sigma = tensor(_sigmas[stepIndex]).to(original.dtype, original.device);
+        return scope.MoveToOuter(sigma * noise + (1.0 - sigma) * original);
+    }
+
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
         if (_sigmas.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);

@@ -33,6 +33,13 @@ public interface IScheduler
     /// <summary>The model input for step <paramref name="stepIndex"/> (some schedulers scale the sample by its sigma).</summary>
     Tensor ScaleModelInput(Tensor sample, int stepIndex);
 
+    /// <summary>
+    /// img2img: <paramref name="original"/> noised to the level of step <paramref name="stepIndex"/>, the first step the run
+    /// takes (diffusers' <c>add_noise</c> at <c>timesteps[t_start]</c> with <c>set_begin_index(t_start)</c>, or
+    /// <c>scale_noise</c> for flow matching).
+    /// </summary>
+    Tensor AddNoise(Tensor original, Tensor noise, int stepIndex);
+
     /// <summary>The sample after step <paramref name="stepIndex"/>, from the model's output at <c>Timesteps[stepIndex]</c>.</summary>
     /// <param name="generator">Random source of ancestral/stochastic schedulers (diffusers' <c>generator</c>); others ignore it.</param>
     Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null);

@@ -58,6 +58,17 @@ public sealed class PNDMScheduler : IScheduler
 
     public Tensor ScaleModelInput(Tensor sample, int stepIndex) => sample.alias();
 
+    /// <summary>diffusers' <c>add_noise</c>: sqrt(alpha_cumprod[t]) x + sqrt(1 - alpha_cumprod[t]) noise, in float32 like its tensors.</summary>
+    public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
+    {
+        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        using var scope = NewDisposeScope();
+        var alphaProd = tensor(_alphasCumprod[(long)Timesteps[stepIndex]]).to(original.dtype, original.device);
+        var sqrtAlphaProd = alphaProd.pow(0.5);
+        var sqrtOneMinusAlphaProd = (1 - alphaProd).pow(0.5);
+        return scope.MoveToOuter(sqrtAlphaProd * original + sqrtOneMinusAlphaProd * noise);
+    }
+
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
         if (_numInferenceSteps == 0) throw StepBeforeSetTimesteps(Name);

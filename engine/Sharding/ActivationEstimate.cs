@@ -34,7 +34,7 @@ public static class ActivationEstimator
             "UNet2DConditionModel" => UNet(config, e, r),
             "AutoencoderKL" => VaeDecode(config, e, r),
             "T5EncoderModel" => T5(config, e, r),
-            "CLIPTextModel" => Clip(config, e, r),
+            "CLIPTextModel" or "CLIPTextModelWithProjection" => Clip(config, e, r),
             _ => (0.0, "no estimate for this class"),
         };
         return new ActivationEstimate((long)Math.Ceiling(bytes * Margin(e)), $"{className} at {r} in {dtype}: {what}");

@@ -95,7 +95,7 @@ public static class ModuleLayouts
     /// <summary>Layout of a component folder: its safetensors headers (single or sharded, of <paramref name="variant"/> if given) and config.json.</summary>
     public static ModuleLayout FromComponentFolder(string componentDir, string className, string dtype, string? variant = null)
     {
-        Func<string, string>? moduleKey = className == "CLIPTextModel" ? Models.CLIPTextModel.ModuleKey : null;
+        Func<string, string>? moduleKey = className is "CLIPTextModel" or "CLIPTextModelWithProjection" ? Models.CLIPTextModel.ModuleKey : null;
         var source = WeightSource.FromFiles(WeightLoader.FindWeightFiles(componentDir, variant), moduleKey);
         var configPath = Path.Combine(componentDir, "config.json");
         JsonElement? config = File.Exists(configPath) ? ReadJson(configPath) : null;
@@ -142,7 +142,7 @@ public static class ModuleLayouts
             new() { ["transformer_blocks"] = _ => "FluxTransformerBlock", ["single_transformer_blocks"] = _ => "FluxSingleTransformerBlock" },
             new()),
         "UNet2DConditionModel" => new Rules(
-            new() { [""] = ["conv_in", "time_embedding", "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out"] },
+            new() { [""] = ["conv_in", "time_embedding", "add_embedding", "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out"] },
             new()
             {
                 ["down_blocks"] = i => ConfigString(config, "down_block_types", i, "CrossAttnDownBlock2D"),
@@ -155,8 +155,8 @@ public static class ModuleLayouts
             new(),
             // transformers keeps T5's feed-forward output projection (wo) in float32 when the model is loaded in float16.
             (name, target) => target == "float16" && name.EndsWith(".wo.weight", StringComparison.Ordinal) ? "float32" : target),
-        "CLIPTextModel" => new Rules(
-            new() { [""] = ["embeddings", "encoder", "final_layer_norm"], ["encoder"] = ["layers"] },
+        "CLIPTextModel" or "CLIPTextModelWithProjection" => new Rules(
+            new() { [""] = ["embeddings", "encoder", "final_layer_norm", "text_projection"], ["encoder"] = ["layers"] },
             new() { ["encoder.layers"] = _ => "CLIPEncoderLayer" },
             new()),
         _ => null,

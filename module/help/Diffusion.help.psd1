@@ -83,9 +83,64 @@
             Prompt            = 'The prompts; from the pipeline too.'
             NegativePrompt    = 'One negative prompt for all prompts, or one per prompt (Stable Diffusion).'
             MaxSequenceLength = 'FLUX: T5 tokens, 1-512 (default 512 for dev, 256 for schnell).'
+            Prompt2           = 'SDXL: the prompts for the second text encoder (diffusers'' prompt_2): one for all prompts or one per prompt. Default: the prompts.'
+            NegativePrompt2   = 'SDXL: the negative prompts for the second text encoder (negative_prompt_2). Default: the negative prompts. Without any negative prompt SDXL''s unconditional embeddings are zeros (force_zeros_for_empty_prompt).'
+            LoraScale         = 'The LoRA scale in the text encoders for this call (diffusers'' lora_scale), multiplying every added LoRA''s own -Scale. Default 1. Give the denoising stage the same value.'
         }
         Examples    = @(
             @{ Code = '$emb = ''a photo of a dog'', ''a cat'' | ConvertTo-DiffusionEmbedding -Pipeline $pipe -NegativePrompt ''blurry'''; Remarks = 'Two embeddings with a shared negative prompt.' }
+        )
+    }
+    'Add-DiffusionLora' = @{
+        Synopsis    = 'Applies a LoRA file to a pipeline''s models, as diffusers'' load_lora_weights does.'
+        Description = 'Reads a LoRA .safetensors file in diffusers/PEFT format (unet.*.lora.down/up, text_encoder.*.lora_linear_layer, transformer.*.lora_A/lora_B; text-encoder keys with or without text_model.) or kohya-ss format (lora_unet_*, lora_te_*, lora_te1_/lora_te2_, .alpha) and hooks each patched Linear (or 1x1 Conv2d) layer from outside, as PEFT computes it unfused: y = W x + b + s * (alpha / r) * B (A x), with s = -Scale times the run''s -LoraScale, the same in the text encoders and the denoiser. The weights are not changed, so Remove-DiffusionLora gives the model back bit for bit, and layers on other devices, offloaded or streamed from disk by a device map are patched the same way (A and B go to the device each layer computes on). Several LoRAs add up, each with its own scale. Layers for components the pipeline was loaded without (a staged pipeline) are skipped with a warning; layers that match nothing in the model are an error naming them, and nothing is applied. Pickle files are refused.'
+        Parameters  = @{
+            Pipeline = 'The pipeline whose models the LoRA patches.'
+            Path     = 'The LoRA .safetensors file, or a folder holding pytorch_lora_weights.safetensors (or exactly one .safetensors file).'
+            Scale    = 'This LoRA''s weight (diffusers'' adapter_weights). Default 1.'
+            Name     = 'The adapter''s name (diffusers'' adapter_name). Default: the file name without extension. Names are unique per pipeline.'
+        }
+        Examples    = @(
+            @{ Code = '$pipe = New-DiffusionPipeline ./sd-tiny; Add-DiffusionLora -Pipeline $pipe ./lora/sd-tiny-lora.safetensors -Scale 0.8'; Remarks = 'Applies a LoRA to the UNet and the text encoder at 0.8.' }
+            @{ Code = 'Invoke-Diffusion -Pipeline $pipe -Prompt ''a cat'' -LoraScale 0.5 -OutputPath cat.png'; Remarks = 'One run at half the LoRA''s strength (diffusers'' cross_attention_kwargs={"scale": 0.5}).' }
+        )
+    }
+    'Get-DiffusionLora' = @{
+        Synopsis    = 'Lists the LoRAs applied to a pipeline.'
+        Description = 'Outputs one object per applied LoRA: its name, file, format, rank, scale and the layers it patches per component.'
+        Parameters  = @{
+            Pipeline = 'The pipeline to list.'
+            Name     = 'Names to list; wildcards allowed. Default: all.'
+        }
+        Examples    = @(
+            @{ Code = 'Get-DiffusionLora -Pipeline $pipe | Format-Table Name, Scale, Rank, Format'; Remarks = 'The pipeline''s LoRAs as a table.' }
+        )
+    }
+    'Remove-DiffusionLora' = @{
+        Synopsis    = 'Takes LoRAs off a pipeline; its models then compute exactly as before.'
+        Description = 'Removes the hooks the LoRA added and frees its weights (also the copies on GPUs). The model''s own weights were never changed, so the pipeline gives the same tensors bit for bit as before the LoRA was added.'
+        Parameters  = @{
+            Pipeline = 'The pipeline to remove LoRAs from.'
+            Name     = 'Names to remove; wildcards allowed. Default: all.'
+            Lora     = 'Adapters as Add-DiffusionLora or Get-DiffusionLora output them.'
+        }
+        Examples    = @(
+            @{ Code = 'Remove-DiffusionLora -Pipeline $pipe -Name sd-tiny-lora'; Remarks = 'Removes one LoRA.' }
+            @{ Code = 'Get-DiffusionLora -Pipeline $pipe | Remove-DiffusionLora -WhatIf'; Remarks = 'Says which LoRAs would be removed.' }
+        )
+    }
+    'ConvertTo-DiffusionLatent' = @{
+        Synopsis    = 'Encodes init images with the pipeline''s VAE for img2img (the encode half of AutoencoderKL).'
+        Description = 'The img2img pipelines'' first stage on its own, for the staged flow: each image (a file or an image object) is converted to RGB (alpha dropped, gray spread to three channels, as PIL''s convert("RGB")), resized with Lanczos to -Width/-Height when given (otherwise kept at its size rounded down to a multiple the VAE takes: 8 for SD, 16 for FLUX, as diffusers'' image processor), scaled to [-1, 1] and encoded. The output holds the latent distribution (mean and std); Invoke-Denoise -InitImage samples it with its seed, as diffusers'' latent_dist.sample(generator) does. Only the VAE is needed: New-DiffusionPipeline -Component vae.'
+        Parameters  = @{
+            Pipeline = 'A pipeline with the VAE loaded.'
+            Image    = 'Image files (paths or Get-Item output) or image objects; from the pipeline too. One bad item is an error for that item; the others are encoded.'
+            Height   = 'Resize the image to this height first (Lanczos). Default: its own height, rounded down.'
+            Width    = 'Resize the image to this width first (Lanczos). Default: its own width, rounded down.'
+        }
+        Examples    = @(
+            @{ Code = '$init = ConvertTo-DiffusionLatent -Pipeline $vae -Image ./sketch.png; $emb | Invoke-Denoise -Pipeline $unet -InitImage $init -Strength 0.6 -Seed 42'; Remarks = 'The staged img2img flow: encode the image, then denoise from it.' }
+            @{ Code = 'Invoke-Diffusion -Pipeline $pipe -Prompt ''a watercolor fox'' -InitImage ./sketch.png -Strength 0.6 -OutputPath fox.png'; Remarks = 'The same in one call.' }
         )
     }
     'Invoke-Denoise' = @{
@@ -105,6 +160,12 @@
             IncludeSteps  = 'Also output the latents after every step (Step below Steps), before the final latents.'
             InitialLatent = 'diffusers'' latents= argument: start from these latents (one per embedding, e.g. from Import-DiffusionTensor) instead of noise drawn from -Seed. SD latents are scaled by the scheduler''s init_noise_sigma as diffusers does.'
             SeedPerPrompt = 'Give each embedding its own generator seeded with -Seed plus its Index, and denoise it on its own (diffusers: one call per prompt with torch.Generator().manual_seed(seed + i)). An image then does not depend on which prompts ran with it. Cannot be combined with -BatchSize.'
+            LoraScale     = 'The LoRA scale in the denoiser for this run (diffusers'' cross_attention_kwargs={"scale": s}), multiplying every added LoRA''s own -Scale. Default 1.'
+            OriginalSize  = 'SDXL micro-conditioning (diffusers'' original_size): height, width. Default: the image size.'
+            CropCoordinates = 'SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.'
+            TargetSize    = 'SDXL micro-conditioning (target_size): height, width. Default: the image size.'
+            InitImage     = 'img2img: the encoded init image (ConvertTo-DiffusionLatent -Image). The run samples its latent distribution with the -Seed generator (its first draw, as diffusers), scales it, and noises it with the next draw to the level of the first step -Strength leaves. The run takes the image''s size.'
+            Strength      = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8). The run takes about Steps x Strength steps (SD: int(Steps x Strength); FLUX keeps the fraction, as diffusers'' pipelines do); a strength that leaves no step is refused.'
         }
         Examples    = @(
             @{ Code = '$lat = $emb | Invoke-Denoise -Pipeline $pipe -Steps 30 -Seed 42 -Height 512 -Width 512'; Remarks = 'Denoises the embeddings as one batch.' }
@@ -150,6 +211,14 @@
             Steps             = 'Denoising steps (default 50 SD, 28 FLUX).'
             GuidanceScale     = 'Guidance (default 7.5 SD, 3.5 FLUX dev).'
             GuidanceRescale   = 'SD: diffusers'' guidance_rescale, 0 to 1 (default 0, off); 0.7 for zero-terminal-SNR models such as SD 2.x. Recorded in the PNG; refused for FLUX.'
+            Prompt2           = 'SDXL: the prompts for the second text encoder (prompt_2): one for all or one per prompt. Default: the prompts.'
+            NegativePrompt2   = 'SDXL: the negative prompts for the second text encoder (negative_prompt_2). Default: the negative prompts.'
+            OriginalSize      = 'SDXL micro-conditioning (original_size): height, width. Default: the image size.'
+            CropCoordinates   = 'SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.'
+            TargetSize        = 'SDXL micro-conditioning (target_size): height, width. Default: the image size.'
+            InitImage         = 'img2img: the image to start from: a file path, Get-Item output, an image object (from Invoke-Diffusion or ConvertFrom-DiffusionLatent) or ConvertTo-DiffusionLatent output. Encoded once with the pipeline''s VAE; resized to -Width/-Height when given. A parallel run takes a file path.'
+            Strength          = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8); the run takes about Steps x Strength steps.'
+            LoraScale         = 'The LoRA scale for this run in the text encoders and the denoiser (diffusers'' cross_attention_kwargs={"scale": s}), multiplying every added LoRA''s own -Scale. Default 1.'
             Seed              = 'Seed of the CPU generator; random when omitted. With -SeedPerPrompt or in a parallel run, prompt i gets Seed+i. Seeds are 64-bit and taken modulo 2^64 as torch.manual_seed takes them: a negative seed s is torch''s seed s+2^64, and Seed+i past 9223372036854775807 wraps to the negative twin of the same generator.'
             Height            = 'Image height in pixels.'
             Width             = 'Image width in pixels.'

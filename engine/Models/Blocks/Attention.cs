@@ -62,12 +62,12 @@ public sealed class Attention : nn.Module
         }
         long batch = hiddenStates.shape[0];
         if (group_norm is not null)
-            hiddenStates = group_norm.forward(hiddenStates.transpose(1, 2)).transpose(1, 2);
+            hiddenStates = group_norm.call(hiddenStates.transpose(1, 2)).transpose(1, 2);
 
-        var query = to_q.forward(hiddenStates);
+        var query = to_q.call(hiddenStates);
         var context = encoderHiddenStates ?? hiddenStates;
-        var key = to_k.forward(context);
-        var value = to_v.forward(context);
+        var key = to_k.call(context);
+        var value = to_v.call(context);
 
         long headDim = key.shape[^1] / _heads;
         query = query.view(batch, -1, _heads, headDim).transpose(1, 2); // [B, heads, S, D]
@@ -76,7 +76,7 @@ public sealed class Attention : nn.Module
 
         var attended = F.scaled_dot_product_attention(query, key, value); // [B, heads, S, D]
         attended = attended.transpose(1, 2).reshape(batch, -1, _heads * headDim).to_type(query.dtype); // [B, S, inner]
-        foreach (var layer in to_out) attended = layer.forward(attended);
+        foreach (var layer in to_out) attended = layer.call(attended);
 
         if (spatial)
             attended = attended.transpose(-1, -2).reshape(batch, channels, height, width);

@@ -29,6 +29,6 @@ public sealed class Downsample2D : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         if (_padding == 0) hidden = F.pad(hidden, new long[] { 0, 1, 0, 1 }, PaddingModes.Constant, 0);
-        return scope.MoveToOuter(conv.forward(hidden));
+        return scope.MoveToOuter(conv.call(hidden));
     }
 }

@@ -32,7 +32,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden)
     {
         using var scope = torch.NewDisposeScope();
-        var halves = proj.forward(hidden).chunk(2, dim: -1);
+        var halves = proj.call(hidden).chunk(2, dim: -1);
         return scope.MoveToOuter(halves[0] * F.gelu(halves[1]));
     }
 }
@@ -51,7 +51,7 @@ public sealed class GELU : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        return scope.MoveToOuter(F.gelu(proj.forward(x), GeluApproximate.tanh));
+        return scope.MoveToOuter(F.gelu(proj.call(x), GeluApproximate.tanh));
     }
 }
 
@@ -76,7 +76,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden)
     {
         using var scope = torch.NewDisposeScope();
-        foreach (var layer in net) hidden = layer.forward(hidden);
+        foreach (var layer in net) hidden = layer.call(hidden);
         return scope.MoveToOuter(hidden);
     }
 }

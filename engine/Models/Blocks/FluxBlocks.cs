@@ -49,7 +49,7 @@ public sealed class PixArtAlphaTextProjection : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor caption)
     {
         using var scope = torch.NewDisposeScope();
-        return scope.MoveToOuter(linear_2.forward(F.silu(linear_1.forward(caption))));
+        return scope.MoveToOuter(linear_2.call(F.silu(linear_1.call(caption))));
     }
 }
 
@@ -87,8 +87,8 @@ public sealed class CombinedTimestepTextProjEmbeddings : nn.Module
     public Tensor forward(Tensor timestep, Tensor pooledProjection)
     {
         using var scope = torch.NewDisposeScope();
-        var timestepsEmb = timestep_embedder.forward(SinusoidalTimestep.Embed(timestep).to(pooledProjection.dtype));
-        var pooled = text_embedder.forward(pooledProjection);
+        var timestepsEmb = timestep_embedder.call(SinusoidalTimestep.Embed(timestep).to(pooledProjection.dtype));
+        var pooled = text_embedder.call(pooledProjection);
         return scope.MoveToOuter(timestepsEmb + pooled);
     }
 }
@@ -112,10 +112,10 @@ public sealed class CombinedTimestepGuidanceTextProjEmbeddings : nn.Module
     public Tensor forward(Tensor timestep, Tensor guidance, Tensor pooledProjection)
     {
         using var scope = torch.NewDisposeScope();
-        var timestepsEmb = timestep_embedder.forward(SinusoidalTimestep.Embed(timestep).to(pooledProjection.dtype));
-        var guidanceEmb = guidance_embedder.forward(SinusoidalTimestep.Embed(guidance).to(pooledProjection.dtype));
+        var timestepsEmb = timestep_embedder.call(SinusoidalTimestep.Embed(timestep).to(pooledProjection.dtype));
+        var guidanceEmb = guidance_embedder.call(SinusoidalTimestep.Embed(guidance).to(pooledProjection.dtype));
         var timeGuidance = timestepsEmb + guidanceEmb;
-        return scope.MoveToOuter(timeGuidance + text_embedder.forward(pooledProjection));
+        return scope.MoveToOuter(timeGuidance + text_embedder.call(pooledProjection));
     }
 }
 
@@ -136,7 +136,7 @@ public sealed class AdaLayerNormZero : nn.Module
     public (Tensor X, Tensor GateMsa, Tensor ShiftMlp, Tensor ScaleMlp, Tensor GateMlp) forward(Tensor x, Tensor emb)
     {
         using var scope = torch.NewDisposeScope();
-        var chunks = linear.forward(F.silu(emb)).chunk(6, dim: 1);
+        var chunks = linear.call(F.silu(emb)).chunk(6, dim: 1);
         var (shiftMsa, scaleMsa) = (chunks[0], chunks[1]);
         var normed = F.layer_norm(x, [_dim], eps: 1e-6) * (1 + scaleMsa.unsqueeze(1)) + shiftMsa.unsqueeze(1);
         return (normed.MoveToOuterDisposeScope(), chunks[2].MoveToOuterDisposeScope(), chunks[3].MoveToOuterDisposeScope(),
@@ -161,7 +161,7 @@ public sealed class AdaLayerNormZeroSingle : nn.Module
     public (Tensor X, Tensor Gate) forward(Tensor x, Tensor emb)
     {
         using var scope = torch.NewDisposeScope();
-        var chunks = linear.forward(F.silu(emb)).chunk(3, dim: 1);
+        var chunks = linear.call(F.silu(emb)).chunk(3, dim: 1);
         var normed = F.layer_norm(x, [_dim], eps: 1e-6) * (1 + chunks[1].unsqueeze(1)) + chunks[0].unsqueeze(1);
         return (normed.MoveToOuterDisposeScope(), chunks[2].MoveToOuterDisposeScope());
     }
@@ -185,7 +185,7 @@ public sealed class AdaLayerNormContinuous : nn.Module
     public Tensor forward(Tensor x, Tensor conditioningEmbedding)
     {
         using var scope = torch.NewDisposeScope();
-        var chunks = linear.forward(F.silu(conditioningEmbedding).to(x.dtype)).chunk(2, dim: 1);
+        var chunks = linear.call(F.silu(conditioningEmbedding).to(x.dtype)).chunk(2, dim: 1);
         var (scale, shift) = (chunks[0], chunks[1]);
         return scope.MoveToOuter(F.layer_norm(x, [_dim], eps: _eps) * (1 + scale).unsqueeze(1) + shift.unsqueeze(1));
     }
@@ -308,16 +308,16 @@ public sealed class FluxAttention : nn.Module
         var joint = Attend(query, key, value, ropeCos, ropeSin); // [B, S+L, H·Dh]
         long textLen = encoderHiddenStates.shape[1];
         var parts = joint.split([textLen, joint.shape[1] - textLen], dim: 1);
-        var hidden = to_out[1].forward(to_out[0].forward(parts[1].contiguous()));
-        var encoder = to_add_out!.forward(parts[0].contiguous());
+        var hidden = to_out[1].call(to_out[0].call(parts[1].contiguous()));
+        var encoder = to_add_out!.call(parts[0].contiguous());
         return (hidden.MoveToOuterDisposeScope(), encoder.MoveToOuterDisposeScope());
     }
 
     private (Tensor Q, Tensor K, Tensor V) Project(Linear q, Linear k, Linear v, RMSNorm normQ, RMSNorm normK, Tensor x)
     {
-        var query = normQ.forward(q.forward(x).unflatten(x.dim() - 1, [-1, _headDim])); // [B, L, H, Dh]
-        var key = normK.forward(k.forward(x).unflatten(x.dim() - 1, [-1, _headDim]));
-        var value = v.forward(x).unflatten(x.dim() - 1, [-1, _headDim]);
+        var query = normQ.call(q.call(x).unflatten(x.dim() - 1, [-1, _headDim])); // [B, L, H, Dh]
+        var key = normK.call(k.call(x).unflatten(x.dim() - 1, [-1, _headDim]));
+        var value = v.call(x).unflatten(x.dim() - 1, [-1, _headDim]);
         return (query, key, value);
     }
 
@@ -363,11 +363,11 @@ public sealed class FluxTransformerBlock : nn.Module
 
         var hidden = hiddenStates + gateMsa.unsqueeze(1) * attnOutput;
         normHidden = F.layer_norm(hidden, [_dim], eps: 1e-6) * (1 + scaleMlp.unsqueeze(1)) + shiftMlp.unsqueeze(1);
-        hidden = hidden + gateMlp.unsqueeze(1) * ff.forward(normHidden);
+        hidden = hidden + gateMlp.unsqueeze(1) * ff.call(normHidden);
 
         var encoder = encoderHiddenStates + cGateMsa.unsqueeze(1) * contextAttnOutput;
         normEncoder = F.layer_norm(encoder, [_dim], eps: 1e-6) * (1 + cScaleMlp.unsqueeze(1)) + cShiftMlp.unsqueeze(1);
-        encoder = encoder + cGateMlp.unsqueeze(1) * ff_context.forward(normEncoder);
+        encoder = encoder + cGateMlp.unsqueeze(1) * ff_context.call(normEncoder);
         if (encoder.dtype == ScalarType.Float16) encoder = encoder.clip(-65504, 65504);
 
         return (encoder.MoveToOuterDisposeScope(), hidden.MoveToOuterDisposeScope());
@@ -400,11 +400,11 @@ public sealed class FluxSingleTransformerBlock : nn.Module
         var residual = torch.cat([encoderHiddenStates, hiddenStates], dim: 1); // [B, S+L, D]
 
         var (normHidden, gate) = norm.forward(residual, temb);
-        var mlpHidden = F.gelu(proj_mlp.forward(normHidden), GeluApproximate.tanh);
+        var mlpHidden = F.gelu(proj_mlp.call(normHidden), GeluApproximate.tanh);
         var attnOutput = attn.forward(normHidden, ropeCos, ropeSin);
 
         var joined = torch.cat([attnOutput, mlpHidden], dim: 2);
-        var hidden = residual + gate.unsqueeze(1) * proj_out.forward(joined);
+        var hidden = residual + gate.unsqueeze(1) * proj_out.call(joined);
         if (hidden.dtype == ScalarType.Float16) hidden = hidden.clip(-65504, 65504);
 
         var encoderOut = hidden.narrow(1, 0, textLen);

@@ -41,16 +41,16 @@ public sealed class ResnetBlock2D : nn.Module
     public Tensor forward(Tensor input, Tensor? temb)
     {
         using var scope = torch.NewDisposeScope();
-        var hidden = F.silu(norm1.forward(input));
-        hidden = conv1.forward(hidden);
+        var hidden = F.silu(norm1.call(input));
+        hidden = conv1.call(hidden);
         if (time_emb_proj is not null)
         {
             ArgumentNullException.ThrowIfNull(temb);
-            hidden = hidden + time_emb_proj.forward(F.silu(temb))[.., .., TensorIndex.None, TensorIndex.None]; // [B, out, 1, 1]
+            hidden = hidden + time_emb_proj.call(F.silu(temb))[.., .., TensorIndex.None, TensorIndex.None]; // [B, out, 1, 1]
         }
-        hidden = F.silu(norm2.forward(hidden));
-        hidden = conv2.forward(hidden);
-        var shortcut = conv_shortcut is null ? input : conv_shortcut.forward(input);
+        hidden = F.silu(norm2.call(hidden));
+        hidden = conv2.call(hidden);
+        var shortcut = conv_shortcut is null ? input : conv_shortcut.call(input);
         var output = shortcut + hidden;
         if (_outputScaleFactor != 1.0) output = output / _outputScaleFactor;
         return scope.MoveToOuter(output);

@@ -77,7 +77,7 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor sample)
     {
         using var scope = torch.NewDisposeScope();
-        var hidden = linear_2.forward(F.silu(linear_1.forward(sample)));
+        var hidden = linear_2.call(F.silu(linear_1.call(sample)));
         return scope.MoveToOuter(hidden);
     }
 }

@@ -37,9 +37,9 @@ public sealed class BasicTransformerBlock : nn.Module
     public Tensor forward(Tensor hidden, Tensor encoderHiddenStates)
     {
         using var scope = torch.NewDisposeScope();
-        hidden = attn1.forward(norm1.forward(hidden)) + hidden;
-        hidden = attn2.forward(norm2.forward(hidden), encoderHiddenStates) + hidden;
-        hidden = ff.forward(norm3.forward(hidden)) + hidden;
+        hidden = attn1.forward(norm1.call(hidden)) + hidden;
+        hidden = attn2.forward(norm2.call(hidden), encoderHiddenStates) + hidden;
+        hidden = ff.call(norm3.call(hidden)) + hidden;
         return scope.MoveToOuter(hidden);
     }
 }
@@ -83,11 +83,11 @@ public sealed class Transformer2DModel : nn.Module
         using var scope = torch.NewDisposeScope();
         var residual = hidden;
         var (batch, height, width) = (hidden.shape[0], hidden.shape[2], hidden.shape[3]);
-        hidden = norm.forward(hidden);
+        hidden = norm.call(hidden);
         long innerDim;
         if (!_useLinearProjection)
         {
-            hidden = proj_in.forward(hidden);
+            hidden = proj_in.call(hidden);
             innerDim = hidden.shape[1];
             hidden = hidden.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim); // [B, HW, inner]
         }
@@ -95,7 +95,7 @@ public sealed class Transformer2DModel : nn.Module
         {
             innerDim = hidden.shape[1];
             hidden = hidden.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim); // [B, HW, C]
-            hidden = proj_in.forward(hidden);
+            hidden = proj_in.call(hidden);
         }
 
         foreach (var block in transformer_blocks)
@@ -104,11 +104,11 @@ public sealed class Transformer2DModel : nn.Module
         if (!_useLinearProjection)
         {
             hidden = hidden.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(); // [B, inner, H, W]
-            hidden = proj_out.forward(hidden);
+            hidden = proj_out.call(hidden);
         }
         else
         {
-            hidden = proj_out.forward(hidden);
+            hidden = proj_out.call(hidden);
             hidden = hidden.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(); // [B, C, H, W]
         }
         return scope.MoveToOuter(hidden + residual);

@@ -32,6 +32,6 @@ public sealed class Upsample2D : nn.Module
         hidden = outputSize is null
             ? F.interpolate(hidden, scale_factor: new[] { 2.0, 2.0 }, mode: InterpolationMode.Nearest)
             : F.interpolate(hidden, size: outputSize, mode: InterpolationMode.Nearest);
-        return scope.MoveToOuter(conv.forward(hidden));
+        return scope.MoveToOuter(conv.call(hidden));
     }
 }

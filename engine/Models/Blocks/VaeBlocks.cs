@@ -132,11 +132,11 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor sample)
     {
         using var scope = torch.NewDisposeScope();
-        sample = conv_in.forward(sample);
-        foreach (var block in down_blocks) sample = block.forward(sample);
-        sample = mid_block.forward(sample);
-        sample = F.silu(conv_norm_out.forward(sample));
-        return scope.MoveToOuter(conv_out.forward(sample));
+        sample = conv_in.call(sample);
+        foreach (var block in down_blocks) sample = block.call(sample);
+        sample = mid_block.call(sample);
+        sample = F.silu(conv_norm_out.call(sample));
+        return scope.MoveToOuter(conv_out.call(sample));
     }
 }
 
@@ -176,11 +176,11 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor sample)
     {
         using var scope = torch.NewDisposeScope();
-        sample = conv_in.forward(sample);
-        sample = mid_block.forward(sample);
-        foreach (var block in up_blocks) sample = block.forward(sample);
-        sample = F.silu(conv_norm_out.forward(sample));
-        return scope.MoveToOuter(conv_out.forward(sample));
+        sample = conv_in.call(sample);
+        sample = mid_block.call(sample);
+        foreach (var block in up_blocks) sample = block.call(sample);
+        sample = F.silu(conv_norm_out.call(sample));
+        return scope.MoveToOuter(conv_out.call(sample));
     }
 }
 

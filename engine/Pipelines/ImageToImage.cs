@@ -1,0 +1,199 @@
+using Diffusion.Engine.Imaging;
+using Diffusion.Engine.Models;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Diffusion.Engine.Pipelines;
+
+/// <summary>
+/// An init image through the VAE's encoder (the img2img pipelines' first stage): the posterior's mean and standard
+/// deviation [1, C, h, w] on the CPU, unscaled. The denoise stage samples it with the run's generator (diffusers'
+/// <c>latent_dist.sample(generator)</c>, the generator's first draw) and scales it, so encoding takes no seed.
+/// </summary>
+public sealed class EncodedImage : TensorHolder
+{
+    private readonly Tensor _mean, _std;
+
+    public ModelFamily Family { get; init; }
+    public string Model { get; init; } = "";
+    /// <summary>The image size the latents are for (the init image's, rounded down or resized as diffusers does).</summary>
+    public int Width { get; init; }
+    public int Height { get; init; }
+    /// <summary>The file it came from, or "" for an image object.</summary>
+    public string Source { get; init; } = "";
+
+    public EncodedImage(Tensor mean, Tensor std)
+    {
+        _mean = Track(mean); _std = Track(std);
+    }
+
+    public Tensor Mean { get { ThrowIfDisposed(); return _mean; } }
+    public Tensor Std { get { ThrowIfDisposed(); return _std; } }
+    public string Shape => IsDisposed ? "(freed)" : "[" + string.Join(",", _mean.shape) + "]";
+
+    protected override IEnumerable<Tensor?> OwnedTensors() => [_mean, _std];
+
+    public override string ToString() => $"Encoded image {Width}x{Height} {Shape}{(Source.Length > 0 ? $" from '{Source}'" : "")}";
+}
+
+/// <summary>img2img as diffusers' StableDiffusionImg2ImgPipeline and FluxImg2ImgPipeline do it.</summary>
+public static class ImageToImage
+{
+    /// <summary>
+    /// The init image as the VAE takes it: RGB (alpha dropped, gray spread to three channels, as PIL's convert("RGB")),
+    /// resized with Lanczos (PIL's LANCZOS; ImageSharp's Lanczos3 may round a few pixels differently) to the requested
+    /// size, or, without one, to its own size rounded down to a multiple of <paramref name="multiple"/> (diffusers'
+    /// VaeImageProcessor.get_default_height_width). [1, 3, H, W] float32 in [-1, 1].
+    /// </summary>
+    internal static (Tensor Pixels, int Height, int Width) Prepare(Image<Rgb24> image, int? height, int? width, int multiple)
+    {
+        int targetWidth = width ?? image.Width - image.Width % multiple;
+        int targetHeight = height ?? image.Height - image.Height % multiple;
+        if (targetWidth < multiple || targetHeight < multiple)
+            throw new DiffusionException("InitImageTooSmall", DiffusionErrorKind.InvalidArgument,
+                $"The init image is {image.Width}x{image.Height}; this model needs at least {multiple}x{multiple} pixels. Give a larger image.", "InitImage");
+        if (targetWidth % multiple != 0 || targetHeight % multiple != 0)
+            throw new DiffusionException("InvalidImageSize", DiffusionErrorKind.InvalidArgument,
+                $"-Width {targetWidth} / -Height {targetHeight}: for img2img with this model both must be multiples of {multiple}.", "Width");
+        if (targetWidth != image.Width || targetHeight != image.Height)
+            image.Mutate(c => c.Resize(targetWidth, targetHeight, KnownResamplers.Lanczos3));
+        var rgb = new byte[targetWidth * targetHeight * 3];
+        image.CopyPixelDataTo(rgb);
+        using var scope = torch.NewDisposeScope();
+        var pixels = torch.tensor(rgb, [targetHeight, targetWidth, 3], device: torch.CPU); // [H, W, 3] uint8
+        var normalized = 2.0 * (pixels.to(ScalarType.Float32) / 255.0) - 1.0;
+        return (scope.MoveToOuter(normalized.permute(2, 0, 1).unsqueeze(0).contiguous()), targetHeight, targetWidth); // [1, 3, H, W]
+    }
+
+    /// <summary>An image file, EXIF orientation applied, as RGB.</summary>
+    internal static Image<Rgb24> Read(string path)
+    {
+        path = Path.GetFullPath(path);
+        if (!File.Exists(path))
+            throw new DiffusionException("ImageFileNotFound", DiffusionErrorKind.ObjectNotFound, $"The init image '{path}' does not exist.", path);
+        try
+        {
+            var image = Image.Load<Rgb24>(path);
+            image.Mutate(c => c.AutoOrient());
+            return image;
+        }
+        catch (UnknownImageFormatException)
+        {
+            throw new DiffusionException("ImageFormatUnsupported", DiffusionErrorKind.NotSupported,
+                $"'{path}' is not an image format this module reads (PNG, JPEG, WebP, BMP, GIF, TIFF, TGA, PBM).", path);
+        }
+        catch (Exception e) when (e is ImageFormatException or NotSupportedException)
+        {
+            throw new DiffusionException("ImageFileCorrupt", DiffusionErrorKind.InvalidData,
+                $"Could not decode the image '{path}' ({e.Message}). The file may be damaged; open and re-save it in an image editor.", path, e);
+        }
+    }
+
+    /// <summary>An image object's 8-bit RGB.</summary>
+    internal static Image<Rgb24> FromImage(DiffusionImage image) => Image.LoadPixelData<Rgb24>(image.Rgb, image.Width, image.Height);
+
+    /// <summary>The VAE encode stage: the init image's latent distribution for this pipeline's denoiser.</summary>
+    public static EncodedImage Encode(DiffusionPipeline pipe, string path, int? height = null, int? width = null)
+    {
+        using var image = Read(path);
+        return Encode(pipe, image, height, width, Path.GetFullPath(path));
+    }
+
+    /// <summary>The VAE encode stage for an image object (a generated image, or one read by Get-DiffusionImage).</summary>
+    public static EncodedImage Encode(DiffusionPipeline pipe, DiffusionImage image, int? height = null, int? width = null)
+    {
+        using var rgb = FromImage(image);
+        return Encode(pipe, rgb, height, width);
+    }
+
+    internal static EncodedImage Encode(DiffusionPipeline pipe, Image<Rgb24> image, int? height, int? width, string source = "")
+    {
+        const string stage = "Encoding the init image";
+        var vae = pipe.Require<AutoencoderKL>("vae", stage);
+        int multiple = pipe.Family == ModelFamily.Flux ? pipe.VaeScaleFactor * 2 : pipe.VaeScaleFactor; // FluxImg2ImgPipeline's processor packs 2x2
+        var (pixels, h, w) = Prepare(image, height, width, multiple);
+        using var pixelScope = pixels;
+        return NativeFailure.Guard(stage, () =>
+        {
+            using var scope = torch.NewDisposeScope();
+            using var noGrad = torch.no_grad();
+            using var at = Sharding.UnitDispatch.Enter(vae); // a VAE placed or offloaded by a device map
+            var (mean, logvar) = vae.Encode(at.In(pixels.to(pipe.TorchDType, pipe.TorchDevice)));
+            var std = torch.exp(0.5 * logvar); // diffusers' DiagonalGaussianDistribution.std
+            return new EncodedImage(mean.to(torch.CPU), std.to(torch.CPU))
+            {
+                Family = pipe.Family, Model = pipe.Path, Width = w, Height = h, Source = source,
+            };
+        });
+    }
+
+    /// <summary>The VAE's config (scaling and shift), from the loaded VAE or, in a staged denoise pipeline without it, from its folder.</summary>
+    internal static AutoencoderKLConfig VaeConfig(DiffusionPipeline pipe) =>
+        pipe.Components.TryGetValue("vae", out var c) && c.Instance is AutoencoderKL vae
+            ? vae.Config
+            : AutoencoderKLConfig.Load(pipe.Folder.ComponentFile("vae", "config.json"));
+
+    /// <summary>An encoded image fits this run: same family, the run's size.</summary>
+    internal static void Check(EncodedImage image, DiffusionPipeline pipe, int height, int width, bool hasInitialLatents)
+    {
+        if (image.IsDisposed) image.Mean.Dispose(); // throws ObjectDisposed with its message
+        if (image.Family != pipe.Family)
+            throw new DiffusionException("InitImageFamilyMismatch", DiffusionErrorKind.InvalidArgument,
+                $"The init image was encoded by a {image.Family} pipeline's VAE; this pipeline ('{pipe.Path}') is {pipe.Family}. Encode it with this model's VAE.", "InitImage");
+        if (image.Height != height || image.Width != width)
+            throw new DiffusionException("InitImageSizeMismatch", DiffusionErrorKind.InvalidArgument,
+                $"The init image was encoded at {image.Width}x{image.Height}; this run asks for {width}x{height}. Leave -Width/-Height out " +
+                "(img2img takes the init image's size) or encode the image at that size (ConvertTo-DiffusionLatent -Image ... -Width -Height).", "InitImage");
+        if (hasInitialLatents)
+            throw new DiffusionException("InitImageWithInitialLatent", DiffusionErrorKind.InvalidArgument,
+                "-InitImage and -InitialLatent both say where the run starts; give one of them.", "InitImage");
+    }
+
+    /// <summary>Strength in [0, 1], as diffusers' check_inputs.</summary>
+    public static double CheckStrength(double? strength)
+    {
+        double s = strength ?? 0.8;
+        if (!(s >= 0 && s <= 1))
+            throw new DiffusionException("StrengthOutOfRange", DiffusionErrorKind.InvalidArgument,
+                $"-Strength {s} is outside 0..1. 0 keeps the init image, 1 replaces it almost entirely.", "Strength");
+        return s;
+    }
+
+    /// <summary>
+    /// The step index the run starts at (diffusers' <c>get_timesteps</c>): SD truncates <c>int(steps * strength)</c>;
+    /// FLUX keeps the product as a float (<c>t_start = int(steps - steps * strength)</c>). Multiplied by the scheduler's order.
+    /// A strength that leaves no step is refused, as diffusers refuses it.
+    /// </summary>
+    public static int StartStep(ModelFamily family, int steps, double strength, int order)
+    {
+        int tStart = family == ModelFamily.Flux
+            ? (int)Math.Max(steps - Math.Min(steps * strength, steps), 0)
+            : Math.Max(steps - Math.Min((int)(steps * strength), steps), 0);
+        if (steps - tStart < 1)
+            throw new DiffusionException("StrengthLeavesNoSteps", DiffusionErrorKind.InvalidArgument,
+                $"-Strength {strength} with -Steps {steps} leaves {steps - tStart} denoising steps. Raise -Strength or -Steps " +
+                "(the run takes about Steps x Strength steps; -Strength 0 would return the init image unchanged).", "Strength");
+        return tStart * order;
+    }
+
+    /// <summary>
+    /// The latents an img2img run starts from, [B, C, h, w] (unpacked): the posterior sampled with the run's generator
+    /// (its first draw), scaled (SD: x * scaling_factor; FLUX: (x - shift_factor) * scaling_factor), repeated for the batch,
+    /// then noised with the generator's next draw to the first step's level.
+    /// </summary>
+    internal static Tensor NoisedLatents(EncodedImage image, AutoencoderKLConfig vae, Schedulers.IScheduler scheduler, int firstStep,
+        int batch, Generator generator, ScalarType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        var mean = image.Mean.to(dtype);
+        var std = image.Std.to(dtype);
+        var sample = mean + std * torch.randn(mean.shape, dtype, torch.CPU, generator: generator); // [1, C, h, w]
+        var latents = vae.ShiftFactor is double shift ? (sample - shift) * vae.ScalingFactor : sample * vae.ScalingFactor;
+        var repeated = latents.expand(batch, -1, -1, -1).contiguous(); // [B, C, h, w]
+        var noise = torch.randn(repeated.shape, dtype, torch.CPU, generator: generator);
+        return scope.MoveToOuter(scheduler.AddNoise(repeated, noise, firstStep));
+    }
+}
