@@ -99,6 +99,40 @@ Describe 'SDXL stages and inputs' {
         $script:TensorComparison::Compare($plain.Latents, $cropped.Latents, 0, 0, 'cropped').MaxAbsDifference | Should -BeGreaterThan 0
     }
 
+    It 'a device map over cpu and disk (the UNet''s blocks, the second encoder, the VAE) gives the plain run''s image bit for bit' {
+        $run = $script:Runs | Where-Object file -eq 'sdxl-tiny-ref-cfg.safetensors'
+        $common = @{ Steps = $run.steps; GuidanceScale = $run.guidance_scale; Seed = $run.seed; Height = $run.height; Width = $run.width }
+        $plain = @($run.prompts | Invoke-Diffusion -Pipeline $script:Pipe @common)
+        $map = @{ text_encoder = 'cpu'; text_encoder_2 = 'disk'; vae = 'disk'; unet = @{ '' = 'cpu'; 'down_blocks.1' = 'disk'; mid_block = 'disk'; 'up_blocks.0' = 'disk' } }
+        $placed = New-DiffusionPipeline $script:SdxlTiny -DeviceMap $map
+        try {
+            $placed.DeviceMap['unet'] | Should -Be 'cpu,disk'
+            $placed.DeviceMap['text_encoder_2'] | Should -Be 'disk'
+            $sharded = @($run.prompts | Invoke-Diffusion -Pipeline $placed @common)
+        }
+        finally { Remove-DiffusionPipeline $placed }
+        $null = Assert-TensorClose (Join-TensorStack $plain.Pixels) (Join-TensorStack $sharded.Pixels) 0 0 'image'
+    }
+
+    It '-Offload sequential gives the plain run''s image bit for bit' {
+        $run = $script:Runs | Where-Object file -eq 'sdxl-tiny-ref-nocfg.safetensors'
+        $common = @{ Steps = $run.steps; GuidanceScale = $run.guidance_scale; Seed = $run.seed; Height = $run.height; Width = $run.width }
+        $plain = @($run.prompts | Invoke-Diffusion -Pipeline $script:Pipe @common)
+        $offloaded = New-DiffusionPipeline $script:SdxlTiny -Device cpu -Offload sequential -WarningAction SilentlyContinue
+        try { $out = @($run.prompts | Invoke-Diffusion -Pipeline $offloaded @common) } finally { Remove-DiffusionPipeline $offloaded }
+        $null = Assert-TensorClose (Join-TensorStack $plain.Pixels) (Join-TensorStack $out.Pixels) 0 0 'image'
+    }
+
+    It 'Get-DiffusionDeviceMap plans SDXL''s UNet by blocks' {
+        # The UNet is 2.5 MB: 2 MB of CPU memory holds its first units, the rest goes to disk.
+        $plan = Get-DiffusionDeviceMap $script:SdxlTiny -Component unet -DeviceMap sequential -MaxMemory @{ cpu = '2MB'; disk = '1GB' } -Height 64 -Width 64
+        $plan.DeviceMap['unet'] | Should -Be 'cpu,disk'
+        $units = $plan.Components['unet'].DeviceMap
+        $units['add_embedding'] | Should -Be 'cpu' -Because 'SDXL''s added-conditioning embedding is a unit of its own, placed before the blocks'
+        $units['down_blocks.0'] | Should -Be 'cpu'
+        $units['mid_block'] | Should -Be 'disk'
+    }
+
     It 'SD 1.x embeddings are refused by the SDXL UNet with the reason' {
         $sd = New-DiffusionPipeline $script:SdTiny -Component text_encoder
         try { $emb = 'a cat' | ConvertTo-DiffusionEmbedding -Pipeline $sd } finally { Remove-DiffusionPipeline $sd }
