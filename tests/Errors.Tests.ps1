@@ -35,10 +35,10 @@ Describe 'New-DiffusionPipeline errors' {
 
     It 'an unknown pipeline class' {
         $dir = New-DamagedCopy 'unknown-class'
-        (Get-Content "$dir/model_index.json" -Raw) -replace 'StableDiffusionPipeline', 'StableDiffusionXLPipeline' | Set-Content "$dir/model_index.json"
+        (Get-Content "$dir/model_index.json" -Raw) -replace 'StableDiffusionPipeline', 'StableDiffusion3Pipeline' | Set-Content "$dir/model_index.json"
         $e = Get-ErrorRecord { New-DiffusionPipeline $dir }
         $e.FullyQualifiedErrorId | Should -BeLike 'UnknownPipelineClass,*'
-        $e.ToString() | Should -Match 'StableDiffusionXLPipeline'
+        $e.ToString() | Should -Match 'StableDiffusion3Pipeline'
     }
 
     It 'an unknown component class' {
