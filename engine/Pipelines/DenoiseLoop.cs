@@ -25,6 +25,7 @@ internal static class DenoiseLoop
         try
         {
             var timesteps = scheduler.Timesteps;
+            var counter = new ProgressCount(timesteps.Length, run.Steps, scheduler.Order);
             for (int i = 0; i < timesteps.Length; i++)
             {
                 using (var scope = torch.NewDisposeScope())
@@ -34,7 +35,10 @@ internal static class DenoiseLoop
                     latents.Dispose();
                     latents = next;
                 }
-                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, i + 1) : null);
+                yield return new DenoiseStep(i, timesteps.Length, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, i + 1) : null)
+                {
+                    StepsAsked = run.Steps, StepsDone = counter.After(i),
+                };
             }
             OutputChecks.RequireFinite(latents, batch.Select(e => e.Index).ToList(), "Denoising", "latents",
                 "weights with NaN or Inf (a damaged or badly converted file), a scheduler configuration that cannot work, " +
@@ -46,5 +50,22 @@ internal static class DenoiseLoop
             latents.Dispose();
             MemoryLedger.Remove(deviceName, inFlight);
         }
+    }
+}
+
+/// <summary>
+/// diffusers' progress bar over a denoising loop: total = the steps asked for; after evaluation i it advances when i is
+/// the last one or when (i + 1) is past the warm-up (len(timesteps) - steps * order) and a multiple of the order.
+/// PNDM (steps + 1 timesteps, order 1) thus shows 0/N after its first evaluation and N/N after its last.
+/// </summary>
+internal sealed class ProgressCount(int timesteps, int steps, int order)
+{
+    private readonly int _warmup = Math.Max(timesteps - steps * order, 0);
+    private int _done;
+
+    public int After(int i)
+    {
+        if (i == timesteps - 1 || (i + 1 > _warmup && (i + 1) % order == 0)) _done++;
+        return Math.Min(_done, steps);
     }
 }
