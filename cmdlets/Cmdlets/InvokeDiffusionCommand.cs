@@ -242,7 +242,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
                 var item = items[k];
                 progress.StatusDescription = $"image {k + 1}/{items.Count}";
                 progress.PercentComplete = 100 * k / items.Count;
-                WriteProgress(progress);
+                WriteProgressSnapshot(progress);
                 var options = new DenoiseOptions
                 {
                     Steps = item.Steps, GuidanceScale = item.GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = item.Seed,
@@ -273,7 +273,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         finally
         {
             progress.RecordType = ProgressRecordType.Completed;
-            WriteProgress(progress);
+            WriteProgressSnapshot(progress);
         }
     }
 

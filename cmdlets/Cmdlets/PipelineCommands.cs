@@ -88,10 +88,10 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
             {
                 progress.StatusDescription = name;
                 progress.PercentComplete = 100 * done++ / Math.Max(1, plan.Count);
-                WriteProgress(progress);
+                WriteProgressSnapshot(progress);
             }, StopToken), null, out var pipeline);
         progress.RecordType = ProgressRecordType.Completed;
-        WriteProgress(progress);
+        WriteProgressSnapshot(progress);
         if (!loaded) return;
         VerboseReport.Loaded(this, pipeline, clock.Elapsed.TotalSeconds);
         WriteObject(pipeline);

@@ -118,7 +118,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
                     progress.StatusDescription = $"step {s.StepsDone}/{s.StepsAsked} (t={s.Timestep:0.###})";
                     var perStep = s.Elapsed.TotalSeconds / (s.Index + 1);
                     progress.SecondsRemaining = (int)Math.Ceiling(perStep * (s.Total - s.Index - 1));
-                    cmdlet.WriteProgress(progress);
+                    cmdlet.WriteProgressSnapshot(progress);
                     onStep?.Invoke(s);
                     if (s.Latents is not null && s.Index + 1 < s.Total)
                         foreach (var l in s.Latents) emit(l);
@@ -134,7 +134,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             finally
             {
                 progress.RecordType = ProgressRecordType.Completed;
-                cmdlet.WriteProgress(progress);
+                cmdlet.WriteProgressSnapshot(progress);
             }
             if (run.Results.Count > 0) cmdlet.WriteVerbose(DescribeResult(run.Results));
             VerboseReport.Memory(cmdlet, "after denoising");

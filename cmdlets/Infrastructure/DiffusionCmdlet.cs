@@ -102,6 +102,17 @@ public abstract class DiffusionCmdlet : PSCmdlet
     private static bool IsItemError(DiffusionException e) =>
         e.Kind is DiffusionErrorKind.InvalidArgument or DiffusionErrorKind.InvalidData || e.ErrorId == "InsufficientMemory";
 
+    /// <summary>
+    /// Writes a copy of a progress record that the caller goes on updating: a caller that keeps the records it gets
+    /// (PowerShell.Streams.Progress, a remoting client) sees each state as it was, not the last one repeated.
+    /// </summary>
+    internal void WriteProgressSnapshot(ProgressRecord r) =>
+        WriteProgress(new ProgressRecord(r.ActivityId, r.Activity, r.StatusDescription)
+        {
+            ParentActivityId = r.ParentActivityId, PercentComplete = r.PercentComplete, SecondsRemaining = r.SecondsRemaining,
+            CurrentOperation = r.CurrentOperation, RecordType = r.RecordType,
+        });
+
     /// <summary>Writes a non-terminating error for one input object and lets the pipeline go on.</summary>
     protected void WriteEngineError(DiffusionException e, object? target) => WriteError(ToErrorRecord(e, target));
 
