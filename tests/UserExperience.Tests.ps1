@@ -15,7 +15,10 @@ BeforeAll {
         try {
             $null = $ps.AddScript("Import-Module '$script:ModulePath'; `$ProgressPreference = 'Continue'; $script")
             $output = $ps.Invoke()
-            [pscustomobject]@{ Output = $output; Progress = @($ps.Streams.Progress); Errors = @($ps.Streams.Error); Information = @($ps.Streams.Information) }
+            [pscustomobject]@{
+                Output = $output; Progress = @($ps.Streams.Progress); Errors = @($ps.Streams.Error); Information = @($ps.Streams.Information)
+                Verbose = @($ps.Streams.Verbose.Message)
+            }
         }
         finally { $ps.Dispose() }
     }
@@ -174,13 +177,13 @@ Describe 'Progress' {
         (Get-Help Invoke-Denoise -Parameter IncludeSteps).Description.Text | Should -Match 'Step below TotalSteps'
     }
 
-    It 'a parallel run: a bar per rank with its step, its images and its device, under an overall bar; rows keep their values' {
+    It 'a parallel run: a bar per rank with its step, its images and its device, under an overall bar; rows keep their values; -Verbose reaches the workers' {
         $csv = Join-Path $script:Temp 'parallel.csv'
         @('Prompt,Seed,Steps', 'a,11,2', 'b,,', 'c,,') | Set-Content $csv
         $out = Join-Path $script:Temp 'parallel/{index}-{seed}.png'
         $env:OMP_NUM_THREADS = '1'
         try {
-            $run = Invoke-Captured "Import-Csv '$csv' | Invoke-Diffusion -Path '$script:SdTiny' -Steps 3 -Height 64 -Width 64 -Seed 20 -NumProcesses 2 -OutputPath '$out'"
+            $run = Invoke-Captured "Import-Csv '$csv' | Invoke-Diffusion -Path '$script:SdTiny' -Steps 3 -Height 64 -Width 64 -Seed 20 -NumProcesses 2 -OutputPath '$out' -Verbose"
         }
         finally { Remove-Item env:OMP_NUM_THREADS }
         $run.Errors | Should -BeNullOrEmpty
@@ -204,5 +207,8 @@ Describe 'Progress' {
         @($overall | Where-Object { $_.StatusDescription -eq '0/3 images' -and $_.PercentComplete -gt 0 }).Count | Should -BeGreaterThan 0
         # The workers' step reports are the parent's: they are not passed on as information records.
         $run.Information | Should -BeNullOrEmpty
+        $verbose = $run.Verbose -join "`n"
+        $verbose | Should -Match '\[rank 0\] Loaded StableDiffusionPipeline .* device cpu, dtype float32'
+        $verbose | Should -Match '\[rank 1\] Denoised image #2 \(64x64, guidance 7\.5\) in \d+\.\d+ s with seed 22'
     }
 }

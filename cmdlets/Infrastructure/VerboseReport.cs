@@ -45,9 +45,21 @@ internal static class VerboseReport
     }
 
     /// <summary>True when -Debug was given or $DebugPreference asks for debug output.</summary>
-    public static bool DebugOn(PSCmdlet cmdlet) =>
-        cmdlet.MyInvocation.BoundParameters.TryGetValue("Debug", out var d) ? ((SwitchParameter)d).IsPresent
-            : cmdlet.GetVariableValue("DebugPreference") is ActionPreference p && p != ActionPreference.SilentlyContinue && p != ActionPreference.Ignore;
+    public static bool DebugOn(PSCmdlet cmdlet) => StreamOn(cmdlet, "Debug");
+
+    /// <summary>True when -Verbose was given or $VerbosePreference asks for verbose output.</summary>
+    public static bool VerboseOn(PSCmdlet cmdlet) => StreamOn(cmdlet, "Verbose");
+
+    private static bool StreamOn(PSCmdlet cmdlet, string name) =>
+        cmdlet.MyInvocation.BoundParameters.TryGetValue(name, out var d) ? ((SwitchParameter)d).IsPresent
+            : cmdlet.GetVariableValue(name + "Preference") is ActionPreference p && p != ActionPreference.SilentlyContinue && p != ActionPreference.Ignore;
+
+    /// <summary>-Verbose / -Debug for the commands a parallel run's workers run, as this command has them.</summary>
+    public static void PassOn(PSCmdlet cmdlet, System.Collections.IDictionary arguments)
+    {
+        if (VerboseOn(cmdlet)) arguments["Verbose"] = true;
+        if (DebugOn(cmdlet)) arguments["Debug"] = true;
+    }
 
     public static string Seconds(double s) => s.ToString(s < 10 ? "0.000" : "0.0", CultureInfo.InvariantCulture) + " s";
 }

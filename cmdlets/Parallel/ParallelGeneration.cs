@@ -109,6 +109,7 @@ internal sealed class ParallelGeneration
         if (_cmd.Height is int height) generate["Height"] = height;
         if (_cmd.Width is int width) generate["Width"] = width;
         if (_cmd.MaxSequenceLength is int length) generate["MaxSequenceLength"] = length;
+        VerboseReport.PassOn(_cmd, generate); // the workers' lines come back marked with their rank
 
         _journal = _cmd.RunEngine(RunJournal.Create);
         try
@@ -202,6 +203,7 @@ internal sealed class ParallelGeneration
         var load = new System.Collections.Hashtable { ["DType"] = _cmd.DType };
         if (worker.Device is not null) load["Device"] = worker.Device == "cpu" ? "cpu" : "cuda:0";
         if (_cmd.Scheduler is not null) load["Scheduler"] = _cmd.Scheduler;
+        VerboseReport.PassOn(_cmd, load);
         return load;
     }
 
