@@ -89,6 +89,18 @@ Describe 'Piped rows bind by property name' {
         Split-Path $r.Path -Leaf | Should -Be '0002.png', '0003.png'
     }
 
+    It 'staged: ConvertTo-DiffusionEmbedding keeps a share''s Index, which Invoke-Denoise -SeedPerPrompt seeds with' {
+        $emb = @('p0', 'p1', 'p2' | Split-Prompt -ProcessIndex 1 -NumProcesses 2 | ConvertTo-DiffusionEmbedding -Pipeline $script:Pipe)
+        $emb.Index | Should -Be 2
+        $emb.Prompt | Should -Be 'p2'
+        ($emb | Invoke-Denoise -Pipeline $script:Pipe @script:Small -SeedPerPrompt -Seed 100).Seed | Should -Be 102
+    }
+
+    It 'no prompt at all, or -Prompt and piped prompts at once, is refused' {
+        { Invoke-Diffusion -Pipeline $script:Pipe @script:Small } | Should -Throw -ErrorId 'PromptMissing,*'
+        { 'a' | Invoke-Diffusion -Pipeline $script:Pipe @script:Small -Prompt 'b' } | Should -Throw -ErrorId 'PromptAndPipelineInput,*'
+    }
+
     It 'an object without a Prompt property is an error for it, not the prompt ''System.Collections.Hashtable''' {
         $images = @(@{ Text = 'no prompt here' }, @{ Prompt = 'a hashtable row'; Seed = 4 } |
             Invoke-Diffusion -Pipeline $script:Pipe @script:Small -Seed 1 -ErrorVariable errs -ErrorAction SilentlyContinue)

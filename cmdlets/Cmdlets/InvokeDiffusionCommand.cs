@@ -98,20 +98,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
 
     internal bool IsParallel => NumProcesses.HasValue || (Device?.Length ?? 0) > 1;
 
-    protected override void ProcessRecord()
-    {
-        bool given = MyInvocation.BoundParameters.ContainsKey(nameof(Prompt));
-        if (MyInvocation.ExpectingInput)
-        {
-            if (given)
-                ThrowTerminatingError(ArgumentError("PromptAndPipelineInput", "Give the prompts either with -Prompt or through the pipeline, not both.", "Prompt"));
-            _input.AddObject(this, InputObject);
-        }
-        else if (given) _input.Add(this, Prompt);
-        else
-            ThrowTerminatingError(ArgumentError("PromptMissing",
-                "No prompt: give -Prompt 'text', or pipe prompts (Get-Content prompts.txt | Invoke-Diffusion ..., or Import-Csv prompts.csv with a Prompt column).", "Prompt"));
-    }
+    protected override void ProcessRecord() => _input.AddFromCommand(this, nameof(Prompt), Prompt, InputObject);
 
     protected override void EndProcessing()
     {

@@ -14,9 +14,15 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     [Parameter(Mandatory = true)]
     public DiffusionPipeline Pipeline { get; set; } = null!;
 
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    /// <summary>The prompts (or pipe them: see <see cref="InputObject"/>).</summary>
+    [Parameter(Position = 0)]
     [AllowEmptyString] [AllowNull] [AllowEmptyCollection]
-    public string?[] Prompt { get; set; } = [];
+    public string?[]? Prompt { get; set; }
+
+    /// <summary>Piped input: strings, or rows read by property name (Prompt, NegativePrompt, Index; Split-Prompt's shares bring their Index).</summary>
+    [Parameter(ValueFromPipeline = true)]
+    [AllowNull]
+    public PSObject? InputObject { get; set; }
 
     /// <summary>One negative prompt for all prompts, or one per prompt (SD).</summary>
     [Parameter]
@@ -30,13 +36,16 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
 
     private readonly PromptInput _input = new();
 
-    protected override void ProcessRecord() => _input.Add(this, Prompt);
+    protected override void ProcessRecord() => _input.AddFromCommand(this, nameof(Prompt), Prompt, InputObject);
 
+    /// <summary>A row's Index (a Split-Prompt share's) and NegativePrompt apply to its embedding; its other values are for Invoke-Denoise and Invoke-Diffusion.</summary>
     protected override void EndProcessing()
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, _input.Negatives(NegativePrompt),
-            new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions));
+        var negatives = Run(() => Generation.ExpandNegatives(_input.Prompts.Count, _input.Negatives(NegativePrompt)));
+        var rows = _input.Rows;
+        var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, negatives.Select((n, k) => rows[k].NegativePrompt ?? n).ToList(),
+            new EncodeOptions { MaxSequenceLength = MaxSequenceLength }, Warn, indices: _input.Positions.Select((p, k) => rows[k].Index ?? p).ToList()));
         WriteVerbose($"Encoded {embeddings.Count} prompt(s) on {Pipeline.Device} ({Pipeline.DType}) in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
         VerboseReport.Memory(this, "after encoding");
         WriteObject(embeddings, enumerateCollection: true);

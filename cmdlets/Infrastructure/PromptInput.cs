@@ -31,6 +31,27 @@ internal sealed class PromptInput
             ? _positions.Select(p => negatives[p]).ToArray()
             : negatives;
 
+    /// <summary>
+    /// One ProcessRecord of a cmdlet that takes prompts as -Prompt or piped (-InputObject): the piped object, or the
+    /// -Prompt strings; both at once, or neither, is a terminating error.
+    /// </summary>
+    public void AddFromCommand(PSCmdlet cmdlet, string parameter, string?[]? prompts, object? piped)
+    {
+        bool given = cmdlet.MyInvocation.BoundParameters.ContainsKey(parameter);
+        if (cmdlet.MyInvocation.ExpectingInput)
+        {
+            if (given) cmdlet.ThrowTerminatingError(Error("PromptAndPipelineInput", "Give the prompts either with -Prompt or through the pipeline, not both."));
+            AddObject(cmdlet, piped);
+        }
+        else if (given) Add(cmdlet, prompts);
+        else
+            cmdlet.ThrowTerminatingError(Error("PromptMissing",
+                "No prompt: give -Prompt 'text', or pipe prompts (Get-Content prompts.txt | ..., or Import-Csv prompts.csv with a Prompt column)."));
+    }
+
+    private static ErrorRecord Error(string id, string message) =>
+        new(new ArgumentException(message), id, ErrorCategory.InvalidArgument, "Prompt") { ErrorDetails = new ErrorDetails(message) };
+
     /// <summary>Prompts given as strings (-Prompt, or strings bound by the pipeline).</summary>
     public void Add(PSCmdlet cmdlet, string?[]? items)
     {

@@ -76,7 +76,8 @@
         Description = 'Stable Diffusion: CLIP embeddings of the prompt and of its negative prompt ("" when none is given), padded to 77 tokens. FLUX: T5 sequence embeddings (padded to -MaxSequenceLength) and CLIP''s pooled embedding. Prompts longer than the tokenizer allows are truncated with a warning naming the dropped text. Only the text encoders are needed: load them alone with New-DiffusionPipeline -Component.'
         Parameters  = @{
             Pipeline          = 'A pipeline with the text encoders (and tokenizers) loaded.'
-            Prompt            = 'The prompts; from the pipeline too.'
+            Prompt            = 'The prompts. Or pipe them (-InputObject).'
+            InputObject       = 'Piped input: strings, or rows read by property name (Import-Csv, hashtables, objects, Split-Prompt''s shares): Prompt, and per row NegativePrompt and Index (the embedding''s Index, which Invoke-Denoise -SeedPerPrompt seeds with). Other properties are ignored. An object without a Prompt property is an error for that item.'
             NegativePrompt    = 'One negative prompt for all prompts, or one per prompt (Stable Diffusion).'
             MaxSequenceLength = 'FLUX: T5 tokens, 1-512 (default 512 for dev, 256 for schnell).'
         }
