@@ -166,6 +166,7 @@ Describe '-Verbose and -Debug' {
         $verbose | Should -Match 'Decoded #1 in \d+\.\d+ s'
         $debug | Should -Match 'Engine memory after loading: cpu \d'
         $debug | Should -Match 'Engine memory after denoising'
+        $debug | Should -Match 'Timesteps run: 1\.'
     }
 
     It 'New-DiffusionPipeline -Verbose lists the components it loaded' {

@@ -119,9 +119,11 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             try
             {
                 using var steps = run.Steps.GetEnumerator();
+                var timesteps = new List<float>();
                 while (cmdlet.RunEngine(steps.MoveNext))
                 {
                     var s = steps.Current;
+                    timesteps.Add(s.Timestep);
                     if (s.Index == 0) cmdlet.WriteVerbose(DescribeRun(pipeline, batch, options, s));
                     progress.PercentComplete = 100 * s.StepsDone / Math.Max(1, s.StepsAsked);
                     progress.StatusDescription = $"step {s.StepsDone}/{s.StepsAsked} (t={s.Timestep:0.###})";
@@ -133,6 +135,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
                         foreach (var l in s.Latents) emit(l);
                     cmdlet.StopIfAsked();
                 }
+                cmdlet.WriteDebug($"Timesteps run: {string.Join(", ", timesteps.Select(t => t.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)))}.");
             }
             catch
             {
