@@ -51,9 +51,18 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>For a single-file -Path: the diffusers folder with its configs, tokenizers and scheduler.</summary>
     [Parameter(ParameterSetName = PathSet)] [ValidateNotNullOrEmpty] public string? Config { get; set; }
 
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    /// <summary>The prompts (or pipe them: see <see cref="InputObject"/>).</summary>
+    [Parameter(Position = 0)]
     [AllowEmptyString] [AllowNull] [AllowEmptyCollection]
-    public string?[] Prompt { get; set; } = [];
+    public string?[]? Prompt { get; set; }
+
+    /// <summary>
+    /// Piped input: strings (Get-Content), or rows read by property name (Import-Csv, hashtables, objects, Split-Prompt's
+    /// shares): Prompt, and per row NegativePrompt, Seed, Steps, GuidanceScale, Width, Height, OutputPath, Index.
+    /// </summary>
+    [Parameter(ValueFromPipeline = true)]
+    [AllowNull]
+    public PSObject? InputObject { get; set; }
 
     [Parameter] [AllowEmptyString] public string[]? NegativePrompt { get; set; }
     [Parameter] [ValidateRange(1, 1000)] public int? Steps { get; set; }
@@ -109,12 +118,26 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
 
     internal bool IsParallel => NumProcesses.HasValue || (Device?.Length ?? 0) > 1;
 
-    protected override void ProcessRecord() => _input.Add(this, Prompt);
+    protected override void ProcessRecord() => _input.AddFromCommand(this, nameof(Prompt), Prompt, InputObject);
 
     private EncodedImage? _initImage;
+    private IReadOnlyList<GenerationItem> _items = [];
 
-    /// <summary>The k-th prompt's entry of a one-for-all or one-per-prompt list, for a run of one prompt.</summary>
-    private string?[]? One(string[]? values, int k) => values is null ? null : [values.Length == 1 ? values[0] : k < values.Length ? values[k] : null];
+    /// <summary>Each item's entry of a one-for-all or one-per-prompt list (-Prompt2, -NegativePrompt2).</summary>
+    private string?[]? PerItem(string[]? values, IReadOnlyList<GenerationItem> items)
+    {
+        if (values is null) return null;
+        if (values.Length != 1 && values.Length != _prompts.Count)
+            ThrowTerminatingError(ArgumentError("Prompt2CountMismatch",
+                $"-Prompt2 / -NegativePrompt2 has {values.Length} entries for {_prompts.Count} prompts. Give one for all, or one per prompt.", "Prompt2"));
+        return items.Select(i => values.Length == 1 ? values[0] : values[IndexOfItem(i)]).ToArray();
+    }
+
+    private int IndexOfItem(GenerationItem item)
+    {
+        for (int k = 0; k < _items.Count; k++) if (ReferenceEquals(_items[k], item)) return k;
+        throw new InvalidOperationException("An item that this call did not make.");
+    }
 
     protected override void EndProcessing()
     {
@@ -122,12 +145,14 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         if (_prompts.Count == 0) return;
         if (IsParallel)
         {
-            _parallel = new ParallelGeneration(this, _prompts, _input.Positions);
+            _parallel = new ParallelGeneration(this, _prompts, PromptIndices(), _input.Rows);
             _parallel.Run();
             return;
         }
         var seed = SeedPerPrompt ? Seed ?? NewSeed() : Seed;
-        RequireDistinctOutputPaths(seed);
+        var items = Items(SeedPerPrompt ? seed : null);
+        _items = items;
+        RequireDistinctOutputPaths(items);
         bool owned = ParameterSetName == PathSet;
         // -WhatIf / -Confirm: one decision for the whole call, before anything is loaded or generated (as the parallel
         // path does); the saves then need no second confirmation.
@@ -135,6 +160,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var where = OutputPath is null ? "output the images" : $"save them as '{ResolveTemplatePath(OutputPath)}'";
         if (!ShouldProcess(model, $"Generate {_prompts.Count} image(s) with '{model}' and {where}")) return;
         _confirmed = true;
+        var clock = Stopwatch.StartNew();
         var pipeline = owned
             ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions
                 {
@@ -142,6 +168,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
                     Config = ModelConfigArgument.Resolve(this, GetUnresolvedProviderPathFromPSPath(Path), Config),
                 }, cancel: StopToken))
             : Pipeline;
+        if (owned) VerboseReport.Loaded(this, pipeline, clock.Elapsed.TotalSeconds);
         EncodedImage? init = null;
         try
         {
@@ -149,14 +176,31 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             else if (Strength is not null)
                 WriteWarning("-Strength applies to img2img only; give the init image with -InitImage. It is ignored.");
             _initImage = init;
-            if (SeedPerPrompt) GenerateEach(pipeline, owned, seed!.Value);
-            else GenerateBatches(pipeline, owned);
+            if (SeedPerPrompt) GenerateEach(pipeline, owned, items);
+            else GenerateBatches(pipeline, owned, items);
         }
         finally
         {
             if (init is not null && !ReferenceEquals(init, (InitImage as PSObject)?.BaseObject ?? InitImage)) init.Dispose(); // encoded here, not the caller's
             if (owned) pipeline.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Each kept prompt with the values it is generated with: its row's own (an Import-Csv column, a hashtable key),
+    /// else the command line's. <paramref name="perPromptSeed"/> (with -SeedPerPrompt): the seed a prompt without its own gets is this + its index.
+    /// </summary>
+    private IReadOnlyList<GenerationItem> Items(long? perPromptSeed)
+    {
+        var indices = PromptIndices();
+        var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
+        return _prompts.Select((prompt, k) =>
+        {
+            var row = _input.Rows[k];
+            return new GenerationItem(prompt, indices[k], row.NegativePrompt ?? negatives[k],
+                row.Seed ?? (perPromptSeed is long b ? unchecked(b + indices[k]) : Seed),
+                row.Steps ?? Steps, row.GuidanceScale ?? GuidanceScale, row.Width ?? Width, row.Height ?? Height, row.OutputPath ?? OutputPath);
+        }).ToList();
     }
 
     private void CheckModes()
@@ -177,110 +221,171 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
             ThrowTerminatingError(ArgumentError("SeedPerPromptBatch", "-BatchSize cannot be combined with -SeedPerPrompt: with a seed per prompt each prompt is generated on its own.", "BatchSize"));
     }
 
-    /// <summary>diffusers' batch call: all prompts encoded together, denoised in batches from one generator seeded with -Seed.</summary>
-    private void GenerateBatches(DiffusionPipeline pipeline, bool owned)
+    /// <summary>
+    /// diffusers' batch call: the prompts encoded together, denoised in batches from one generator seeded with -Seed.
+    /// Consecutive rows with the same values (seed, steps, guidance, size, output path) share a run; a row with values of
+    /// its own runs on its own, so its values apply to it alone. A run that fails on its own values (a size that does
+    /// not fit the model, say) is an error for its prompts, and the others go on.
+    /// </summary>
+    private void GenerateBatches(DiffusionPipeline pipeline, bool owned, IReadOnlyList<GenerationItem> items)
     {
-        var embeddings = Run(() => Generation.Encode(pipeline, _prompts, _input.Negatives(NegativePrompt), new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2 }, Warn, indices: _input.Positions));
-        var options = new DenoiseOptions { Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = Seed, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler, InitImage = _initImage, Strength = Strength,
-            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize) };
-        try
+        foreach (var group in Runs(items))
         {
-            InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
+            var options = new DenoiseOptions
             {
-                using (latent)
-                {
-                    var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
-                    Emit(image, latent, pipeline.Device, latent.Seconds);
-                }
-            });
-        }
-        finally
-        {
-            foreach (var e in embeddings) e.Dispose();
-        }
-    }
-
-    /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with seed Seed + its index.</summary>
-    private void GenerateEach(DiffusionPipeline pipeline, bool owned, long seed)
-    {
-        WorkerTestHooks.Arm();
-        var indices = PromptIndices();
-        var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
-        var options = new DenoiseOptions
-        {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = seed, SeedPerPrompt = true, Height = Height, Width = Width, Scheduler = owned ? null : Scheduler,
-            InitImage = _initImage, Strength = Strength,
-            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
-        };
-        var progress = new ProgressRecord(1, $"Generating {_prompts.Count} image(s), one seed per prompt", "starting");
-        try
-        {
-            for (int k = 0; k < _prompts.Count; k++)
+                Steps = group[0].Steps, GuidanceScale = group[0].GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = group[0].Seed,
+                Height = group[0].Height, Width = group[0].Width, Scheduler = owned ? null : Scheduler,
+                LoraScale = LoraScale, InitImage = _initImage, Strength = Strength,
+                OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
+            };
+            ForItems(group, () =>
             {
-                progress.StatusDescription = $"image {k + 1}/{_prompts.Count}";
-                progress.PercentComplete = 100 * k / _prompts.Count;
-                WriteProgress(progress);
-                var clock = Stopwatch.StartNew();
-                var embeddings = Run(() => Generation.Encode(pipeline, [_prompts[k]], [negatives[k]], new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = One(Prompt2, k), NegativePrompt2 = One(NegativePrompt2, k) }, Warn, indices[k]));
+                var embeddings = Encode(pipeline, group);
                 try
                 {
-                    InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, 1, latent =>
+                    InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
                     {
-                        using (latent)
-                        {
-                            var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
-                            Emit(image, latent, pipeline.Device, clock.Elapsed.TotalSeconds);
-                        }
-                    }, parentActivityId: progress.ActivityId);
+                        using (latent) Emit(Decode(pipeline, latent), latent, pipeline.Device, latent.Seconds, group[0].OutputPath);
+                    });
                 }
                 finally
                 {
                     foreach (var e in embeddings) e.Dispose();
                 }
+            });
+        }
+    }
+
+    /// <summary>Consecutive items that can share one denoise run (the same values but prompt, negative prompt and index).</summary>
+    private static List<List<GenerationItem>> Runs(IReadOnlyList<GenerationItem> items)
+    {
+        var runs = new List<List<GenerationItem>>();
+        foreach (var item in items)
+        {
+            if (runs.Count > 0 && runs[^1][0].SharesRunWith(item)) runs[^1].Add(item);
+            else runs.Add([item]);
+        }
+        return runs;
+    }
+
+    /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with its seed (Seed + its index, or its row's).</summary>
+    private void GenerateEach(DiffusionPipeline pipeline, bool owned, IReadOnlyList<GenerationItem> items)
+    {
+        WorkerTestHooks.Arm();
+        var progress = new ProgressRecord(1, $"Generating {items.Count} image(s), one seed per prompt", "starting");
+        bool inWorker = RunJournal.Worker is not null;
+        try
+        {
+            for (int k = 0; k < items.Count; k++)
+            {
+                var item = items[k];
+                progress.StatusDescription = $"image {k + 1}/{items.Count}";
+                progress.PercentComplete = 100 * k / items.Count;
+                WriteProgressSnapshot(progress);
+                var options = new DenoiseOptions
+                {
+                    Steps = item.Steps, GuidanceScale = item.GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = item.Seed,
+                    Height = item.Height, Width = item.Width, Scheduler = owned ? null : Scheduler,
+                    LoraScale = LoraScale, InitImage = _initImage, Strength = Strength,
+                    OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
+                };
+                int image = k + 1;
+                Action<DenoiseStep>? report = inWorker // a parallel run's worker tells the parent each step (see WorkerReports)
+                    ? s => WriteInformation(WorkerReports.Step(item.Index, image, items.Count, s.StepsDone, s.StepsAsked, pipeline.Device))
+                    : null;
+                var clock = Stopwatch.StartNew();
+                ForItems([item], () =>
+                {
+                    var embeddings = Encode(pipeline, [item]);
+                    try
+                    {
+                        InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, 1, latent =>
+                        {
+                            using (latent) Emit(Decode(pipeline, latent), latent, pipeline.Device, clock.Elapsed.TotalSeconds, item.OutputPath);
+                        }, parentActivityId: progress.ActivityId, onStep: report);
+                    }
+                    finally
+                    {
+                        foreach (var e in embeddings) e.Dispose();
+                    }
+                });
             }
         }
         finally
         {
             progress.RecordType = ProgressRecordType.Completed;
-            WriteProgress(progress);
+            WriteProgressSnapshot(progress);
         }
     }
 
-    /// <summary>Each prompt's index (-PromptIndex, else 0, 1, 2, ...), checked to be distinct.</summary>
-    /// <summary>Each kept prompt's index: -PromptIndex gives one per prompt received ($null ones included), else its place in the input.</summary>
+    private IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipeline, IReadOnlyList<GenerationItem> items)
+    {
+        var clock = Stopwatch.StartNew();
+        var embeddings = Run(() => Generation.Encode(pipeline, items.Select(i => i.Prompt).ToList(), items.Select(i => i.NegativePrompt).ToList(),
+            new EncodeOptions
+            {
+                MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = PerItem(Prompt2, items), NegativePrompt2 = PerItem(NegativePrompt2, items),
+            }, Warn, indices: items.Select(i => i.Index).ToList()));
+        WriteVerbose($"Encoded {string.Join(", ", items.Select(i => $"#{i.Index}"))} in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
+        return embeddings;
+    }
+
+    private DiffusionImage Decode(DiffusionPipeline pipeline, DiffusionLatent latent)
+    {
+        var clock = Stopwatch.StartNew();
+        var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
+        WriteVerbose($"Decoded #{latent.Index} in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
+        VerboseReport.Memory(this, "after decoding");
+        return image;
+    }
+
+    /// <summary>Generates some items; an error their own values cause is an error for them alone (see <see cref="DiffusionCmdlet.ForItem"/>).</summary>
+    private void ForItems(IReadOnlyList<GenerationItem> items, Action generate) =>
+        ForItem(items.Count == 1 ? items[0].Index : items.Select(i => i.Index).ToArray(), generate);
+
+    /// <summary>
+    /// Each kept prompt's index: its row's own Index (a Split-Prompt share's), else -PromptIndex (one per prompt
+    /// received, $null ones included), else its place in the input; checked to be distinct.
+    /// </summary>
     private int[] PromptIndices()
     {
         var given = PromptIndex ?? Enumerable.Range(0, _input.Received).ToArray();
         if (given.Length != _input.Received || given.Any(i => i < 0) || given.Distinct().Count() != given.Length)
             ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
                 $"-PromptIndex must give one distinct index of 0 or more per prompt: {given.Length} index(es) for {_input.Received} prompt(s).", "PromptIndex"));
-        return _input.Positions.Select(p => given[p]).ToArray();
+        var indices = _input.Positions.Select((p, k) => _input.Rows[k].Index ?? given[p]).ToArray();
+        if (indices.GroupBy(i => i).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            ThrowTerminatingError(ArgumentError("PromptIndexInvalid",
+                $"Two prompts have index {twice.Key} (from their rows' Index): each prompt needs its own index, for its seed and file name.", "Index"));
+        return indices;
     }
 
     /// <summary>
-    /// Before any model work: refuses an -OutputPath that gives two images of this call the same file (e.g. a plain
-    /// 'same.png' for two prompts), which would overwrite one with -Force or fail after generating it without.
-    /// In a batch call every image has the run's seed (-Seed); without -Seed, {seed} is taken to differ per image.
+    /// Before any model work: refuses an output path that gives two images of this call the same file (e.g. a plain
+    /// 'same.png' for two prompts), which would overwrite one with -Force or fail after generating it without. Images
+    /// are checked per template (rows may bring their own). Without a seed, {seed} is taken to differ per image.
     /// </summary>
-    private void RequireDistinctOutputPaths(long? seed)
+    private void RequireDistinctOutputPaths(IReadOnlyList<GenerationItem> items)
     {
-        if (OutputPath is null || _prompts.Count < 2) return;
-        var indices = SeedPerPrompt ? PromptIndices() : _input.Positions.ToArray();
-        var images = _prompts.Select((p, k) => new OutputPathTemplate.PlannedImage(indices[k], SeedPerPrompt ? unchecked(seed!.Value + indices[k]) : seed ?? indices[k], p)).ToList();
-        Run(() => new OutputPathTemplate(ResolveTemplatePath(OutputPath)).RequireDistinct(images, ProcessRank()));
+        foreach (var group in items.Where(i => i.OutputPath is not null).GroupBy(i => i.OutputPath!))
+        {
+            if (group.Count() < 2) continue;
+            var images = group.Select(i => new OutputPathTemplate.PlannedImage(i.Index, i.Seed ?? i.Index, i.Prompt)).ToList();
+            Run(() => new OutputPathTemplate(ResolveTemplatePath(group.Key)).RequireDistinct(images, ProcessRank()));
+        }
     }
 
     internal static long NewSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
 
-    private void Emit(DiffusionImage image, DiffusionLatent latent, string device, double seconds)
+    private void Emit(DiffusionImage image, DiffusionLatent latent, string device, double seconds, string? outputPath)
     {
-        if (OutputPath is null)
+        if (outputPath is null)
         {
             WriteObject(image);
             return;
         }
         int rank = ProcessRank();
-        var target = Run(() => new OutputPathTemplate(ResolveTemplatePath(OutputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
+        var target = Run(() => new OutputPathTemplate(ResolveTemplatePath(outputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
         if (!_confirmed && !ShouldProcess(target, $"Save image #{image.Index}")) return;
         // In a worker of a parallel run, the run's journal records each save before the worker goes on (see RunJournal).
         var journal = RunJournal.Worker;
@@ -315,4 +420,14 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         base.StopProcessing();
         _parallel?.Stop();
     }
+}
+
+/// <summary>One prompt to generate and the values it is generated with (its row's own, else the command line's).</summary>
+internal sealed record GenerationItem(string Prompt, int Index, string? NegativePrompt, long? Seed, int? Steps, double? GuidanceScale,
+    int? Width, int? Height, string? OutputPath)
+{
+    /// <summary>Whether the two can be denoised in one batch: everything but the prompt, negative prompt and index is the same.</summary>
+    public bool SharesRunWith(GenerationItem other) =>
+        Seed == other.Seed && Steps == other.Steps && GuidanceScale == other.GuidanceScale && Width == other.Width && Height == other.Height
+        && OutputPath == other.OutputPath;
 }

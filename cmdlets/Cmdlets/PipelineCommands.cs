@@ -66,6 +66,10 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
     [ValidateRange(16, 16384)]
     public int? Width { get; set; }
 
+    /// <summary>
+    /// One folder per input item: a folder that cannot be planned or loaded is a non-terminating error for that item
+    /// (-ErrorAction applies) and the next folders go on; only a backend that cannot load stops the command.
+    /// </summary>
     protected override void ProcessRecord()
     {
         var path = GetUnresolvedProviderPathFromPSPath(Path);
@@ -76,27 +80,31 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
             DeviceMap = DeviceMapArguments.Unwrap(DeviceMap), MaxMemory = DeviceMapArguments.Dictionary(MaxMemory), Offload = Offload,
             Height = Height, Width = Width,
         };
-        var plan = Run(() => DiffusionPipeline.PlanComponents(path, options));
-        var placement = options.DeviceMap is not null || Offload is not null || MaxMemory is not null
-            ? Run(() => DiffusionPipeline.PlanDevices(path, options))
-            : null;
+        if (!TryRun(() => DiffusionPipeline.PlanComponents(path, options), null, out var plan)) return;
+        Engine.Sharding.PipelineDevicePlan? placement = null;
+        if ((options.DeviceMap is not null || Offload is not null || MaxMemory is not null)
+            && !TryRun(() => DiffusionPipeline.PlanDevices(path, options), null, out placement)) return;
         var where = placement is null ? $"on {Device ?? "the default device"}" : $"with this device plan:{Environment.NewLine}{placement}{Environment.NewLine}";
         var what = $"{string.Join(", ", plan.Select(c => $"{c.Name} ({c.ClassName})"))} as {DType} {where}";
         if (!ShouldProcess(path, $"Load {what}")) return;
         if (placement is not null)
             foreach (var warning in placement.Warnings) WriteWarning(warning);
         EnsureBackendOrThrow();
+        WriteDebug($"Loading {what.TrimEnd()}");
         int done = 0;
         var progress = new ProgressRecord(1, $"Loading {path}", "starting");
-        var pipeline = Run(() => DiffusionPipeline.Load(path, options,
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        bool loaded = TryRun(() => DiffusionPipeline.Load(path, options,
             name =>
             {
                 progress.StatusDescription = name;
                 progress.PercentComplete = 100 * done++ / Math.Max(1, plan.Count);
-                WriteProgress(progress);
-            }, StopToken));
+                WriteProgressSnapshot(progress);
+            }, StopToken), null, out var pipeline);
         progress.RecordType = ProgressRecordType.Completed;
-        WriteProgress(progress);
+        WriteProgressSnapshot(progress);
+        if (!loaded) return;
+        VerboseReport.Loaded(this, pipeline, clock.Elapsed.TotalSeconds);
         WriteObject(pipeline);
     }
 }

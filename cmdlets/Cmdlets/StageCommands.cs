@@ -14,9 +14,15 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
     [Parameter(Mandatory = true)]
     public DiffusionPipeline Pipeline { get; set; } = null!;
 
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    /// <summary>The prompts (or pipe them: see <see cref="InputObject"/>).</summary>
+    [Parameter(Position = 0)]
     [AllowEmptyString] [AllowNull] [AllowEmptyCollection]
-    public string?[] Prompt { get; set; } = [];
+    public string?[]? Prompt { get; set; }
+
+    /// <summary>Piped input: strings, or rows read by property name (Prompt, NegativePrompt, Index; Split-Prompt's shares bring their Index).</summary>
+    [Parameter(ValueFromPipeline = true)]
+    [AllowNull]
+    public PSObject? InputObject { get; set; }
 
     /// <summary>One negative prompt for all prompts, or one per prompt (SD).</summary>
     [Parameter]
@@ -45,12 +51,18 @@ public sealed class ConvertToDiffusionEmbeddingCommand : DiffusionCmdlet
 
     private readonly PromptInput _input = new();
 
-    protected override void ProcessRecord() => _input.Add(this, Prompt);
+    protected override void ProcessRecord() => _input.AddFromCommand(this, nameof(Prompt), Prompt, InputObject);
 
+    /// <summary>A row's Index (a Split-Prompt share's) and NegativePrompt apply to its embedding; its other values are for Invoke-Denoise and Invoke-Diffusion.</summary>
     protected override void EndProcessing()
     {
-        var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, _input.Negatives(NegativePrompt),
-            new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2 }, Warn, indices: _input.Positions));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var negatives = Run(() => Generation.ExpandNegatives(_input.Prompts.Count, _input.Negatives(NegativePrompt)));
+        var rows = _input.Rows;
+        var embeddings = Run(() => Generation.Encode(Pipeline, _input.Prompts, negatives.Select((n, k) => rows[k].NegativePrompt ?? n).ToList(),
+            new EncodeOptions { MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2 }, Warn, indices: _input.Positions.Select((p, k) => rows[k].Index ?? p).ToList()));
+        WriteVerbose($"Encoded {embeddings.Count} prompt(s) on {Pipeline.Device} ({Pipeline.DType}) in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
+        VerboseReport.Memory(this, "after encoding");
         WriteObject(embeddings, enumerateCollection: true);
     }
 }
@@ -126,10 +138,13 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
 
     /// <summary>
     /// Shared with Invoke-Diffusion: runs each batch with a progress bar and hands each latent to <paramref name="emit"/>
-    /// on the pipeline thread; Ctrl+C stops after the current step and frees the batch.
+    /// on the pipeline thread; Ctrl+C stops after the current step and frees the batch. The bar counts the steps asked
+    /// for as diffusers' progress bar does (PNDM's extra warm-up evaluation is not a step); <paramref name="onStep"/>
+    /// sees every evaluation. -Verbose says the scheduler, the settings, the seed and the time of each batch.
     /// </summary>
     internal static void DenoiseBatches(DiffusionCmdlet cmdlet, DiffusionPipeline pipeline,
-        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize, Action<DiffusionLatent> emit, int parentActivityId = -1)
+        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize, Action<DiffusionLatent> emit, int parentActivityId = -1,
+        Action<DenoiseStep>? onStep = null)
     {
         int size = batchSize ?? Math.Max(1, embeddings.Count);
         for (int start = 0; start < embeddings.Count; start += size)
@@ -140,18 +155,23 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             try
             {
                 using var steps = run.Steps.GetEnumerator();
+                var timesteps = new List<float>();
                 while (cmdlet.RunEngine(steps.MoveNext))
                 {
                     var s = steps.Current;
-                    progress.PercentComplete = 100 * (s.Index + 1) / s.Total;
-                    progress.StatusDescription = $"step {s.Index + 1}/{s.Total} (t={s.Timestep:0.###})";
+                    timesteps.Add(s.Timestep);
+                    if (s.Index == 0) cmdlet.WriteVerbose(DescribeRun(pipeline, batch, options, s));
+                    progress.PercentComplete = 100 * s.StepsDone / Math.Max(1, s.StepsAsked);
+                    progress.StatusDescription = $"step {s.StepsDone}/{s.StepsAsked} (t={s.Timestep:0.###})";
                     var perStep = s.Elapsed.TotalSeconds / (s.Index + 1);
                     progress.SecondsRemaining = (int)Math.Ceiling(perStep * (s.Total - s.Index - 1));
-                    cmdlet.WriteProgress(progress);
+                    cmdlet.WriteProgressSnapshot(progress);
+                    onStep?.Invoke(s);
                     if (s.Latents is not null && s.Index + 1 < s.Total)
                         foreach (var l in s.Latents) emit(l);
                     cmdlet.StopIfAsked();
                 }
+                cmdlet.WriteDebug($"Timesteps run: {string.Join(", ", timesteps.Select(t => t.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)))}.");
             }
             catch
             {
@@ -162,11 +182,32 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             finally
             {
                 progress.RecordType = ProgressRecordType.Completed;
-                cmdlet.WriteProgress(progress);
+                cmdlet.WriteProgressSnapshot(progress);
             }
+            if (run.Results.Count > 0) cmdlet.WriteVerbose(DescribeResult(run.Results));
+            VerboseReport.Memory(cmdlet, "after denoising");
             foreach (var latent in run.Results) emit(latent);
         }
     }
+
+    /// <summary>-Verbose at a run's first step: the images, device, dtype, steps and the scheduler with its key settings.</summary>
+    private static string DescribeRun(DiffusionPipeline pipeline, List<DiffusionEmbedding> batch, DenoiseOptions o, DenoiseStep first)
+    {
+        var evaluations = first.Total == first.StepsAsked ? "" : $" ({first.Total} model evaluations)";
+        return $"Denoising {Images(batch.Select(e => e.Index))} on {pipeline.Device} ({pipeline.DType}): {first.StepsAsked} steps{evaluations}; " +
+               $"scheduler {VerboseReport.Scheduler(pipeline, o.Scheduler) ?? "(none)"}.";
+    }
+
+    /// <summary>-Verbose after a run: size, guidance, the seed used and the time.</summary>
+    private static string DescribeResult(IReadOnlyList<DiffusionLatent> results)
+    {
+        var r = results[0];
+        var rescale = r.GuidanceRescale > 0 ? $", guidance_rescale {r.GuidanceRescale.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "";
+        return $"Denoised {Images(results.Select(l => l.Index))} ({r.Width}x{r.Height}, guidance {r.GuidanceScale.ToString(System.Globalization.CultureInfo.InvariantCulture)}{rescale}) " +
+               $"in {VerboseReport.Seconds(r.Seconds)} with seed {r.Seed}.";
+    }
+
+    private static string Images(IEnumerable<int> indices) => "image " + string.Join(", ", indices.Select(i => $"#{i}"));
 
     private static string Describe(List<DiffusionEmbedding> batch)
     {
@@ -191,8 +232,14 @@ public sealed class ConvertFromDiffusionLatentCommand : DiffusionCmdlet
 
     protected override void ProcessRecord() => _latents.AddRange(Latent);
 
-    protected override void EndProcessing() =>
-        WriteObject(Run(() => Generation.Decode(Pipeline, _latents)), enumerateCollection: true);
+    protected override void EndProcessing()
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var images = Run(() => Generation.Decode(Pipeline, _latents));
+        WriteVerbose($"Decoded {images.Count} latent(s) on {Pipeline.Device} ({Pipeline.DType}) in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
+        VerboseReport.Memory(this, "after decoding");
+        WriteObject(images, enumerateCollection: true);
+    }
 }
 
 /// <summary>

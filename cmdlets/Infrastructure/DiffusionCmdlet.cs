@@ -59,10 +59,59 @@ public abstract class DiffusionCmdlet : PSCmdlet
     protected T Run<T>(Func<T> func)
     {
         try { return func(); }
-        catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, null)); throw; }
+        catch (DiffusionException e) when (!(_itemDepth > 0 && IsItemError(e))) { ThrowTerminatingError(ToErrorRecord(e, null)); throw; }
         catch (OperationCanceledException) when (Stopping || _stop.IsCancellationRequested) { throw new PipelineStoppedException(); }
         catch (Exception e) when (NativeFailure.IsNative(e)) { ThrowTerminatingError(ToErrorRecord(NativeFailure.From(e, MyInvocation.MyCommand.Name), null)); throw; }
     }
+
+    /// <summary>
+    /// Runs an engine call for one input item: a DiffusionException (or a libtorch failure) becomes a non-terminating
+    /// error for that item, so -ErrorAction and -ErrorVariable apply and the next items go on; false comes back then.
+    /// Ctrl+C still stops the command. <paramref name="target"/> null: the error's own target.
+    /// </summary>
+    internal bool TryRun<T>(Func<T> func, object? target, out T result)
+    {
+        try
+        {
+            result = func();
+            return true;
+        }
+        catch (DiffusionException e) { WriteError(ToErrorRecord(e, target)); }
+        catch (OperationCanceledException) when (Stopping || _stop.IsCancellationRequested) { throw new PipelineStoppedException(); }
+        catch (Exception e) when (NativeFailure.IsNative(e)) { WriteError(ToErrorRecord(NativeFailure.From(e, MyInvocation.MyCommand.Name), target)); }
+        result = default!;
+        return false;
+    }
+
+    private int _itemDepth;
+
+    /// <summary>
+    /// Generates one item (or one run of items): an engine error its own values cause (an invalid argument or data, a
+    /// size that does not fit in memory, refused before allocating) is a non-terminating error for it, with
+    /// <paramref name="target"/>, and the next items go on. Other errors (a missing component, libtorch failures)
+    /// stay terminating: no item could go on after them.
+    /// </summary>
+    internal void ForItem(object? target, Action generate)
+    {
+        _itemDepth++;
+        try { generate(); }
+        catch (DiffusionException e) when (IsItemError(e)) { WriteError(ToErrorRecord(e, target)); }
+        finally { _itemDepth--; }
+    }
+
+    private static bool IsItemError(DiffusionException e) =>
+        e.Kind is DiffusionErrorKind.InvalidArgument or DiffusionErrorKind.InvalidData || e.ErrorId == "InsufficientMemory";
+
+    /// <summary>
+    /// Writes a copy of a progress record that the caller goes on updating: a caller that keeps the records it gets
+    /// (PowerShell.Streams.Progress, a remoting client) sees each state as it was, not the last one repeated.
+    /// </summary>
+    internal void WriteProgressSnapshot(ProgressRecord r) =>
+        WriteProgress(new ProgressRecord(r.ActivityId, r.Activity, r.StatusDescription)
+        {
+            ParentActivityId = r.ParentActivityId, PercentComplete = r.PercentComplete, SecondsRemaining = r.SecondsRemaining,
+            CurrentOperation = r.CurrentOperation, RecordType = r.RecordType,
+        });
 
     /// <summary>Writes a non-terminating error for one input object and lets the pipeline go on.</summary>
     protected void WriteEngineError(DiffusionException e, object? target) => WriteError(ToErrorRecord(e, target));

@@ -23,19 +23,21 @@ internal sealed class ParallelGeneration
     /// then generates the given prompts. DIFFUSION_TEST_EXIT_RANK=r[:n] is a test hook: the worker of rank r exits
     /// with code 86 after n images (0: before the first).
     /// </summary>
-    private const string WorkerScript = """
-        param([string] $ModelPath, [hashtable] $Load, [hashtable] $Generate, [string[]] $Prompts, [int[]] $Indices, [string[]] $NegativePrompts)
+    private static readonly string WorkerScript = $$"""
+        param([string] $ModelPath, [hashtable] $Load, [hashtable] $Generate, [hashtable[]] $Rows)
         $ErrorActionPreference = 'Stop'
         if (-not $global:DiffusionParallelPipeline) {
             $global:DiffusionParallelPipeline = New-DiffusionPipeline -Path $ModelPath @Load
         }
+        Write-Information -MessageData @{ Device = $global:DiffusionParallelPipeline.Device } -Tags '{{WorkerReports.DeviceTag}}'
         $exitRank, $exitAfter = "$env:DIFFUSION_TEST_EXIT_RANK" -split ':'
         $testExit = $exitRank -ne '' -and [int]$exitRank -eq [int]$env:RANK
         if ($testExit -and -not [int]$exitAfter) { [Environment]::Exit(86) }
-        $arguments = @{ Pipeline = $global:DiffusionParallelPipeline; Prompt = $Prompts; PromptIndex = $Indices; SeedPerPrompt = $true } + $Generate
-        if ($NegativePrompts) { $arguments.NegativePrompt = $NegativePrompts }
+        $arguments = @{ Pipeline = $global:DiffusionParallelPipeline; SeedPerPrompt = $true } + $Generate
+        # Each step goes to the parent as a report of its own (see WorkerReports); the worker's progress records would repeat it.
+        $ProgressPreference = 'SilentlyContinue'
         $done = 0
-        Invoke-Diffusion @arguments -ErrorAction Continue | ForEach-Object {
+        $Rows | ForEach-Object { [pscustomobject]$_ } | Invoke-Diffusion @arguments -ErrorAction Continue | ForEach-Object {
             $_
             $done++
             if ($testExit -and $done -ge [int]$exitAfter) { [Environment]::Exit(86) }
@@ -44,6 +46,8 @@ internal sealed class ParallelGeneration
 
     private readonly InvokeDiffusionCommand _cmd;
     private readonly IReadOnlyList<string> _prompts;
+    /// <summary>Each prompt's own values from its row (Import-Csv columns), sent to the worker with it.</summary>
+    private readonly IReadOnlyList<PromptRow> _rows;
     /// <summary>
     /// Slot k (0..n-1, this class's own numbering of the prompts it was given) is the prompt with input index
     /// _positions[k]: the index workers, journals, results and errors use. They differ where a $null prompt kept its place.
@@ -60,10 +64,12 @@ internal sealed class ParallelGeneration
     private WorkerPool? _pool;
     private RunJournal? _journal;
 
-    public ParallelGeneration(InvokeDiffusionCommand cmdlet, IReadOnlyList<string> prompts, IReadOnlyList<int> positions)
+    /// <param name="positions">Each prompt's index in the whole job (its place in the input, or its row's Index).</param>
+    public ParallelGeneration(InvokeDiffusionCommand cmdlet, IReadOnlyList<string> prompts, IReadOnlyList<int> positions, IReadOnlyList<PromptRow> rows)
     {
         _cmd = cmdlet;
         _prompts = prompts;
+        _rows = rows;
         _positions = positions;
         _slotOf = positions.Select((p, k) => (p, k)).ToDictionary(x => x.p, x => x.k);
         _results = new DiffusionResult?[prompts.Count];
@@ -86,8 +92,13 @@ internal sealed class ParallelGeneration
         var negatives = _cmd.NegativePromptsKept is not { } given ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, given));
         long seed = _cmd.Seed ?? InvokeDiffusionCommand.NewSeed();
         // {index} keeps the images apart unless its format cuts it; check as the one-process path does (rank 0: two
-        // prompts may run on one worker).
-        _cmd.RunEngine(() => { template.RequireDistinct(_prompts.Select((p, k) => new OutputPathTemplate.PlannedImage(_positions[k], unchecked(seed + _positions[k]), p)).ToList(), 0); return 0; });
+        // prompts may run on one worker), per template: rows may bring their own OutputPath, resolved here.
+        var rowTemplates = _rows.Select(r => r.OutputPath is null ? null : _cmd.ResolveTemplatePath(r.OutputPath)).ToList();
+        foreach (var group in Enumerable.Range(0, _prompts.Count).GroupBy(k => rowTemplates[k] ?? template.Template))
+        {
+            var images = group.Select(k => new OutputPathTemplate.PlannedImage(_positions[k], _rows[k].Seed ?? unchecked(seed + _positions[k]), _prompts[k])).ToList();
+            _cmd.RunEngine(() => { new OutputPathTemplate(group.Key).RequireDistinct(images, 0); return 0; });
+        }
         var launches = ParallelLaunch.Plan(_cmd, _cmd.NumProcesses, _cmd.Device);
         if (!_cmd.ShouldProcess(template.Template, $"Generate {_prompts.Count} image(s) in {launches.Count} worker process(es)")) return;
 
@@ -102,14 +113,21 @@ internal sealed class ParallelGeneration
         if (_cmd.Width is int width) generate["Width"] = width;
         if (_cmd.MaxSequenceLength is int length) generate["MaxSequenceLength"] = length;
         if (_cmd.Strength is double strength) generate["Strength"] = strength;
+        if (_cmd.LoraScale is double loraScale) generate["LoraScale"] = loraScale;
+        if (_cmd.OriginalSize is { } originalSize) generate["OriginalSize"] = originalSize;
+        if (_cmd.CropCoordinates is { } crop) generate["CropCoordinates"] = crop;
+        if (_cmd.TargetSize is { } targetSize) generate["TargetSize"] = targetSize;
+        if (_cmd.Prompt2 is { Length: > 0 } prompt2) generate["Prompt2"] = OneForAll(prompt2, "Prompt2");
+        if (_cmd.NegativePrompt2 is { Length: > 0 } negative2) generate["NegativePrompt2"] = OneForAll(negative2, "NegativePrompt2");
         if (_cmd.InitImage is not null) generate["InitImage"] = InitImageFile(_cmd.InitImage);
+        VerboseReport.PassOn(_cmd, generate); // the workers' lines come back marked with their rank
 
         _journal = _cmd.RunEngine(RunJournal.Create);
         try
         {
             _pool = new WorkerPool(launches.Select(_journal.ForWorker).ToList());
             Generate(progress: new ParallelProgress($"Invoke-Diffusion: {_prompts.Count} prompt(s) in {launches.Count} worker process(es)", _pool.Workers),
-                modelPath, generate, negatives);
+                modelPath, generate, Rows(negatives, rowTemplates));
         }
         finally
         {
@@ -117,7 +135,26 @@ internal sealed class ParallelGeneration
         }
     }
 
-    private void Generate(ParallelProgress progress, string modelPath, System.Collections.Hashtable generate, IReadOnlyList<string?>? negatives)
+    /// <summary>
+    /// Each prompt as the worker gets it: a row with its prompt, its index and the values of its own (its row's, and
+    /// its -NegativePrompt entry); the worker pipes the rows into Invoke-Diffusion, which reads them by property name.
+    /// </summary>
+    private List<System.Collections.Hashtable> Rows(IReadOnlyList<string?>? negatives, IReadOnlyList<string?> templates) =>
+        _prompts.Select((prompt, k) =>
+        {
+            var r = _rows[k];
+            var row = new System.Collections.Hashtable { ["Prompt"] = prompt, ["Index"] = _positions[k] };
+            if ((r.NegativePrompt ?? negatives?[k]) is { Length: > 0 } negative) row["NegativePrompt"] = negative;
+            if (r.Seed is long seed) row["Seed"] = seed;
+            if (r.Steps is int steps) row["Steps"] = steps;
+            if (r.GuidanceScale is double guidance) row["GuidanceScale"] = guidance;
+            if (r.Width is int width) row["Width"] = width;
+            if (r.Height is int height) row["Height"] = height;
+            if (templates[k] is { } path) row["OutputPath"] = path;
+            return row;
+        }).ToList();
+
+    private void Generate(ParallelProgress progress, string modelPath, System.Collections.Hashtable generate, IReadOnlyList<System.Collections.Hashtable> rows)
     {
         try
         {
@@ -135,7 +172,7 @@ internal sealed class ParallelGeneration
                     FailForGood(pending.Select(i => (i, (WorkerFailure?)null)).ToList(), attempt);
                     break;
                 }
-                var failed = RunRound(pending, survivors, progress, LoadArguments, modelPath, generate, negatives);
+                var failed = RunRound(pending, survivors, progress, LoadArguments, modelPath, generate, rows);
                 pending = failed.Select(f => f.Index).ToList();
                 if (pending.Count == 0) break;
                 if (attempt < _cmd.Retry && _pool.Workers.Any(w => w.IsAlive))
@@ -179,6 +216,7 @@ internal sealed class ParallelGeneration
         if (_cmd.Scheduler is not null) load["Scheduler"] = _cmd.Scheduler;
         if (_cmd.Variant is not null) load["Variant"] = _cmd.Variant;
         if (_config is not null) load["Config"] = _config;
+        VerboseReport.PassOn(_cmd, load);
         return load;
     }
 
@@ -187,7 +225,7 @@ internal sealed class ParallelGeneration
     /// and that their journal does not show saved.
     /// </summary>
     private List<(int Index, WorkerFailure Failure)> RunRound(List<int> pending, List<WorkerProcess> workers, ParallelProgress progress,
-        Func<WorkerProcess, System.Collections.Hashtable> load, string modelPath, System.Collections.Hashtable generate, IReadOnlyList<string?>? negatives)
+        Func<WorkerProcess, System.Collections.Hashtable> load, string modelPath, System.Collections.Hashtable generate, IReadOnlyList<System.Collections.Hashtable> rows)
     {
         var shares = PromptSplitter.AllShares(pending.Count, workers.Count, applyPadding: false);
         var round = new Dictionary<WorkerProcess, List<int>>();
@@ -208,9 +246,7 @@ internal sealed class ParallelGeneration
             running.Add(w);
             w.BeginInvoke(WorkerScript, new Dictionary<string, object?>
             {
-                ["ModelPath"] = modelPath, ["Load"] = load(w), ["Generate"] = generate,
-                ["Prompts"] = indices.Select(i => _prompts[i]).ToArray(), ["Indices"] = indices.Select(i => _positions[i]).ToArray(),
-                ["NegativePrompts"] = negatives is null ? null : indices.Select(i => negatives[i] ?? "").ToArray(),
+                ["ModelPath"] = modelPath, ["Load"] = load(w), ["Generate"] = generate, ["Rows"] = indices.Select(i => rows[i]).ToArray(),
             });
         }
         string Done(WorkerProcess w) => $"{round[w].Count(i => _results[i] is not null)}/{round[w].Count} images";
@@ -223,6 +259,17 @@ internal sealed class ParallelGeneration
             {
                 if (_reportedTargets.Contains(path)) continue; // late, and reported for its prompt already
                 _errorTargets.Add(path);
+            }
+            if (e is WorkerMessage { Record: InformationRecord info } && WorkerReports.IsReport(info))
+            {
+                if (WorkerReports.TryReadStep(info, out var step) && running.Contains(e.Worker))
+                {
+                    int doneByRank = round[e.Worker].Count(i => _results[i] is not null);
+                    _cmd.WriteProgress(progress.Step(e.Worker, step, doneByRank, round[e.Worker].Count));
+                    _cmd.WriteProgress(OverallRecord(progress));
+                }
+                else if (WorkerReports.ReadDevice(info) is { } device) _cmd.WriteProgress(progress.SetDevice(e.Worker, device));
+                continue;
             }
             if (e is null || WorkerForwarding.TryForward(_cmd, e)) continue;
             var w = e.Worker;
@@ -314,8 +361,14 @@ internal sealed class ParallelGeneration
     {
         for (; _nextEmit < _prompts.Count && _settled[_nextEmit]; _nextEmit++)
             if (_results[_nextEmit] is { } r) _cmd.WriteObject(r);
+        _cmd.WriteProgress(OverallRecord(progress));
+    }
+
+    /// <summary>The overall bar: images done of all, its percentage counting the images the ranks have in progress.</summary>
+    private ProgressRecord OverallRecord(ParallelProgress progress)
+    {
         int done = _results.Count(r => r is not null);
-        _cmd.WriteProgress(progress.Overall($"{done}/{_prompts.Count} images", 100 * done / _prompts.Count));
+        return progress.Overall($"{done}/{_prompts.Count} images", (int)(100 * (done + progress.InFlight) / _prompts.Count));
     }
 
     /// <summary>One error per prompt that no worker could generate, with the failed worker's error.</summary>
@@ -337,6 +390,15 @@ internal sealed class ParallelGeneration
             ErrorDetails = new ErrorDetails(message),
         });
         Settle(index, null);
+    }
+
+    /// <summary>A parallel run's workers each get a share of the prompts: a -Prompt2/-NegativePrompt2 must be one for all.</summary>
+    private string OneForAll(string[] values, string parameter)
+    {
+        if (values.Length != 1)
+            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelPrompt2PerPrompt", ErrorCategory.InvalidArgument,
+                $"A parallel run takes one -{parameter} for all prompts (its workers each get a share of the prompts); got {values.Length}. Give one, or run without -NumProcesses.", parameter));
+        return values[0];
     }
 
     /// <summary>Workers read the init image themselves: it goes to them as a file path.</summary>

@@ -48,7 +48,9 @@ internal sealed class WorkerProcess : IDisposable
     public int Rank { get; }
     /// <summary>The device as the user named it, or null when the worker chose (see <see cref="WorkerLaunch.Device"/>).</summary>
     public string? Device { get; }
-    public string DeviceLabel => Device ?? "auto";
+    /// <summary>The device the worker reported its pipeline on (cpu, cuda:0), once it did.</summary>
+    public string? ResolvedDevice { get; set; }
+    public string DeviceLabel => Device ?? ResolvedDevice ?? "auto";
     public int? ProcessId { get; private set; }
     /// <summary>Set once the process is gone or could not start; the worker takes no more work.</summary>
     public WorkerFailure? Death { get => _death; private set => _death = value; }

@@ -25,6 +25,10 @@ public sealed class SafeTensorsFile : IDisposable
 
     public string Path { get; }
     public IReadOnlyDictionary<string, SafeTensorInfo> Tensors { get; }
+
+    private static long s_bytesRead;
+    /// <summary>Tensor bytes read from safetensors files by this process so far (for the loads' -Verbose report).</summary>
+    public static long BytesReadTotal => Interlocked.Read(ref s_bytesRead);
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     private SafeTensorsFile(string path, SafeFileHandle? handle, long dataStart,
@@ -234,6 +238,7 @@ public sealed class SafeTensorsFile : IDisposable
                 throw Corrupt(Path, $"the file ended while reading tensor '{name}' (it was changed or truncated after it was opened)");
             done += n;
         }
+        Interlocked.Add(ref s_bytesRead, span.Length);
     }
 
     public void Dispose()

@@ -27,6 +27,9 @@ internal static class DenoiseLoop
         {
             var timesteps = scheduler.Timesteps;
             int total = timesteps.Length - firstStep;
+            // img2img runs fewer steps (diffusers' num_inference_steps after get_timesteps): the bar counts those.
+            int stepsRun = run.Steps - firstStep / Math.Max(1, scheduler.Order);
+            var counter = new ProgressCount(total, stepsRun, scheduler.Order);
             for (int i = firstStep; i < timesteps.Length; i++)
             {
                 using (var scope = torch.NewDisposeScope())
@@ -37,7 +40,10 @@ internal static class DenoiseLoop
                     latents = next;
                 }
                 int done = i - firstStep + 1;
-                yield return new DenoiseStep(done - 1, total, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, done) : null);
+                yield return new DenoiseStep(done - 1, total, timesteps[i], clock.Elapsed, captureSteps ? run.Split(latents, batch, done) : null)
+                {
+                    StepsAsked = stepsRun, StepsDone = counter.After(done - 1),
+                };
             }
             OutputChecks.RequireFinite(latents, batch.Select(e => e.Index).ToList(), "Denoising", "latents",
                 "weights with NaN or Inf (a damaged or badly converted file), a scheduler configuration that cannot work, " +
@@ -49,5 +55,22 @@ internal static class DenoiseLoop
             latents.Dispose();
             MemoryLedger.Remove(deviceName, inFlight);
         }
+    }
+}
+
+/// <summary>
+/// diffusers' progress bar over a denoising loop: total = the steps asked for; after evaluation i it advances when i is
+/// the last one or when (i + 1) is past the warm-up (len(timesteps) - steps * order) and a multiple of the order.
+/// PNDM (steps + 1 timesteps, order 1) thus shows 0/N after its first evaluation and N/N after its last.
+/// </summary>
+internal sealed class ProgressCount(int timesteps, int steps, int order)
+{
+    private readonly int _warmup = Math.Max(timesteps - steps * order, 0);
+    private int _done;
+
+    public int After(int i)
+    {
+        if (i == timesteps - 1 || (i + 1 > _warmup && (i + 1) % order == 0)) _done++;
+        return Math.Min(_done, steps);
     }
 }

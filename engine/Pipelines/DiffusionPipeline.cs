@@ -139,7 +139,12 @@ public sealed class DiffusionPipeline : IDisposable
                 var placement = devicePlan is not null && devicePlan.Components.TryGetValue(spec.Name, out var modelPlan)
                     ? new ComponentPlacement(modelPlan, Resolve(modelPlan.ExecutionDevice), Resolve, chain)
                     : null;
-                loaded[spec.Name] = NativeFailure.Guard($"Loading {spec.Name}", () => ComponentLoader.Load(weights, spec, device, dtype, placement));
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                long readBefore = SafeTensorsFile.BytesReadTotal;
+                var component = NativeFailure.Guard($"Loading {spec.Name}", () => ComponentLoader.Load(weights, spec, device, dtype, placement));
+                component.LoadSeconds = clock.Elapsed.TotalSeconds;
+                component.BytesRead = SafeTensorsFile.BytesReadTotal - readBefore;
+                loaded[spec.Name] = component;
             }
             PipelineChecks.TokenizersFitEncoders(folder, loaded);
         }
@@ -170,6 +175,13 @@ public sealed class DiffusionPipeline : IDisposable
         }
         return Schedulers.SchedulerFactory.Create(folderConfig, choice);
     }
+
+    /// <summary>
+    /// The scheduler a run with <paramref name="overrideName"/> (or none) would use, with its key settings, in one line;
+    /// null when this pipeline has no scheduler (a text-encoder or VAE stage).
+    /// </summary>
+    public string? DescribeScheduler(string? overrideName = null) =>
+        Has("scheduler") && !IsDisposed ? Schedulers.SchedulerSummary.Describe(CreateScheduler(overrideName, "Describing the scheduler")) : null;
 
     /// <summary>A loaded component as T, or an error naming the component and how to load it.</summary>
     internal T Require<T>(string component, string stage) where T : class

@@ -87,8 +87,17 @@ public sealed class DenoiseOptions
     public IReadOnlyList<DiffusionLatent>? InitialLatents { get; set; }
 }
 
-/// <summary>One finished denoising step, for progress; with CaptureSteps, the latents of every image after it.</summary>
-public sealed record DenoiseStep(int Index, int Total, float Timestep, TimeSpan Elapsed, IReadOnlyList<DiffusionLatent>? Latents = null);
+/// <summary>
+/// One finished model evaluation (<see cref="Index"/> of <see cref="Total"/>, the scheduler's timesteps), for progress; with
+/// CaptureSteps, the latents of every image after it.
+/// </summary>
+public sealed record DenoiseStep(int Index, int Total, float Timestep, TimeSpan Elapsed, IReadOnlyList<DiffusionLatent>? Latents = null)
+{
+    /// <summary>The steps asked for (-Steps): what diffusers' progress bar counts to, whatever the number of timesteps.</summary>
+    public int StepsAsked { get; init; }
+    /// <summary>Steps done as diffusers' progress bar counts them: PNDM's warm-up evaluation (its repeated timestep) does not count.</summary>
+    public int StepsDone { get; init; }
+}
 
 /// <summary>A warning the cmdlets pass on (WriteWarning), e.g. a size rounded or a prompt truncated.</summary>
 public sealed record PipelineWarning(string Message);

@@ -23,6 +23,10 @@ public sealed class PipelineComponent : IDisposable
     public string? ExecutionDevice { get; }
     /// <summary>The plan this model was placed by (-DeviceMap or -Offload), or null.</summary>
     public ModelDevicePlan? DevicePlan { get; }
+    /// <summary>Seconds New-DiffusionPipeline took for this component.</summary>
+    public double LoadSeconds { get; internal set; }
+    /// <summary>Weight bytes read from its safetensors files while it loaded (weights offloaded to disk are read later, on use).</summary>
+    public long BytesRead { get; internal set; }
     internal object Instance { get; private set; }
     private readonly PlacedModel? _placed;
     private readonly IReadOnlyDictionary<string, long> _counted = new Dictionary<string, long>();

@@ -80,7 +80,8 @@
         Description = 'Stable Diffusion: CLIP embeddings of the prompt and of its negative prompt ("" when none is given), padded to 77 tokens. FLUX: T5 sequence embeddings (padded to -MaxSequenceLength) and CLIP''s pooled embedding. Prompts longer than the tokenizer allows are truncated with a warning naming the dropped text. Only the text encoders are needed: load them alone with New-DiffusionPipeline -Component.'
         Parameters  = @{
             Pipeline          = 'A pipeline with the text encoders (and tokenizers) loaded.'
-            Prompt            = 'The prompts; from the pipeline too.'
+            Prompt            = 'The prompts. Or pipe them (-InputObject).'
+            InputObject       = 'Piped input: strings, or rows read by property name (Import-Csv, hashtables, objects, Split-Prompt''s shares): Prompt, and per row NegativePrompt and Index (the embedding''s Index, which Invoke-Denoise -SeedPerPrompt seeds with). Other properties are ignored. An object without a Prompt property is an error for that item.'
             NegativePrompt    = 'One negative prompt for all prompts, or one per prompt (Stable Diffusion).'
             MaxSequenceLength = 'FLUX: T5 tokens, 1-512 (default 512 for dev, 256 for schnell).'
             Prompt2           = 'SDXL: the prompts for the second text encoder (diffusers'' prompt_2): one for all prompts or one per prompt. Default: the prompts.'
@@ -157,7 +158,7 @@
             Width         = 'Image width in pixels, as -Height.'
             Scheduler     = 'A scheduler for this run instead of the pipeline''s (name, alias or scheduler_config.json path).'
             BatchSize     = 'Images denoised together. Default: all received.'
-            IncludeSteps  = 'Also output the latents after every step (Step below Steps), before the final latents.'
+            IncludeSteps  = 'Also output the latents after every model evaluation but the last (Step below TotalSteps, IsFinal false), before the final latents (Step = TotalSteps). TotalSteps counts the scheduler''s timesteps: -Steps for most schedulers, -Steps + 1 for PNDM, whose first PLMS step evaluates the model twice (diffusers'' callback_on_step_end sees the same). The progress bar counts the steps asked for, as diffusers'' does.'
             InitialLatent = 'diffusers'' latents= argument: start from these latents (one per embedding, e.g. from Import-DiffusionTensor) instead of noise drawn from -Seed. SD latents are scaled by the scheduler''s init_noise_sigma as diffusers does.'
             SeedPerPrompt = 'Give each embedding its own generator seeded with -Seed plus its Index, and denoise it on its own (diffusers: one call per prompt with torch.Generator().manual_seed(seed + i)). An image then does not depend on which prompts ran with it. Cannot be combined with -BatchSize.'
             LoraScale     = 'The LoRA scale in the denoiser for this run (diffusers'' cross_attention_kwargs={"scale": s}), multiplying every added LoRA''s own -Scale. Default 1.'
@@ -206,7 +207,8 @@
             DType             = 'With -Path: float32, float16 or bfloat16.'
             Variant           = 'With -Path: the weights'' variant (e.g. fp16), as New-DiffusionPipeline -Variant.'
             Config            = 'With -Path a single-file checkpoint: the diffusers folder with its configs, tokenizers and scheduler, as New-DiffusionPipeline -Config.'
-            Prompt            = 'The prompts; from the pipeline too.'
+            Prompt            = 'The prompts. Or pipe them (-InputObject).'
+            InputObject       = 'Piped input: strings (Get-Content prompts.txt), or rows read by property name (Import-Csv prompts.csv, hashtables, objects): Prompt, and per row NegativePrompt, Seed, Steps, GuidanceScale, Width, Height, OutputPath and Index; other properties are ignored. A row''s values apply to that row only; the parameters given on the command line are the defaults for rows without the column (or with an empty cell). Rows with different values never share a batch. A row''s Seed is its image''s seed (also with -SeedPerPrompt); its Index (a Split-Prompt share brings its own) sets the image''s index, its Seed+index with -SeedPerPrompt and {index} in the output path. An object without a Prompt property, or a row with a value that does not convert, is an error for that row; the others go on.'
             NegativePrompt    = 'One negative prompt for all prompts, or one per prompt (SD).'
             Steps             = 'Denoising steps (default 50 SD, 28 FLUX).'
             GuidanceScale     = 'Guidance (default 7.5 SD, 3.5 FLUX dev).'
@@ -235,6 +237,8 @@
         Examples    = @(
             @{ Code = 'Invoke-Diffusion -Path ./stable-diffusion-v1-5 -Prompt ''a photo of an astronaut riding a horse'' -Seed 0 -OutputPath astronaut.png'; Remarks = 'One image, saved.' }
             @{ Code = 'Get-Content prompts.txt | Invoke-Diffusion -Pipeline $pipe -Steps 25 -OutputPath ''out/{index}.png'''; Remarks = 'A file of prompts, one image each.' }
+            @{ Code = 'Import-Csv prompts.csv | Invoke-Diffusion -Pipeline $pipe -Steps 25 -OutputPath ''out/{index}-{seed}.png'''; Remarks = 'Columns Prompt, NegativePrompt, Seed, Steps, GuidanceScale, Width, Height, OutputPath: each row is generated with its own values; -Steps 25 is for the rows whose Steps cell is empty.' }
+            @{ Code = 'Get-Content prompts.txt | Split-Prompt | Invoke-Diffusion -Path ./sd -SeedPerPrompt -Seed 0 -OutputPath ''out/{index:0000}.png'''; Remarks = 'Under torchrun or srun: the shares keep their global Index, so every rank writes its own files with seeds 0+index.' }
             @{ Code = 'Get-Content prompts.txt | Invoke-Diffusion -Path ./stable-diffusion-v1-5 -Device cuda:0,cuda:1 -DType float16 -Seed 0 -OutputPath ''out/{index:0000}.png'' -Retry 1'; Remarks = 'Two GPUs, one worker process each; prompt i gets seed i, results come back in prompt order.' }
             @{ Code = 'Invoke-Diffusion -Path ./sd -Prompt $prompts -NumProcesses 4 -Seed 7 -OutputPath out/ | Sort-Object Seconds -Descending | Select-Object -First 3'; Remarks = 'Four processes (on the CPU, or cuda:0..3 when there are GPUs); the slowest images.' }
         )
