@@ -27,6 +27,7 @@
         'Split-Prompt'
         'Get-DiffusionRank'
         'Start-DiffusionParallel'
+        'Get-DiffusionImageInfo'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -13,7 +13,9 @@ public sealed class DiffusionEmbedding : TensorHolder
     public int Index { get; init; }
     public string Prompt { get; init; } = "";
     public string? NegativePrompt { get; init; }
-    public ModelFamily Family { get; init; }
+    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
+    public string Family => FamilyKind.ToString();
+    internal ModelFamily FamilyKind { get; init; }
     public string Model { get; init; } = "";
     public int TokenCount { get; init; }
     public bool Truncated { get; init; }

@@ -19,7 +19,9 @@ public sealed class DiffusionPipeline : IDisposable
     public string Path { get; }
     public string Name => System.IO.Path.GetFileName(Path.TrimEnd('/', '\\'));
     public string ClassName { get; }
-    public ModelFamily Family { get; }
+    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
+    public string Family => FamilyKind.ToString();
+    internal ModelFamily FamilyKind { get; }
     public string Device { get; }
     public string DType { get; }
     public string? SchedulerOverride { get; }
@@ -27,6 +29,8 @@ public sealed class DiffusionPipeline : IDisposable
     public IReadOnlyDictionary<string, PipelineComponent> Components => _components;
     public long Parameters => _components.Values.Sum(c => c.Parameters);
     public long Bytes => _components.Values.Sum(c => c.Bytes);
+    /// <summary><see cref="Bytes"/> in MiB (one decimal), as the table shows it.</summary>
+    public double SizeMB => Math.Round(Bytes / 1048576.0, 1);
     public bool IsDisposed { get; private set; }
 
     /// <summary>The scheduler class this pipeline denoises with (the folder's, or the override).</summary>
@@ -45,7 +49,7 @@ public sealed class DiffusionPipeline : IDisposable
     private DiffusionPipeline(DiffusersFolder folder, ModelFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components,
         PipelineDevicePlan? devicePlan)
     {
-        Folder = folder; Path = folder.Path; ClassName = folder.ClassName; Family = family;
+        Folder = folder; Path = folder.Path; ClassName = folder.ClassName; FamilyKind = family;
         TorchDevice = device; TorchDType = dtype; Device = DeviceCatalog.Name(device); DType = DTypeNames.Name(dtype);
         SchedulerOverride = scheduler; _components = components; DevicePlan = devicePlan;
     }

@@ -54,7 +54,7 @@ internal static class FluxStages
         {
             result.Add(new DiffusionEmbedding(sequence.narrow(0, i, 1).contiguous(), pooledPromptEmbeds: pooled.narrow(0, i, 1).contiguous())
             {
-                Index = indices[i], Prompt = prompts[i], Family = ModelFamily.Flux, Model = pipe.Path,
+                Index = indices[i], Prompt = prompts[i], FamilyKind = ModelFamily.Flux, Model = pipe.Path,
                 TokenCount = t5Tokens[i].TokenCount, Truncated = t5Tokens[i].Truncated || clipTokens[i].Truncated,
                 TruncatedText = t5Tokens[i].DroppedText ?? clipTokens[i].DroppedText,
             });
@@ -130,7 +130,10 @@ internal static class FluxStages
         var mu = FlowMatchEulerDiscreteScheduler.CalculateShift(imageSeqLen, cfg.BaseImageSeqLen, cfg.MaxImageSeqLen, cfg.BaseShift, cfg.MaxShift);
         scheduler.SetTimesteps(steps, mu);
 
-        var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width);
+        var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width)
+        {
+            Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "transformer"),
+        };
 
         // 3. Denoise: the transformer predicts the velocity, the flow-matching scheduler steps along it.
         // Iterated here (not returned) so the conditioning tensors above live until the loop ends.

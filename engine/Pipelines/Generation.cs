@@ -31,7 +31,11 @@ public static class Generation
         // Each embedding's Index: its prompt's place in the caller's input (gaps where an input item was refused).
         var idx = indices ?? Enumerable.Range(firstIndex, prompts.Count).ToList();
         if (idx.Count != prompts.Count) throw new ArgumentException($"{idx.Count} indices for {prompts.Count} prompts.", nameof(indices));
-        return NativeFailure.Guard("Encoding prompts", () => pipe.Family switch
+        if (pipe.FamilyKind == ModelFamily.Flux && negatives.Any(n => !string.IsNullOrEmpty(n)))
+            warn(new PipelineWarning("FLUX.1 ignores -NegativePrompt: it is guidance-distilled, with no unconditional pass for a negative prompt " +
+                "(diffusers warns the same: negative_prompt is passed but classifier-free guidance is not enabled since true_cfg_scale <= 1). " +
+                "The negative prompt is not used and not recorded in the images' parameters."));
+        return NativeFailure.Guard("Encoding prompts", () => pipe.FamilyKind switch
         {
             ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, idx),
             _ => StableDiffusionStages.Encode(pipe, prompts, negatives, idx, warn),
@@ -52,12 +56,12 @@ public static class Generation
     {
         foreach (var e in batch)
         {
-            if (e.Family != pipe.Family)
+            if (e.FamilyKind != pipe.FamilyKind)
                 throw new DiffusionException("EmbeddingFamilyMismatch", DiffusionErrorKind.InvalidArgument,
-                    $"Embedding #{e.Index} was made by a {e.Family} pipeline; this pipeline ('{pipe.Path}') is {pipe.Family}. Encode the prompt with this model's text encoders.", "Embedding");
+                    $"Embedding #{e.Index} was made by a {e.FamilyKind} pipeline; this pipeline ('{pipe.Path}') is {pipe.FamilyKind}. Encode the prompt with this model's text encoders.", "Embedding");
         }
-        int steps = options.Steps ?? (pipe.Family == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
-        return pipe.Family switch
+        int steps = options.Steps ?? (pipe.FamilyKind == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
+        return pipe.FamilyKind switch
         {
             ModelFamily.Flux => new DenoiseRun(r => FluxStages.Denoise(pipe, batch, options, r, warn), steps),
             _ => new DenoiseRun(r => StableDiffusionStages.Denoise(pipe, batch, options, r, warn), steps),
@@ -68,16 +72,16 @@ public static class Generation
     public static IReadOnlyList<DiffusionImage> Decode(DiffusionPipeline pipe, IReadOnlyList<DiffusionLatent> latents)
     {
         var images = new List<DiffusionImage>();
-        foreach (var group in latents.GroupBy(l => (l.Family, l.Height, l.Width)))
+        foreach (var group in latents.GroupBy(l => (l.FamilyKind, l.Height, l.Width)))
         {
             var items = group.ToList();
             foreach (var l in items)
-                if (l.Family != pipe.Family)
+                if (l.FamilyKind != pipe.FamilyKind)
                     throw new DiffusionException("LatentFamilyMismatch", DiffusionErrorKind.InvalidArgument,
-                        $"Latent #{l.Index} was made by a {l.Family} pipeline; this VAE belongs to a {pipe.Family} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
+                        $"Latent #{l.Index} was made by a {l.FamilyKind} pipeline; this VAE belongs to a {pipe.FamilyKind} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
             foreach (var l in items)
             {
-                if (pipe.Family == ModelFamily.Flux) FluxStages.CheckLatent(pipe, l);
+                if (pipe.FamilyKind == ModelFamily.Flux) FluxStages.CheckLatent(pipe, l);
                 else StableDiffusionStages.CheckLatent(pipe, l);
             }
             var vae = pipe.Require<Models.AutoencoderKL>("vae", "Decoding latents");
@@ -85,7 +89,7 @@ public static class Generation
                 items.Sum(l => l.Latents.numel() * 4L) + 3L * items.Count * items[0].Height * items[0].Width * 4 * 2, "Decoding latents");
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
-            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family == ModelFamily.Flux
+            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.FamilyKind == ModelFamily.Flux
                 ? FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width)
                 : StableDiffusionStages.Decode(pipe, batch)); // [B,3,H,W] float32 CPU in [0,1]
             // NaN survives the clamp to [0,1].
@@ -98,7 +102,9 @@ public static class Generation
                 images.Add(new DiffusionImage(pixels[i].contiguous(), new GenerationParameters
                 {
                     Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Steps = l.Steps, Scheduler = l.Scheduler,
-                    GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale, Seed = l.Seed, Width = l.Width, Height = l.Height, Model = l.Model,
+                    GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale, Seed = l.Seed, Width = l.Width, Height = l.Height,
+                    Model = ModelIdentity.Name(l.Model), ModelHash = l.ModelHash, Sampler = l.Sampler, DistilledGuidance = l.FamilyKind == ModelFamily.Flux,
+                    BatchSize = l.BatchSize, BatchPosition = l.BatchPosition,
                 }, l.Index));
             }
         }

@@ -37,7 +37,7 @@ internal static class StableDiffusionStages
         {
             result.Add(new DiffusionEmbedding(positive.narrow(0, i, 1).contiguous(), negative.narrow(0, i, 1).contiguous())
             {
-                Index = indices[i], Prompt = prompts[i], NegativePrompt = negativePrompts[i], Family = ModelFamily.StableDiffusion,
+                Index = indices[i], Prompt = prompts[i], NegativePrompt = negativePrompts[i], FamilyKind = ModelFamily.StableDiffusion,
                 Model = pipe.Path, TokenCount = tokens[i].TokenCount, Truncated = tokens[i].Truncated, TruncatedText = tokens[i].DroppedText,
             });
         }
@@ -107,7 +107,7 @@ internal static class StableDiffusionStages
 
         var run = new DenoiseRunInfo(ModelFamily.StableDiffusion, pipe.Path, seed, steps, scheduler.Timesteps.Length, guidance, scheduler.Name, height, width)
         {
-            GuidanceRescale = cfg ? rescale : 0,
+            GuidanceRescale = cfg ? rescale : 0, Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "unet"),
         };
 
         // 3. Denoise, with classifier-free guidance on [uncond, text] halves.

@@ -119,15 +119,17 @@
         )
     }
     'Save-DiffusionImage' = @{
-        Synopsis    = 'Saves images as PNG files with their generation parameters in the file.'
-        Description = 'Writes each image to a file, a folder (default name {index:0000}-{seed}-{prompt}.png) or a template with {index}, {seed} and {prompt} (made safe for file names). The prompt, negative prompt, steps, scheduler, guidance, seed, size and model go into PNG text chunks (and an A1111-style "parameters" chunk). Files are written whole or not at all; existing files are kept unless -Force. Outputs the files written.'
+        Synopsis    = 'Saves images as PNG, JPEG or WebP files with their generation parameters in the file.'
+        Description = 'Writes each image to a file, a folder (default name {index:0000}-{seed}-{prompt}.png) or a template with {index}, {seed} and {prompt} (made safe for file names). The prompt, negative prompt, steps, scheduler, guidance, seed, size and model go into PNG text chunks (and an A1111-style "parameters" chunk). A name ending in .jpg, .jpeg or .webp writes JPEG or WebP (lossy, -Quality) with the A1111 parameters text in the EXIF UserComment, where AUTOMATIC1111 puts it; any other name gets .png added. Templates: {index} (the prompt''s place, from 0), {seed}, {prompt}, and .NET number formats such as {index:000} (001, 002, ...). Files are written whole or not at all; existing files are kept unless -Force. Outputs the files written as Get-Item does (Mode, LastWriteTime, Length, Name under a Directory header). Get-DiffusionImageInfo reads the parameters back.'
         Parameters  = @{
             Image = 'Images from ConvertFrom-DiffusionLatent or Invoke-Diffusion; from the pipeline too.'
             Path  = 'A file, a folder, or a template such as out/{index}-{seed}-{prompt}.png. Default: the current folder.'
             Force = 'Overwrite existing files.'
+            Quality = 'JPEG and WebP quality, 1 to 100 (default 90). PNG is lossless and ignores it.'
         }
         Examples    = @(
             @{ Code = '$images | Save-DiffusionImage -Path ''out/{index:000}-{seed}.png'''; Remarks = 'Numbered files in out/.' }
+            @{ Code = '$images | Save-DiffusionImage -Path ''out/{index}.jpg'' -Quality 95'; Remarks = 'JPEG files with the parameters in EXIF.' }
             @{ Code = '$images | Save-DiffusionImage split_transformer.png -WhatIf'; Remarks = 'Shows what would be written.' }
         )
     }
@@ -150,8 +152,11 @@
             Scheduler         = 'Scheduler name, alias or scheduler_config.json path.'
             MaxSequenceLength = 'FLUX: T5 tokens.'
             BatchSize         = 'Images denoised together. Default: all. Not with -SeedPerPrompt or a parallel run, which generate one prompt at a time.'
-            OutputPath        = 'Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank}) and output result objects. Required for a parallel run, with {index} (or a folder), so that the processes never write the same file.'
+            OutputPath        = 'Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank} (the worker process), and number formats such as {index:000}; .jpg, .jpeg or .webp save JPEG or WebP) and output result objects. Required for a parallel run, with {index} (or a folder), so that the processes never write the same file.'
             Force             = 'Overwrite existing files.'
+            PassThru          = 'With -OutputPath: output the saved images (with their Path) instead of result objects. Not for parallel runs.'
+            Quality           = 'JPEG and WebP quality, 1 to 100 (default 90), for an -OutputPath ending in .jpg, .jpeg or .webp.'
+            BatchPosition     = 'With -BatchSize n and one prompt: replay the image made at this place (from 0) of a batch of n images that shared one generator, as an image''s "Batch size" and "Batch pos" parameters record. The prompt fills the whole batch and only that image is kept, so it comes out identical. Get-DiffusionImageInfo -AsHashtable gives both.'
             SeedPerPrompt     = 'Prompt i gets its own generator seeded with Seed+i (its index, or -PromptIndex) and is generated on its own, so its image does not depend on the other prompts or on how they were split between processes. Parallel runs always work this way.'
             PromptIndex       = 'With -SeedPerPrompt: each prompt''s index in the whole job, e.g. the Index of Split-Prompt''s output under torchrun or srun. Used for the seed (Seed+index), {index} in -OutputPath and the result''s Index. Default: 0, 1, 2, ...'
             NumProcesses      = 'Split the prompts between this many worker pwsh processes (data parallel, with -Path). Each gets RANK, WORLD_SIZE and LOCAL_RANK, and a device: -Device, else cuda:LOCAL_RANK when there are GPUs, else the CPU (OMP_NUM_THREADS shares the cores out unless already set).'
@@ -179,9 +184,26 @@
     'Import-DiffusionTensor' = @{
         Synopsis    = 'Reads embeddings or latents written by Export-DiffusionTensor back as objects.'
         Description = 'Outputs one embedding or latent object per item in the file, with the prompts, seeds and sizes that were exported.'
-        Parameters  = @{ Path = 'The .safetensors file(s); from the pipeline too (FileInfo objects work).' }
+        Parameters  = @{
+            Path        = 'The .safetensors file(s); wildcards expand (stage1/*.safetensors).'
+            LiteralPath = 'The .safetensors file(s), taken literally (no wildcards); files piped from Get-ChildItem bind here.'
+        }
         Examples    = @(
             @{ Code = 'Import-DiffusionTensor emb.safetensors | Invoke-Denoise -Pipeline $den -Seed 1'; Remarks = 'The denoising stage in its own process.' }
+        )
+    }
+    'Get-DiffusionImageInfo' = @{
+        Synopsis    = 'Reads the generation parameters of PNG, JPEG and WebP images back as objects that replay them.'
+        Description = 'Reads the parameters this module writes (PNG text chunks, or the EXIF UserComment of JPEG and WebP) and AUTOMATIC1111''s "parameters" text. The object''s Prompt, NegativePrompt, Steps, GuidanceScale, GuidanceRescale, Seed, Width, Height, Scheduler, BatchSize and BatchPosition are Invoke-Diffusion parameters; -AsHashtable (or .ToParameters()) gives them as a hashtable to splat, which regenerates the image with the same model. Sampler, Model, ModelHash and Parameters (the text) describe it.'
+        Parameters  = @{
+            Path        = 'Image files; wildcards expand.'
+            LiteralPath = 'Image files taken literally; files piped from Get-ChildItem bind here.'
+            AsHashtable = 'Output the Invoke-Diffusion parameters as a hashtable, for splatting.'
+        }
+        Examples    = @(
+            @{ Code = 'Get-DiffusionImageInfo out/0001.png | Format-List'; Remarks = 'How the image was made.' }
+            @{ Code = '$p = Get-DiffusionImageInfo out/0001.png -AsHashtable; Invoke-Diffusion -Pipeline $pipe @p -OutputPath again.png'; Remarks = 'The same image again (same model).' }
+            @{ Code = 'Get-ChildItem out/*.jpg | Get-DiffusionImageInfo | Where-Object Seed -eq 42'; Remarks = 'Finds images by their parameters.' }
         )
     }
     'Get-DiffusionPromptToken' = @{
