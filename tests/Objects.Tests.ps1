@@ -153,3 +153,82 @@ Describe 'Memory figures' {
         (Get-DiffusionDevice cpu).AllocatedByEngine | Should -Be $before.AllocatedByEngine
     }
 }
+
+Describe 'Help' {
+    # The manifest's list, read at discovery (the module is imported in BeforeAll); Module.Tests checks it is complete.
+    It 'has SYNTAX with -WhatIf/-Confirm, INPUTS, OUTPUTS, default values and RELATED LINKS for <_>' -ForEach @(
+        (Import-PowerShellDataFile (Join-Path $PSScriptRoot '../Diffusion.psd1')).CmdletsToExport) {
+        $cmd = Get-Command $_
+        $help = Get-Help $_ -Full
+        $syntax = $help.syntax | Out-String -Width 400
+        if ($cmd.Parameters.ContainsKey('WhatIf')) { $syntax | Should -Match '\[-WhatIf\] \[-Confirm\]' }
+        @($help.inputTypes.inputType).Count | Should -BeGreaterThan 0
+        @($help.returnValues.returnValue).Count | Should -BeGreaterThan 0
+        foreach ($type in $cmd.OutputType.Type) { @($help.returnValues.returnValue.type.name) | Should -Contain $type.FullName }
+        @($help.relatedLinks.navigationLink.linkText) | Should -Contain 'about_Diffusion'
+        foreach ($p in $help.parameters.parameter) { "$($p.defaultValue)" | Should -Not -BeNullOrEmpty -Because "-$($p.name) of $_ needs a default value" }
+    }
+
+    It 'documents the output templates ({index:000}, {rank})' {
+        $text = Get-Help Invoke-Diffusion -Parameter OutputPath | Out-String
+        $text | Should -Match '\{rank\}'
+        $text | Should -Match '\{index:000\}'
+        (Get-Help Save-DiffusionImage -Full | Out-String -Width 300) | Should -Match '\{index:000\}'
+    }
+
+    It 'gives the real defaults' {
+        (Get-Help Save-DiffusionImage -Parameter Quality).defaultValue | Should -Be '90'
+        (Get-Help Invoke-Diffusion -Parameter Steps).defaultValue | Should -Match '50'
+        (Get-Help New-DiffusionPipeline -Parameter DType).defaultValue | Should -Be 'float32'
+    }
+}
+
+Describe 'Small things' {
+    It 'Import-DiffusionTensor takes wildcards and -LiteralPath' {
+        $dir = Join-Path $script:Temp 'tensors[1]'
+        $null = [IO.Directory]::CreateDirectory($dir)
+        $null = $script:Emb | Export-DiffusionTensor -Path (Join-Path $script:Temp 'wild-a.safetensors')
+        $null = $script:Emb | Export-DiffusionTensor -Path (Join-Path $script:Temp 'wild-b.safetensors')
+        @(Import-DiffusionTensor (Join-Path $script:Temp 'wild-*.safetensors')).Count | Should -Be 2
+        # A literal path with wildcard characters in it.
+        $literal = Join-Path $dir 'x.safetensors'
+        [IO.File]::Copy((Join-Path $script:Temp 'wild-a.safetensors'), $literal)
+        @(Import-DiffusionTensor -LiteralPath $literal).Count | Should -Be 1
+        @(Get-Item -LiteralPath $literal | Import-DiffusionTensor).Count | Should -Be 1
+        $err = $null
+        Import-DiffusionTensor (Join-Path $script:Temp 'none-*.safetensors') -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'TensorFileNotFound*'
+    }
+
+    It 'Get-DiffusionDevice cuda:5 is an error' {
+        if (@(Get-DiffusionDevice).Count -gt 6) { Set-ItResult -Skipped -Because 'this machine has a cuda:5' ; return }
+        $err = $null
+        $out = Get-DiffusionDevice cuda:5 -ErrorVariable err -ErrorAction SilentlyContinue
+        $out | Should -BeNullOrEmpty
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'DeviceNotFound*'
+        $err[0].ToString() | Should -Match 'cpu'
+    }
+
+    It '-Offload on a machine without a GPU warns' {
+        if (@(Get-DiffusionDevice | Where-Object Type -eq 'cuda').Count) { Set-ItResult -Skipped -Because 'this machine has a GPU'; return }
+        $w = $null
+        $pipe = New-DiffusionPipeline $script:SdTiny -Component unet -Offload model -WarningVariable w -WarningAction SilentlyContinue
+        try { ($w -join ' ') | Should -Match 'Offload model runs on the CPU' }
+        finally { Remove-DiffusionPipeline $pipe }
+    }
+
+    It '-Device cuda -Offload model on a machine without a GPU names -Device, not -DeviceMap' {
+        if (@(Get-DiffusionDevice | Where-Object Type -eq 'cuda').Count) { Set-ItResult -Skipped -Because 'this machine has a GPU'; return }
+        $e = { New-DiffusionPipeline $script:SdTiny -Component unet -Device cuda -Offload model } | Should -Throw -PassThru
+        $e.ToString() | Should -Not -Match 'DeviceMap'
+        $e.ToString() | Should -Match '-Device'
+    }
+
+    It '$pipe.Scheduler shows the class when it came from a file or an alias' {
+        $file = Join-Path $script:SdTiny 'scheduler/scheduler_config.json'
+        $pipe = New-DiffusionPipeline $script:SdTiny -Component unet -Scheduler $file
+        try { $pipe.Scheduler | Should -Be 'PNDMScheduler' } finally { Remove-DiffusionPipeline $pipe }
+        $pipe = New-DiffusionPipeline $script:SdTiny -Component unet -Scheduler euler_a
+        try { $pipe.Scheduler | Should -Be 'EulerAncestralDiscreteScheduler' } finally { Remove-DiffusionPipeline $pipe }
+    }
+}

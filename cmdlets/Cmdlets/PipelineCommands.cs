@@ -86,6 +86,9 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
             }, StopToken));
         progress.RecordType = ProgressRecordType.Completed;
         WriteProgress(progress);
+        if (Offload is not null && !Offload.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) && pipeline.Device == "cpu")
+            WriteWarning($"-Offload {Offload} runs on the CPU here (no GPU{(Device is null ? " in the loaded backend" : " given")}): the weights already live in CPU memory, so offloading only adds copies. " +
+                "Give -Device cuda with a CUDA libtorch ($env:DIFFUSION_LIBTORCH), or leave -Offload out.");
         WriteObject(pipeline);
     }
 }

@@ -34,7 +34,21 @@ public sealed class DiffusionPipeline : IDisposable
     public bool IsDisposed { get; private set; }
 
     /// <summary>The scheduler class this pipeline denoises with (the folder's, or the override).</summary>
-    public string Scheduler => SchedulerOverride ?? (Folder.Components.TryGetValue("scheduler", out var s) ? s.ClassName : "");
+    /// <summary>The scheduler's class (also when -Scheduler gave an alias or a scheduler_config.json); <see cref="SchedulerOverride"/> is what was given.</summary>
+    public string Scheduler => _schedulerClass ??= SchedulerClass();
+    private string? _schedulerClass;
+
+    private string SchedulerClass()
+    {
+        try
+        {
+            if (_components.ContainsKey("scheduler")) return CreateScheduler(null, "Describing the scheduler").Name;
+            if (SchedulerOverride is not null && File.Exists(SchedulerOverride))
+                return Schedulers.SchedulerFactory.Create(System.IO.Path.GetFullPath(SchedulerOverride)).Name;
+        }
+        catch (DiffusionException) { }
+        return SchedulerOverride ?? (Folder.Components.TryGetValue("scheduler", out var s) ? s.ClassName : "");
+    }
 
     internal Device TorchDevice { get; }
     internal ScalarType TorchDType { get; }
@@ -106,6 +120,8 @@ public sealed class DiffusionPipeline : IDisposable
         if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler) && folder.Components.ContainsKey("scheduler"))
             Schedulers.SchedulerFactory.Create(folder.ComponentFile("scheduler", "scheduler_config.json"), options.Scheduler); // fails early on an unknown or incompatible name
         var plan = PlanComponents(folder, options.Components);
+        // -Offload runs on -Device: a device that is not here is -Device's error (the plan would blame -DeviceMap).
+        if (DevicePlanning.ParseOffload(options.Offload) != OffloadMode.None) DeviceCatalog.Parse(options.Device);
         var devicePlan = DevicePlanning.Plan(folder, plan, options, forLoad: true);
         static Device Resolve(string name) => name is DeviceNames.Cpu or DeviceNames.Disk ? torch.CPU : DeviceCatalog.Parse(name, "DeviceMap");
         var device = devicePlan is null ? DeviceCatalog.Parse(options.Device) : Resolve(devicePlan.MainDevice);

@@ -87,6 +87,15 @@
     'Invoke-Denoise' = @{
         Synopsis    = 'Runs the denoising loop (UNet or FLUX transformer) on embeddings and outputs one latent object per image.'
         Description = 'Collects the embeddings it receives and denoises them as one batch (or in batches of -BatchSize) with a progress bar per step. The initial noise comes from a CPU generator seeded with -Seed, so the same seed and batch give the same image as diffusers. Ctrl+C stops after the current step and frees the run''s memory. Only the denoiser and scheduler are needed: load them alone with New-DiffusionPipeline -Component unet (or transformer).'
+        Defaults    = @{
+            Steps         = '50 (SD), 28 (FLUX)'
+            GuidanceScale = '7.5 (SD), 3.5 (FLUX)'
+            Seed          = 'A random seed (recorded in the output)'
+            Height        = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Width         = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Scheduler     = 'The model folder''s scheduler'
+            BatchSize     = 'All prompts in one batch'
+        }
         Parameters  = @{
             Pipeline      = 'A pipeline with the UNet (SD) or transformer (FLUX) loaded.'
             Embedding     = 'Embeddings from ConvertTo-DiffusionEmbedding or Import-DiffusionTensor; from the pipeline too.'
@@ -136,6 +145,15 @@
     'Invoke-Diffusion' = @{
         Synopsis    = 'Generates images from prompts in one call: encode, denoise, decode and optionally save; in one process or split between several.'
         Description = 'The one-call path, for a loaded pipeline (-Pipeline) or a model folder loaded for the call and freed afterwards (-Path). Without -OutputPath it outputs image objects; with it, it saves each image and outputs one result per prompt (index, prompt, seed, file, rank, device, seconds). By default the prompts are one batch drawn from one generator seeded with -Seed, as diffusers does. -SeedPerPrompt gives prompt i the seed Seed+i and generates it on its own. With -NumProcesses n (or several -Device) the prompts are split between n worker pwsh processes as accelerate''s split_between_processes does; each worker loads the model once, generates its prompts with seed Seed+i (so the images are the same however many processes run) and saves them under -OutputPath, which needs {index}; the results come back in prompt order with the rank and device that made each image. A worker that dies is reported with its rank and error; -Retry re-runs its prompts on the surviving workers, and prompts that still fail get one error each. Ctrl+C kills all workers.'
+        Defaults    = @{
+            Steps         = '50 (SD), 28 (FLUX)'
+            GuidanceScale = '7.5 (SD), 3.5 (FLUX)'
+            Seed          = 'A random seed (recorded in the output)'
+            Height        = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Width         = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Scheduler     = 'The model folder''s scheduler'
+            BatchSize     = 'All prompts in one batch'
+        }
         Parameters  = @{
             Pipeline          = 'A loaded pipeline with all components.'
             Path              = 'A model folder to load for this call (in each worker process for a parallel run).'
