@@ -138,6 +138,18 @@ Describe 'Memory figures' {
         $cpu.UsedMemory | Should -Be ($cpu.TotalMemory - $cpu.FreeMemory)
     }
 
+    It 'follow a 256 MB tensor in and out: resident size grows by it and goes back after Clear-DiffusionMemory' {
+        $before = Get-DiffusionDevice cpu
+        $t = $script:Torch::ones([long[]]@(64MB)) # float32: 256 MiB, every page written
+        try { $held = Get-DiffusionDevice cpu }
+        finally { $t.Dispose() }
+        Clear-DiffusionMemory
+        $after = Get-DiffusionDevice cpu
+        ($held.ProcessMemory - $before.ProcessMemory) | Should -BeGreaterThan 200MB
+        ($held.ProcessPeakMemory) | Should -BeGreaterOrEqual $held.ProcessMemory
+        ($held.ProcessMemory - $after.ProcessMemory) | Should -BeGreaterThan 200MB
+    }
+
     It 'grow when a pipeline loads, by at least what the engine counts' -Skip:(-not $IsLinux) {
         Clear-DiffusionMemory
         $before = Get-DiffusionDevice cpu

@@ -11,7 +11,7 @@
     }
     'Get-DiffusionDevice' = @{
         Synopsis    = 'Lists the compute devices with their total and free memory, what the engine holds on each, and where the backend came from.'
-        Description = 'Shows cpu and every CUDA device of the loaded backend: total and free memory (from the OS or the CUDA runtime), the tensor memory the engine holds now (models, embeddings, latents) and its peak since the last Clear-DiffusionMemory, and the libtorch folder in use.'
+        Description = 'Shows cpu and every CUDA device of the loaded backend: total and free memory (from the OS or the CUDA runtime; UsedMemory is total - free, all processes), the tensor memory the engine holds now (EngineMB: models, embeddings, latents, the engine''s own ledger) and its peak since the last Clear-DiffusionMemory (PeakMB), and for cpu the process''s real resident size and its peak since the process started (ProcessMB, ProcessPeakMB: VmRSS and VmHWM on Linux, the working set elsewhere), and the libtorch folder in use. The process figure is larger than the ledger: it also holds the loaded native libraries (libtorch''s code and data, a few hundred MB once touched), the .NET runtime and heap, the activations of a run while it runs, and memory the C allocator keeps after frees (Clear-DiffusionMemory returns that on Linux). On CUDA, libtorch''s caching allocator keeps freed blocks reserved for reuse; they show in UsedMemory until the process ends.'
         Parameters  = @{ Name = 'Only these devices: cpu, cuda, or cuda:N.' }
         Examples    = @(
             @{ Code = 'Get-DiffusionDevice'; Remarks = 'All devices as a short table.' }
@@ -238,7 +238,7 @@
     }
     'Clear-DiffusionMemory' = @{
         Synopsis    = 'Frees the tensors nothing refers to any more and resets the peak counters: the guide''s flush().'
-        Description = 'Collects garbage so that released embeddings, latents and models free their native memory, and resets the peak values Get-DiffusionDevice reports. (On CUDA, libtorch''s caching allocator keeps its reserve: returning it is not available yet.)'
+        Description = 'Collects garbage so that released embeddings, latents and models free their native memory, hands the freed heap back to the operating system (glibc''s malloc_trim on Linux), and resets the peak values Get-DiffusionDevice reports. What stays resident afterwards, and why: the native libraries loaded once per process (libtorch, hundreds of MB; they cannot be unloaded), the .NET runtime and its heap, and on CUDA the blocks libtorch''s caching allocator keeps reserved (returning them is not available yet). Get-DiffusionDevice shows the process''s real figures (ProcessMB) beside the engine''s ledger (EngineMB).'
         Parameters  = @{ PassThru = 'Output the devices'' memory after clearing.' }
         Examples    = @(
             @{ Code = 'Remove-DiffusionPipeline $den; Clear-DiffusionMemory -PassThru'; Remarks = 'Frees the transformer between stages and shows what remains.' }
