@@ -31,15 +31,19 @@
         'Split-Prompt'
         'Get-DiffusionRank'
         'Start-DiffusionParallel'
+        'Get-DiffusionImageInfo'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
     AliasesToExport      = @('Split-Prompts')
     PrivateData          = @{
         PSData = @{
-            Tags       = @('diffusion', 'stable-diffusion', 'flux', 'torch', 'gpu', 'ai')
-            LicenseUri = ''
-            ProjectUri = ''
+            Tags         = @('diffusion', 'stable-diffusion', 'flux', 'diffusers', 'torch', 'gpu', 'cuda', 'ai', 'image-generation', 'PSEdition_Core', 'Linux', 'Windows')
+            # The repository has no published address yet: these follow GitHub's layout for an owner 'diffusion-contributors';
+            # change both to the real repository before publishing to the Gallery. The LICENSE file ships in the package.
+            ProjectUri   = 'https://github.com/diffusion-contributors/Diffusion'
+            LicenseUri   = 'https://github.com/diffusion-contributors/Diffusion/blob/main/LICENSE'
+            ReleaseNotes = 'Stable Diffusion 1.x and FLUX.1 on CPU and CUDA: staged inference, data-parallel generation, device maps; PNG/JPEG/WebP with A1111 parameters that replay.'
         }
     }
 }

@@ -9,6 +9,9 @@
            `Tests: N passed, M failed`.
     Bench  builds and runs the benchmark (bench/Invoke-Benchmark.ps1).
     Demo   builds and generates an image from the sd-tiny fixture pipeline, printing its path.
+    Package builds and writes the module as a PowerShell Gallery package, out/package/Diffusion.<version>.nupkg, that
+           Install-PSResource installs (from a folder registered with Register-PSResourceRepository, or the Gallery).
+           With -NoBundledLibTorch it leaves libtorch out: users bring theirs through $env:DIFFUSION_LIBTORCH.
     Clean  removes build outputs.
 .EXAMPLE
     dotnet tool restore && dotnet pwsh ./build.ps1 -Task Demo
@@ -17,7 +20,7 @@
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Build', 'Test', 'Bench', 'Demo', 'Clean')]
+    [ValidateSet('Build', 'Test', 'Bench', 'Demo', 'Package', 'Clean')]
     [string] $Task = 'Build',
     [ValidateSet('Debug', 'Release')]
     [string] $Configuration = 'Release',
@@ -127,6 +130,10 @@ switch ($Task) {
         Get-ChildItem $root -Include bin, obj -Directory -Recurse | Remove-Item -Recurse -Force
     }
     'Build' { Invoke-Build }
+    'Package' {
+        Invoke-Build
+        & (Join-Path $root 'build/New-ModulePackage.ps1') -ModulePath $moduleOut -OutputPath (Join-Path $out 'package') -NoBundledLibTorch:$NoBundledLibTorch
+    }
     'Test' {
         Invoke-Build
         $suites = @()

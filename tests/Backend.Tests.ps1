@@ -63,7 +63,7 @@ Describe 'Reduced precision' {
     It 'SD in <Name> stays within <Tolerance> of float32 (max |diff| of the image)' -ForEach @(
         @{ Name = 'bfloat16'; Tolerance = 5e-2 }, @{ Name = 'float16'; Tolerance = 1e-2 }) {
         $img = Invoke-Sd $Name
-        $c = Assert-TensorClose $script:SdReference.Pixels $img.Pixels 0 $Tolerance "image in $Name"
+        $c = Assert-TensorClose $script:SdReference.GetPixels() $img.GetPixels() 0 $Tolerance "image in $Name"
         $c.MaxAbsDifference | Should -BeGreaterThan 0 # it really ran in reduced precision
     }
 
@@ -79,7 +79,7 @@ Describe 'Reduced precision' {
         }
         $ref = & $run 'float32'
         $img = & $run 'bfloat16'
-        $c = Assert-TensorClose $ref.Pixels $img.Pixels 0 5e-2 'FLUX image in bfloat16'
+        $c = Assert-TensorClose $ref.GetPixels() $img.GetPixels() 0 5e-2 'FLUX image in bfloat16'
         $c.MaxAbsDifference | Should -BeGreaterThan 0
     }
 

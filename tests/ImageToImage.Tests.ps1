@@ -58,8 +58,8 @@ Describe 'img2img reference run <file>' -ForEach $script:Runs {
 
     It 'decodes the image (2e-3 absolute), staged and in one call' {
         $expected = Get-RefTensor $script:File 'image'
-        $null = Assert-TensorClose $expected (Join-TensorStack $script:Img.Pixels) 0 2e-3 'image (staged)'
-        $null = Assert-TensorClose $expected (Join-TensorStack $script:OneCall.Pixels) 0 2e-3 'image (Invoke-Diffusion)'
+        $null = Assert-TensorClose $expected (Join-TensorStack @($script:Img.GetPixels())) 0 2e-3 'image (staged)'
+        $null = Assert-TensorClose $expected (Join-TensorStack @($script:OneCall.GetPixels())) 0 2e-3 'image (Invoke-Diffusion)'
     }
 
     AfterAll { $script:Emb + $script:Lat + @($script:Encoded) | ForEach-Object { $_.Dispose() } }

@@ -61,7 +61,7 @@ Describe 'SD LoRA reference run <file>' -ForEach $script:SdRefs {
     }
 
     It 'decodes the image (2e-3 absolute)' {
-        $null = Assert-TensorClose (Get-RefTensor $script:File 'image') (Join-TensorStack $script:Run.Images.Pixels) 0 2e-3 'image'
+        $null = Assert-TensorClose (Get-RefTensor $script:File 'image') (Join-TensorStack @($script:Run.Images.GetPixels())) 0 2e-3 'image'
     }
 }
 
@@ -128,7 +128,7 @@ Describe 'SD LoRA formats, scales and removal' {
         ($script:TensorComparison::Compare((Join-Tensor $before.Final.Latents), (Join-Tensor $with.Final.Latents), 0, 0, 'with').MaxAbsDifference) | Should -BeGreaterThan 0
         Assert-SameTensors (Join-Tensor $before.Embeddings.PromptEmbeds) (Join-Tensor $after.Embeddings.PromptEmbeds) 'prompt_embeds'
         Assert-SameTensors (Join-Tensor $before.Final.Latents) (Join-Tensor $after.Final.Latents) 'final latents'
-        Assert-SameTensors (Join-TensorStack $before.Images.Pixels) (Join-TensorStack $after.Images.Pixels) 'image'
+        Assert-SameTensors (Join-TensorStack @($before.Images.GetPixels())) (Join-TensorStack @($after.Images.GetPixels())) 'image'
     }
 
     It 'Remove-DiffusionLora -WhatIf keeps it; Add-DiffusionLora -WhatIf applies nothing' {
@@ -154,7 +154,7 @@ Describe 'SD LoRA formats, scales and removal' {
         }
         finally { Remove-DiffusionPipeline $sharded }
         Assert-SameTensors (Join-Tensor $plain.Final.Latents) (Join-Tensor $run.Final.Latents) 'final latents'
-        Assert-SameTensors (Join-TensorStack $plain.Images.Pixels) (Join-TensorStack $run.Images.Pixels) 'image'
+        Assert-SameTensors (Join-TensorStack @($plain.Images.GetPixels())) (Join-TensorStack @($run.Images.GetPixels())) 'image'
     }
 }
 
@@ -189,7 +189,7 @@ Describe 'FLUX LoRA reference run' {
     }
 
     It 'decodes the image (2e-3 absolute)' {
-        $null = Assert-TensorClose (Get-RefTensor $script:File 'image') (Join-TensorStack $script:Img.Pixels) 0 2e-3 'image'
+        $null = Assert-TensorClose (Get-RefTensor $script:File 'image') (Join-TensorStack @($script:Img.GetPixels())) 0 2e-3 'image'
     }
 }
 

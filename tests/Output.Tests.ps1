@@ -85,7 +85,7 @@ Describe 'Export-DiffusionTensor / Import-DiffusionTensor' {
         $back[1].Seed | Should -Be 11
         $back[1].Width | Should -Be 64
         $img = @($back | ConvertFrom-DiffusionLatent -Pipeline $script:Pipe)
-        $null = Assert-TensorClose $script:Img[1].Pixels $img[1].Pixels 0 0 'image'
+        $null = Assert-TensorClose $script:Img[1].GetPixels() $img[1].GetPixels() 0 0 'image'
     }
 
     It 'keeps an existing file without -Force' {
@@ -112,7 +112,7 @@ Describe 'Invoke-Diffusion' {
 
     It 'gives the same pixels as the staged cmdlets (1e-5: it decodes one image at a time, the staged run both together)' {
         $img = @(Invoke-Diffusion -Path $script:SdTiny -Prompt 'a photo of a dog', 'a cat: <red>?' -NegativePrompt 'blurry' -Steps 2 -Seed 11 -Height 64 -Width 64)
-        $null = Assert-TensorClose $script:Img[0].Pixels $img[0].Pixels 0 1e-5 'image 0'
-        $null = Assert-TensorClose $script:Img[1].Pixels $img[1].Pixels 0 1e-5 'image 1'
+        $null = Assert-TensorClose $script:Img[0].GetPixels() $img[0].GetPixels() 0 1e-5 'image 0'
+        $null = Assert-TensorClose $script:Img[1].GetPixels() $img[1].GetPixels() 0 1e-5 'image 1'
     }
 }

@@ -296,7 +296,7 @@ Describe 'A seed per prompt' {
         $both.Parameters.Seed | Should -Be 5, 6
         $alone = Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat' -PromptIndex 1 -SeedPerPrompt -Seed 5 -Steps 2 -Height 64 -Width 64
         $alone.Index | Should -Be 1
-        [Convert]::ToBase64String($alone.Rgb) | Should -Be ([Convert]::ToBase64String($both[1].Rgb))
+        [Convert]::ToBase64String($alone.GetRgb()) | Should -Be ([Convert]::ToBase64String($both[1].GetRgb()))
         # The default stays diffusers' batch: one generator, seeded once, for all prompts.
         (Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a dog', 'a cat' -Seed 5 -Steps 2 -Height 64 -Width 64).Parameters.Seed | Should -Be 5, 5
     }

@@ -56,7 +56,7 @@ Describe 'FLUX staged in three processes' {
         $vae = New-DiffusionPipeline $script:FluxTiny -Component vae
         try {
             $image = Import-DiffusionTensor $lat | ConvertFrom-DiffusionLatent -Pipeline $vae
-            $null = Assert-TensorClose (Get-RefTensor $run.file 'image') ($image.Pixels.unsqueeze(0)) 0 2e-3 'image'
+            $null = Assert-TensorClose (Get-RefTensor $run.file 'image') ($image.GetPixels().unsqueeze(0)) 0 2e-3 'image'
             $saved = [IO.File]::ReadAllBytes($png)
             $saved | Should -Be $image.EncodePng()
         } finally { Remove-DiffusionPipeline $vae }

@@ -180,7 +180,7 @@ Describe 'Seeds and prompt numbering' {
         $wrapped = Invoke-Diffusion @common -Prompt 'a', 'b' -Seed ([long]::MaxValue) -SeedPerPrompt
         $wrapped.Parameters.Seed | Should -Be ([long]::MaxValue), ([long]::MinValue)
         $direct = Invoke-Diffusion @common -Prompt 'b' -Seed ([long]::MinValue) -SeedPerPrompt -PromptIndex 0
-        $c = $script:TensorComparison::Compare($direct.Pixels, $wrapped[1].Pixels, 0, 0, 'wrapped seed')
+        $c = $script:TensorComparison::Compare($direct.GetPixels(), $wrapped[1].GetPixels(), 0, 0, 'wrapped seed')
         $c.WithinTolerance | Should -BeTrue
     }
 

@@ -64,7 +64,7 @@ Describe 'CPU offload (-Offload) gives the plain images' {
         $pipe = New-DiffusionPipeline $script:FluxTiny -Device cpu -Offload $_
         try {
             $image = Invoke-Diffusion -Pipeline $pipe -Prompt 'a red fox' -Steps 2 -Seed 3 -Height 64 -Width 64 -MaxSequenceLength 16
-            Assert-Same $script:FluxImage.Pixels $image.Pixels 'image'
+            Assert-Same $script:FluxImage.GetPixels() $image.GetPixels() 'image'
             $pipe.DevicePlan.Strategy | Should -Be "$_ offload"
             $pipe.Components.transformer.DeviceMap[''] | Should -Be 'cpu'
         } finally { Remove-DiffusionPipeline $pipe }
@@ -79,7 +79,7 @@ Describe 'Pipeline-level balanced' {
             $pipe.DeviceMap.Values | Sort-Object -Unique | Should -Be 'cpu'
             $image = 'a photo of a cat' | ConvertTo-DiffusionEmbedding -Pipeline $pipe -NegativePrompt 'blurry' |
                 Invoke-Denoise -Pipeline $pipe -Steps 3 -Seed 11 -Height 64 -Width 64 | ConvertFrom-DiffusionLatent -Pipeline $pipe
-            Assert-Same $script:SdImage.Pixels $image.Pixels 'image'
+            Assert-Same $script:SdImage.GetPixels() $image.GetPixels() 'image'
         } finally { Remove-DiffusionPipeline $pipe }
     }
 
@@ -89,7 +89,7 @@ Describe 'Pipeline-level balanced' {
             $pipe.DeviceMap['vae'] | Should -Be 'disk'
             $pipe.Components.vae.ExecutionDevice | Should -Be 'cpu' # runs on the CPU, weights read from the file
             $image = $script:SdLatent | ConvertFrom-DiffusionLatent -Pipeline $pipe
-            Assert-Same $script:SdImage.Pixels $image.Pixels 'image'
+            Assert-Same $script:SdImage.GetPixels() $image.GetPixels() 'image'
         } finally { Remove-DiffusionPipeline $pipe }
     }
 }

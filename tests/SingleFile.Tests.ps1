@@ -34,7 +34,7 @@ BeforeAll {
             $step = @($result.Latents | Where-Object { $_.Step -eq $i + 1 } | Sort-Object Index)
             $null = Assert-TensorScaled (Get-RefTensor $file "step${i}_latents") (Join-Tensor $step.Latents) 1e-4 "step $i latents"
         }
-        $null = Assert-TensorClose (Get-RefTensor $file 'image') (Join-TensorStack $result.Images.Pixels) 0 2e-3 'image'
+        $null = Assert-TensorClose (Get-RefTensor $file 'image') (Join-TensorStack @($result.Images.GetPixels())) 0 2e-3 'image'
     }
 
     function New-TempFolder {
@@ -74,14 +74,14 @@ Describe 'SD 1.x from a CompVis/LDM single file (-Config folder)' -ForEach @($sc
         try {
             $final = @($script:Result.Latents | Where-Object IsFinal | Sort-Object Index)
             $img = @($final | ConvertFrom-DiffusionLatent -Pipeline $vae)
-            $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack $img.Pixels) 0 2e-3 'image'
+            $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack @($img.GetPixels())) 0 2e-3 'image'
         } finally { Remove-DiffusionPipeline $vae }
     }
 
     It 'Invoke-Diffusion -Path (the single file) -Config (the folder) gives the reference image' {
         $img = @(Invoke-Diffusion -Path $script:SdSingle -Config $script:SdTiny -Prompt $run.prompts -Steps $run.steps -GuidanceScale $run.guidance_scale `
                 -Seed $run.seed -Height $run.height -Width $run.width -Scheduler (New-SchedulerConfigFile $run))
-        $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack $img.Pixels) 0 2e-3 'image'
+        $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack @($img.GetPixels())) 0 2e-3 'image'
     }
 }
 
@@ -107,7 +107,7 @@ Describe 'FLUX staged from BFL single files (transformer and ae), encoders from 
             $step = @($script:Lat | Where-Object { $_.Step -eq $i + 1 } | Sort-Object Index)
             $null = Assert-TensorScaled (Get-RefTensor $run.file "step${i}_latents") (Join-Tensor $step.Latents) 1e-4 "step $i latents"
         }
-        $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack $script:Img.Pixels) 0 2e-3 'image'
+        $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack @($script:Img.GetPixels())) 0 2e-3 'image'
     }
 
     It 'with the single blocks on disk (streamed from the fused BFL tensors), the same latents exactly' {

@@ -67,7 +67,7 @@ Describe 'Stable Diffusion reference run <file>' -ForEach $script:Runs {
 
     It 'decodes the image (2e-3 absolute)' {
         $expected = Get-RefTensor $script:File 'image'
-        $actual = Join-TensorStack $script:Images.Pixels
+        $actual = Join-TensorStack $script:Images.GetPixels()
         $null = Assert-TensorClose $expected $actual 0 2e-3 'image'
         $script:Images[0].Width | Should -Be $run.width
         $script:Images[0].Height | Should -Be $run.height
@@ -101,9 +101,9 @@ Describe 'guidance_rescale in one call (<file>)' -ForEach $script:RescaleRuns {
             GuidanceScale = $run.guidance_scale; Seed = $run.seed; Height = $run.height; Width = $run.width; Scheduler = $script:SchedulerFile }
         $expected = Get-RefTensor $run.file 'image'
         $image = Invoke-Diffusion @common -GuidanceRescale $run.guidance_rescale
-        $null = Assert-TensorClose $expected (Join-TensorStack @($image.Pixels)) 0 2e-3 'image with guidance_rescale'
+        $null = Assert-TensorClose $expected (Join-TensorStack @($image.GetPixels())) 0 2e-3 'image with guidance_rescale'
         $plain = Invoke-Diffusion @common
-        $c = $script:TensorComparison::Compare($expected, (Join-TensorStack @($plain.Pixels)), 0, 2e-3, 'image without guidance_rescale')
+        $c = $script:TensorComparison::Compare($expected, (Join-TensorStack @($plain.GetPixels())), 0, 2e-3, 'image without guidance_rescale')
         $c.WithinTolerance | Should -BeFalse -Because 'the rescale changes the image (by up to 0.29 in diffusers)'
     }
 

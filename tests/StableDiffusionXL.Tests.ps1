@@ -56,8 +56,8 @@ Describe 'SDXL reference run <file>' -ForEach $script:Runs {
 
     It 'decodes the image (2e-3 absolute), staged and in one call' {
         $expected = Get-RefTensor $script:File 'image'
-        $null = Assert-TensorClose $expected (Join-TensorStack $script:Img.Pixels) 0 2e-3 'image (staged)'
-        $null = Assert-TensorClose $expected (Join-TensorStack $script:OneCall.Pixels) 0 2e-3 'image (Invoke-Diffusion)'
+        $null = Assert-TensorClose $expected (Join-TensorStack @($script:Img.GetPixels())) 0 2e-3 'image (staged)'
+        $null = Assert-TensorClose $expected (Join-TensorStack @($script:OneCall.GetPixels())) 0 2e-3 'image (Invoke-Diffusion)'
     }
 
     AfterAll { $script:Emb + $script:Lat | ForEach-Object { $_.Dispose() } }
@@ -86,7 +86,7 @@ Describe 'SDXL stages and inputs' {
         $vae = New-DiffusionPipeline $script:SdxlTiny -Component vae
         $img = @($lat | ConvertFrom-DiffusionLatent -Pipeline $vae)
         Remove-DiffusionPipeline $vae
-        $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack $img.Pixels) 0 2e-3 'image'
+        $null = Assert-TensorClose (Get-RefTensor $run.file 'image') (Join-TensorStack @($img.GetPixels())) 0 2e-3 'image'
     }
 
     It 'the size and crop conditioning change the image; the defaults are the image size and (0, 0)' {
@@ -111,7 +111,7 @@ Describe 'SDXL stages and inputs' {
             $sharded = @($run.prompts | Invoke-Diffusion -Pipeline $placed @common)
         }
         finally { Remove-DiffusionPipeline $placed }
-        $null = Assert-TensorClose (Join-TensorStack $plain.Pixels) (Join-TensorStack $sharded.Pixels) 0 0 'image'
+        $null = Assert-TensorClose (Join-TensorStack @($plain.GetPixels())) (Join-TensorStack @($sharded.GetPixels())) 0 0 'image'
     }
 
     It '-Offload sequential gives the plain run''s image bit for bit' {
@@ -120,7 +120,7 @@ Describe 'SDXL stages and inputs' {
         $plain = @($run.prompts | Invoke-Diffusion -Pipeline $script:Pipe @common)
         $offloaded = New-DiffusionPipeline $script:SdxlTiny -Device cpu -Offload sequential -WarningAction SilentlyContinue
         try { $out = @($run.prompts | Invoke-Diffusion -Pipeline $offloaded @common) } finally { Remove-DiffusionPipeline $offloaded }
-        $null = Assert-TensorClose (Join-TensorStack $plain.Pixels) (Join-TensorStack $out.Pixels) 0 0 'image'
+        $null = Assert-TensorClose (Join-TensorStack @($plain.GetPixels())) (Join-TensorStack @($out.GetPixels())) 0 0 'image'
     }
 
     It 'Get-DiffusionDeviceMap plans SDXL''s UNet by blocks' {

@@ -61,7 +61,7 @@ Describe 'Piped rows bind by property name' {
     It 'a row''s image is the image of the same values given on the command line' {
         $row = @([pscustomobject]@{ Prompt = 'a red cube'; Seed = '11'; GuidanceScale = '5' } | Invoke-Diffusion -Pipeline $script:Pipe @script:Small -Seed 5)
         $direct = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a red cube' -Seed 11 -GuidanceScale 5 @script:Small)
-        Assert-TensorClose $direct[0].Pixels $row[0].Pixels 0 0 'row image vs command-line image' | Out-Null
+        Assert-TensorClose $direct[0].GetPixels() $row[0].GetPixels() 0 0 'row image vs command-line image' | Out-Null
     }
 
     It 'a row''s OutputPath and the template''s {index} and {seed}' {

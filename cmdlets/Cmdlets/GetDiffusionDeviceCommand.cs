@@ -17,12 +17,20 @@ public sealed class GetDiffusionDeviceCommand : DiffusionCmdlet
     protected override void EndProcessing()
     {
         var devices = Run(DeviceCatalog.List);
+        static bool Matches(string n, DeviceInfo d) => string.Equals(n, d.Name, StringComparison.OrdinalIgnoreCase)
+                                                       || string.Equals(n, d.Type, StringComparison.OrdinalIgnoreCase);
         foreach (var d in devices)
         {
-            if (Name is null || Name.Any(n => string.Equals(n, d.Name, StringComparison.OrdinalIgnoreCase)
-                                               || string.Equals(n, d.Type, StringComparison.OrdinalIgnoreCase)))
+            if (Name is null || Name.Any(n => Matches(n, d)))
                 WriteObject(d);
         }
+        // A name that matches nothing is an error, not an empty answer.
+        foreach (var n in Name?.Where(n => !devices.Any(d => Matches(n, d))) ?? [])
+            WriteError(new ErrorRecord(new ItemNotFoundException($"No device '{n}'."), "DeviceNotFound", ErrorCategory.ObjectNotFound, n)
+            {
+                ErrorDetails = new ErrorDetails($"No device '{n}' here: the devices are {string.Join(", ", devices.Select(d => d.Name))}. " +
+                    (devices.Any(d => d.Type == "cuda") ? "" : "For CUDA, start pwsh with $env:DIFFUSION_LIBTORCH pointing at a CUDA libtorch (a PyTorch install's torch/lib)."))
+            });
     }
 }
 

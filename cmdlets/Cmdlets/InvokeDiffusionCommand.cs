@@ -30,7 +30,7 @@ public sealed class DiffusionResult
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "Diffusion", DefaultParameterSetName = PipelineSet, SupportsShouldProcess = true)]
 [OutputType(typeof(DiffusionImage), typeof(DiffusionResult))]
-public sealed class InvokeDiffusionCommand : DiffusionCmdlet
+public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
 {
     private const string PipelineSet = "Pipeline";
     private const string PathSet = "Path";
@@ -95,6 +95,15 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank}) and output result objects.</summary>
     [Parameter] [ValidateNotNullOrEmpty] public string? OutputPath { get; set; }
     [Parameter] public SwitchParameter Force { get; set; }
+
+    /// <summary>With -OutputPath: output the saved images (with their Path) instead of result objects.</summary>
+    [Parameter] public SwitchParameter PassThru { get; set; }
+
+    /// <summary>JPEG and WebP quality (1-100) for an -OutputPath ending in .jpg, .jpeg or .webp.</summary>
+    [Parameter] [ValidateRange(1, 100)] public int Quality { get; set; } = ImageFileFormats.DefaultQuality;
+
+    /// <summary>With -BatchSize and one prompt: replay the image at this place of a batch (see Get-DiffusionImageInfo).</summary>
+    [Parameter] [ValidateRange(0, int.MaxValue)] public int? BatchPosition { get; set; }
 
     /// <summary>Prompt i gets its own generator seeded with Seed + i, and is generated on its own.</summary>
     [Parameter] public SwitchParameter SeedPerPrompt { get; set; }
@@ -177,6 +186,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
                 WriteWarning("-Strength applies to img2img only; give the init image with -InitImage. It is ignored.");
             _initImage = init;
             if (SeedPerPrompt) GenerateEach(pipeline, owned, items);
+            else if (BatchPosition is int position) GenerateBatchPosition(pipeline, owned, items, position);
             else GenerateBatches(pipeline, owned, items);
         }
         finally
@@ -205,6 +215,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
 
     private void CheckModes()
     {
+        CheckReplayModes();
         if (IsParallel)
         {
             if (PromptIndex is not null)
@@ -391,7 +402,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         var journal = RunJournal.Worker;
         if (journal is not null) Run(() => journal.BeforeSave(image.Index, target, latent.Seed, rank, device, seconds));
         WorkerTestHooks.At(WorkerTestHooks.BeforeSave);
-        try { image.SavePng(target, overwrite: Force); }
+        try { image.Save(target, overwrite: Force, Quality); }
         catch (DiffusionException e)
         {
             if (journal is not null) Run(() => journal.SaveFailed(image.Index, target, latent.Seed, rank, device, e.ErrorId));
@@ -401,7 +412,8 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         WorkerTestHooks.At(WorkerTestHooks.AfterSave);
         if (journal is not null) Run(() => journal.AfterSave(image.Index, target, latent.Seed, rank, device, seconds));
         WorkerTestHooks.At(WorkerTestHooks.BeforeResult);
-        WriteObject(new DiffusionResult
+        if (PassThru) WriteObject(image);
+        else WriteObject(new DiffusionResult
         {
             Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, ProcessRank = rank, Device = device, Seconds = seconds,
         });

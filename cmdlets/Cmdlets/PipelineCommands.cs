@@ -105,6 +105,9 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
         WriteProgressSnapshot(progress);
         if (!loaded) return;
         VerboseReport.Loaded(this, pipeline, clock.Elapsed.TotalSeconds);
+        if (Offload is not null && !Offload.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) && pipeline.Device == "cpu")
+            WriteWarning($"-Offload {Offload} runs on the CPU here (no GPU{(Device is null ? " in the loaded backend" : " given")}): the weights already live in CPU memory, so offloading only adds copies. " +
+                "Give -Device cuda with a CUDA libtorch ($env:DIFFUSION_LIBTORCH), or leave -Offload out.");
         WriteObject(pipeline);
     }
 }

@@ -7,8 +7,9 @@ using Diffusion.Engine.IO;
 namespace Diffusion.Cmdlets;
 
 /// <summary>
-/// Saves images as PNG with their generation parameters in text chunks. -Path is a file, a folder, or a template
-/// with {index}, {seed}, {prompt}; existing files are kept unless -Force.
+/// Saves images with their generation parameters: PNG (text chunks), or JPEG / WebP (EXIF UserComment) when the
+/// name ends in .jpg, .jpeg or .webp. -Path is a file, a folder, or a template with {index}, {seed}, {prompt}; existing
+/// files are kept unless -Force. Outputs the files as Get-Item does.
 /// </summary>
 [Cmdlet(VerbsData.Save, "DiffusionImage", SupportsShouldProcess = true)]
 [OutputType(typeof(FileInfo))]
@@ -23,6 +24,9 @@ public sealed class SaveDiffusionImageCommand : DiffusionCmdlet
 
     [Parameter]
     public SwitchParameter Force { get; set; }
+
+    /// <summary>JPEG and WebP quality, 1-100.</summary>
+    [Parameter] [ValidateRange(1, 100)] public int Quality { get; set; } = ImageFileFormats.DefaultQuality;
 
     private readonly HashSet<string> _written = new(StringComparer.Ordinal);
     private OutputPathTemplate _template = null!;
@@ -44,8 +48,8 @@ public sealed class SaveDiffusionImageCommand : DiffusionCmdlet
             if (!ShouldProcess(target, $"Save image #{image.Index} ({image.Width}x{image.Height})")) continue;
             try
             {
-                image.SavePng(target, overwrite: Force);
-                WriteObject(new FileInfo(target));
+                image.Save(target, overwrite: Force, Quality);
+                WriteObject(FileItems.Get(this, target));
             }
             catch (DiffusionException e) { WriteEngineError(e, target); }
             catch (IOException e)

@@ -40,27 +40,52 @@ public sealed class ExportDiffusionTensorCommand : DiffusionCmdlet
         var target = GetUnresolvedProviderPathFromPSPath(Path);
         if (!ShouldProcess(target, $"Export {_items.Count} {(_items[0] is DiffusionLatent ? "latent(s)" : "embedding(s)")}")) return;
         Run(() => TensorExchange.Export(target, _items, Force));
-        WriteObject(new FileInfo(target));
+        WriteObject(FileItems.Get(this, target));
     }
 }
 
-/// <summary>Reads embeddings or latents written by Export-DiffusionTensor back as objects.</summary>
-[Cmdlet(VerbsData.Import, "DiffusionTensor")]
+/// <summary>Reads embeddings or latents written by Export-DiffusionTensor back as objects. -Path takes wildcards; -LiteralPath (and piped files) does not.</summary>
+[Cmdlet(VerbsData.Import, "DiffusionTensor", DefaultParameterSetName = PathSet)]
 [OutputType(typeof(DiffusionEmbedding), typeof(DiffusionLatent))]
 public sealed class ImportDiffusionTensorCommand : DiffusionCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("FullName")]
+    private const string PathSet = "Path", LiteralSet = "LiteralPath";
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = PathSet)]
+    [SupportsWildcards]
     public string[] Path { get; set; } = [];
+
+    [Parameter(Mandatory = true, ValueFromPipelineByPropertyName = true, ParameterSetName = LiteralSet)]
+    [Alias("PSPath", "LP", "FullName")]
+    public string[] LiteralPath { get; set; } = [];
 
     protected override void ProcessRecord()
     {
         EnsureBackendOrThrow();
-        foreach (var p in Path)
+        foreach (var target in ResolvePaths(ParameterSetName == LiteralSet ? LiteralPath : Path, ParameterSetName == LiteralSet))
         {
-            var target = GetUnresolvedProviderPathFromPSPath(p);
             try { WriteObject(TensorExchange.Import(target), enumerateCollection: true); }
             catch (DiffusionException e) { WriteEngineError(e, target); }
+        }
+    }
+
+    /// <summary>File system paths: wildcards expanded (an error for a pattern or path that matches nothing), or taken literally.</summary>
+    private IEnumerable<string> ResolvePaths(string[] paths, bool literal)
+    {
+        foreach (var p in paths)
+        {
+            if (literal || !WildcardPattern.ContainsWildcardCharacters(p))
+            {
+                yield return GetUnresolvedProviderPathFromPSPath(p);
+                continue;
+            }
+            System.Collections.ObjectModel.Collection<string> resolved;
+            try { resolved = GetResolvedProviderPathFromPSPath(p, out _); }
+            catch (ItemNotFoundException) { resolved = []; }
+            if (resolved.Count == 0)
+                WriteError(new ErrorRecord(new ItemNotFoundException($"No tensor file matches '{p}'."), "TensorFileNotFound", ErrorCategory.ObjectNotFound, p)
+                { ErrorDetails = new ErrorDetails($"No tensor file matches '{p}'. Check the folder and the pattern (e.g. 'stage1/*.safetensors').") });
+            foreach (var r in resolved) yield return r;
         }
     }
 }

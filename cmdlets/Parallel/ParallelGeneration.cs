@@ -104,7 +104,7 @@ internal sealed class ParallelGeneration
 
         var generate = new System.Collections.Hashtable
         {
-            ["Seed"] = seed, ["OutputPath"] = template.Template, ["Force"] = _cmd.Force.IsPresent,
+            ["Seed"] = seed, ["OutputPath"] = template.Template, ["Force"] = _cmd.Force.IsPresent, ["Quality"] = _cmd.Quality,
         };
         if (_cmd.Steps is int steps) generate["Steps"] = steps;
         if (_cmd.GuidanceScale is double guidance) generate["GuidanceScale"] = guidance;

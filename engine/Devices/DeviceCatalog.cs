@@ -6,7 +6,28 @@ namespace Diffusion.Engine.Devices;
 
 /// <summary>One compute device as the user sees it.</summary>
 public sealed record DeviceInfo(string Name, string Type, int Index, long? TotalMemory, long? FreeMemory,
-    long AllocatedByEngine, long PeakByEngine, string Backend, string LibTorchPath);
+    long AllocatedByEngine, long PeakByEngine, string Backend, string LibTorchPath)
+{
+    /// <summary>
+    /// The process's real memory on this device: for cpu its resident size (VmRSS on Linux), which also holds the
+    /// loaded libraries, the .NET heap and allocator caches the engine's ledger does not count; null for a GPU (the
+    /// CUDA runtime reports per device, not per process: see <see cref="UsedMemory"/>).
+    /// </summary>
+    public long? ProcessMemory { get; init; }
+    /// <summary>For cpu: the process's peak resident size since it started (VmHWM on Linux).</summary>
+    public long? ProcessPeakMemory { get; init; }
+    /// <summary>Memory in use on the device by every process (total - free), as the OS or CUDA runtime reports it.</summary>
+    public long? UsedMemory => TotalMemory - FreeMemory;
+
+    public double? TotalGB => TotalMemory is long t ? Math.Round(t / 1073741824.0, 1) : null;
+    public double? FreeGB => FreeMemory is long f ? Math.Round(f / 1073741824.0, 1) : null;
+    /// <summary>The tensors the engine holds now (its ledger), MiB.</summary>
+    public double EngineMB => Math.Round(AllocatedByEngine / 1048576.0, 1);
+    /// <summary>The engine ledger's peak since the last Clear-DiffusionMemory, MiB.</summary>
+    public double PeakMB => Math.Round(PeakByEngine / 1048576.0, 1);
+    public double? ProcessMB => ProcessMemory is long p ? Math.Round(p / 1048576.0, 1) : null;
+    public double? ProcessPeakMB => ProcessPeakMemory is long p ? Math.Round(p / 1048576.0, 1) : null;
+}
 
 /// <summary>Lists devices and parses device names the user types (cpu, cuda, cuda:1).</summary>
 public static class DeviceCatalog
@@ -16,7 +37,10 @@ public static class DeviceCatalog
         var info = TorchBackend.EnsureLoaded();
         var list = new List<DeviceInfo>();
         var (total, free) = HostMemory();
-        list.Add(new DeviceInfo("cpu", "cpu", -1, total, free, MemoryLedger.Allocated("cpu"), MemoryLedger.Peak("cpu"), info.Source, info.LibTorchPath));
+        list.Add(new DeviceInfo("cpu", "cpu", -1, total, free, MemoryLedger.Allocated("cpu"), MemoryLedger.Peak("cpu"), info.Source, info.LibTorchPath)
+        {
+            ProcessMemory = ProcessMemory.Resident(), ProcessPeakMemory = ProcessMemory.Peak(),
+        });
         for (int i = 0; i < info.CudaDeviceCount; i++)
         {
             var (t, f) = CudaRuntime.MemoryInfo(i, info.LibTorchPath);

@@ -4,10 +4,10 @@ using System.Text;
 namespace Diffusion.Engine.IO;
 
 /// <summary>
-/// Turns a -Path into one file path per image. The path may be a file ("out.png"), a folder (an existing one, or one
+/// Turns a -Path into one file path per image. The path may be a file ("out.png", "out.jpg", "out.webp"), a folder (an existing one, or one
 /// ending in a separator: the images get <see cref="DefaultFileName"/>), or a template with placeholders:
 /// {index}, {seed}, {rank} (numbers; zero-padded with a format such as {index:000}) and {prompt} (made safe for file
-/// names, see <see cref="SafeFileNamePart"/>). "{{" and "}}" are literal braces. ".png" is added when missing.
+/// names, see <see cref="SafeFileNamePart"/>). "{{" and "}}" are literal braces. ".png" is added when the name has none of the image extensions (.png, .jpg, .jpeg, .webp).
 /// </summary>
 public sealed class OutputPathTemplate
 {
@@ -25,7 +25,7 @@ public sealed class OutputPathTemplate
 
     private readonly List<Segment> _segments;
 
-    /// <summary>The full path template the images are named from (folder and default name resolved, ".png" added).</summary>
+    /// <summary>The full path template the images are named from (folder and default name resolved, ".png" added unless it names an image format).</summary>
     public string Template { get; }
 
     /// <summary>True when the template has placeholders; false when every image would get the same path.</summary>
@@ -44,7 +44,7 @@ public sealed class OutputPathTemplate
         bool isFolder = path.EndsWith(Path.DirectorySeparatorChar) || path.EndsWith(Path.AltDirectorySeparatorChar)
             || Directory.Exists(Path.GetFullPath(path, baseDirectory));
         var template = Path.GetFullPath(isFolder ? Path.Combine(path, DefaultFileName) : path, baseDirectory);
-        if (!template.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) template += ".png";
+        if (Imaging.ImageFileFormats.FromPath(template) is null) template += ".png";
         Template = template;
         _segments = Parse(template);
     }
@@ -89,10 +89,11 @@ public sealed class OutputPathTemplate
         if (clash is null) return;
         var names = clash.Take(4).Select(x => $"#{x.Image.Index} '{x.Image.Prompt}'");
         int more = clash.Count() - 4;
-        var stem = Template[..^".png".Length];
+        var extension = Path.GetExtension(Template);
+        var stem = Template[..^extension.Length];
         throw new DiffusionException("OutputPathCollision", DiffusionErrorKind.InvalidArgument,
             $"-OutputPath '{Template}' gives {clash.Count()} images the same file '{clash.Key}': prompts {string.Join(", ", names)}{(more > 0 ? $" and {more} more" : "")}. " +
-            $"Nothing was generated. Add a placeholder that differs per image, such as {{index}}: '{stem}-{{index}}.png'.", clash.Key);
+            $"Nothing was generated. Add a placeholder that differs per image, such as {{index}}: '{stem}-{{index}}{extension}'.", clash.Key);
     }
 
     /// <summary>

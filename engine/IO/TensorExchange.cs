@@ -57,6 +57,7 @@ public static class TensorExchange
         {
             Index = l.Index, Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Family = l.Family.ToString(), Model = l.Model,
             Seed = l.Seed, Steps = l.Steps, Step = l.Step, TotalSteps = l.TotalSteps, GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale is 0 ? null : l.GuidanceRescale, Scheduler = l.Scheduler, Height = l.Height, Width = l.Width, Seconds = l.Seconds,
+            Sampler = l.Sampler, ModelHash = l.ModelHash, BatchSize = l.BatchSize > 1 ? l.BatchSize : null, BatchPosition = l.BatchSize > 1 ? l.BatchPosition : null,
         }).ToList();
         SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "latents", [ItemsKey] = JsonSerializer.Serialize(meta, Json) }, overwrite);
     }
@@ -105,7 +106,7 @@ public static class TensorExchange
                         negativePooled?.narrow(0, i, 1).contiguous())
                     {
                         Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, Prompt2 = m.Prompt2, NegativePrompt2 = m.NegativePrompt2,
-                        Family = ParseFamily(m.Family, pooled is not null), Model = m.Model ?? "", TokenCount = m.TokenCount ?? 0,
+                        FamilyKind = ParseFamily(m.Family, pooled is not null), Model = m.Model ?? "", TokenCount = m.TokenCount ?? 0,
                         Truncated = m.Truncated ?? false, TruncatedText = m.TruncatedText,
                     });
                 }
@@ -123,10 +124,11 @@ public static class TensorExchange
                     var family = ParseFamily(m.Family, latents.dim() == 3);
                     result.Add(new DiffusionLatent(latents.narrow(0, i, 1).contiguous())
                     {
-                        Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, Family = family, Model = m.Model ?? "",
+                        Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, FamilyKind = family, Model = m.Model ?? "",
                         Seed = m.Seed ?? 0, Steps = m.Steps ?? 0, Step = m.Step ?? m.Steps ?? 0, TotalSteps = m.TotalSteps ?? m.Steps ?? 0, GuidanceScale = m.GuidanceScale ?? 0, GuidanceRescale = m.GuidanceRescale ?? 0, Scheduler = m.Scheduler ?? "",
                         Height = m.Height ?? (int)(family == ModelFamily.Flux ? 0 : latents.shape[2] * 8),
                         Width = m.Width ?? (int)(family == ModelFamily.Flux ? 0 : latents.shape[3] * 8), Seconds = m.Seconds ?? 0,
+                        Sampler = m.Sampler ?? m.Scheduler ?? "", ModelHash = m.ModelHash, BatchSize = m.BatchSize ?? 1, BatchPosition = m.BatchPosition ?? 0,
                     });
                 }
                 return result;
@@ -183,5 +185,9 @@ public static class TensorExchange
         public int? Height { get; set; }
         public int? Width { get; set; }
         public double? Seconds { get; set; }
+        public string? Sampler { get; set; }
+        public string? ModelHash { get; set; }
+        public int? BatchSize { get; set; }
+        public int? BatchPosition { get; set; }
     }
 }

@@ -22,7 +22,26 @@ public sealed class GenerationParameters
     public long Seed { get; set; }
     public int Width { get; set; }
     public int Height { get; set; }
+    /// <summary>The model's folder (or Hugging Face repo) name, as A1111's "Model".</summary>
     public string Model { get; set; } = "";
+    /// <summary>A1111's sampler name ("PLMS", "Euler a", "DPM++ 2M Karras"); <see cref="Scheduler"/> when empty.</summary>
+    public string Sampler { get; set; } = "";
+    /// <summary>True for FLUX's distilled guidance (an input of the transformer), written as "Guidance" instead of "CFG scale".</summary>
+    public bool DistilledGuidance { get; set; }
+    /// <summary>A1111's "Model hash" (see <see cref="ModelHash"/>); null when the model has none.</summary>
+    public string? ModelHash { get; set; }
+    /// <summary>
+    /// How many images shared the seed's generator (diffusers draws the noise of a whole batch from one generator), and
+    /// this image's place in that batch: what replays it, with the same seed. 1 and 0 for an image made alone.
+    /// </summary>
+    public int BatchSize { get; set; } = 1;
+    public int BatchPosition { get; set; }
+
+    /// <summary>The sampler name written into the parameters text.</summary>
+    public string SamplerName => string.IsNullOrEmpty(Sampler) ? Scheduler : Sampler;
+
+    /// <summary>The A1111 parameters text (for Export-Csv and string conversion).</summary>
+    public override string ToString() => ToA1111String();
 
     /// <summary>The PNG text keys of the per-field chunks every image has, in the order they are written.</summary>
     internal static readonly string[] FieldKeys =
@@ -30,6 +49,8 @@ public sealed class GenerationParameters
 
     /// <summary>The key of the chunk written only when the run used guidance_rescale.</summary>
     internal const string GuidanceRescaleKey = "guidance_rescale";
+    private const string SamplerKey = "sampler", DistilledKey = "guidance_distilled", ModelHashKey = "model_hash",
+        BatchSizeKey = "batch_size", BatchPositionKey = "batch_position";
 
     /// <summary>Each field as PNG text, keyed by <see cref="FieldKeys"/> (numbers in invariant culture).</summary>
     internal IEnumerable<KeyValuePair<string, string>> ToFields()
@@ -45,6 +66,14 @@ public sealed class GenerationParameters
         yield return new("width", Width.ToString(c));
         yield return new("height", Height.ToString(c));
         yield return new("model", Model);
+        if (!string.IsNullOrEmpty(Sampler)) yield return new(SamplerKey, Sampler);
+        if (DistilledGuidance) yield return new(DistilledKey, "true");
+        if (!string.IsNullOrEmpty(ModelHash)) yield return new(ModelHashKey, ModelHash);
+        if (BatchSize > 1)
+        {
+            yield return new(BatchSizeKey, BatchSize.ToString(c));
+            yield return new(BatchPositionKey, BatchPosition.ToString(c));
+        }
     }
 
     /// <summary>Rebuilds the parameters from per-field text chunks; null when any field is missing or not a number where one is needed.</summary>
@@ -61,19 +90,26 @@ public sealed class GenerationParameters
         double rescale = 0;
         if (text.TryGetValue(GuidanceRescaleKey, out var rescaleText) && !double.TryParse(rescaleText, NumberStyles.Float, c, out rescale))
             return null;
+        int batchSize = 1, batchPosition = 0;
+        if (text.TryGetValue(BatchSizeKey, out var sizeText) && (!int.TryParse(sizeText, NumberStyles.Integer, c, out batchSize)
+            || !text.TryGetValue(BatchPositionKey, out var positionText) || !int.TryParse(positionText, NumberStyles.Integer, c, out batchPosition)))
+            return null;
         return new GenerationParameters
         {
             Prompt = text["prompt"],
             NegativePrompt = text["negative_prompt"].Length == 0 ? null : text["negative_prompt"],
             Steps = steps, Scheduler = text["scheduler"], GuidanceScale = guidance, GuidanceRescale = rescale, Seed = seed,
             Width = width, Height = height, Model = text["model"],
+            Sampler = text.GetValueOrDefault(SamplerKey, ""), DistilledGuidance = text.ContainsKey(DistilledKey),
+            ModelHash = text.GetValueOrDefault(ModelHashKey), BatchSize = batchSize, BatchPosition = batchPosition,
         };
     }
 
     /// <summary>
     /// The AUTOMATIC1111 "parameters" text: the prompt, a "Negative prompt: " line when there is one, then
-    /// "Steps: N, Sampler: X, CFG scale: G, [Guidance rescale: R, ]Seed: S, Size: WxH, Model: M" (values with ',', ':' or
-    /// newlines JSON-quoted, as A1111 does; the rescale only when the run used one).
+    /// "Steps: N, Sampler: X, CFG scale: G, [Guidance rescale: R, ]Seed: S, Size: WxH, [Model hash: H, ]Model: M[, Batch size: B,
+    /// Batch pos: P]" (values with ',', ':' or newlines JSON-quoted, as A1111 does; the rescale only when the run used one,
+    /// the batch only for images that shared their generator). FLUX's distilled guidance is "Guidance: G" instead of "CFG scale".
     /// </summary>
     public string ToA1111String()
     {
@@ -81,12 +117,15 @@ public sealed class GenerationParameters
         var sb = new StringBuilder(Prompt);
         if (!string.IsNullOrEmpty(NegativePrompt)) sb.Append("\nNegative prompt: ").Append(NegativePrompt);
         sb.Append("\nSteps: ").Append(Steps.ToString(c))
-          .Append(", Sampler: ").Append(Quote(Scheduler))
-          .Append(", CFG scale: ").Append(FormatGuidance(GuidanceScale));
+          .Append(", Sampler: ").Append(Quote(SamplerName))
+          .Append(DistilledGuidance ? ", Guidance: " : ", CFG scale: ").Append(FormatGuidance(GuidanceScale));
         if (GuidanceRescale != 0) sb.Append(", Guidance rescale: ").Append(FormatGuidance(GuidanceRescale));
         sb.Append(", Seed: ").Append(Seed.ToString(c))
           .Append(", Size: ").Append(Width.ToString(c)).Append('x').Append(Height.ToString(c))
-          .Append(", Model: ").Append(Quote(Model));
+          ;
+        if (!string.IsNullOrEmpty(ModelHash)) sb.Append(", Model hash: ").Append(Quote(ModelHash));
+        sb.Append(", Model: ").Append(Quote(Model));
+        if (BatchSize > 1) sb.Append(", Batch size: ").Append(BatchSize.ToString(c)).Append(", Batch pos: ").Append(BatchPosition.ToString(c));
         return sb.ToString();
     }
 
@@ -103,17 +142,33 @@ public sealed class GenerationParameters
         {
             Prompt = string.Join("\n", negativeAt < 0 ? promptLines : promptLines[..negativeAt]),
             NegativePrompt = negativeAt < 0 ? null : string.Join("\n", promptLines[negativeAt..])["Negative prompt: ".Length..],
-            Scheduler = settings.GetValueOrDefault("Sampler", ""),
+            Sampler = SamplerWithSchedule(settings),
             Model = settings.GetValueOrDefault("Model", ""),
+            ModelHash = settings.GetValueOrDefault("Model hash"),
         };
+        result.Scheduler = result.Sampler;
+        var guidanceText = settings.GetValueOrDefault("CFG scale");
+        if (settings.TryGetValue("Guidance", out var distilled) || settings.TryGetValue("Distilled CFG Scale", out distilled))
+            (guidanceText, result.DistilledGuidance) = (distilled, true);
+        if (int.TryParse(settings.GetValueOrDefault("Batch size"), NumberStyles.Integer, c, out var batchSize) && batchSize > 1
+            && int.TryParse(settings.GetValueOrDefault("Batch pos"), NumberStyles.Integer, c, out var batchPosition))
+            (result.BatchSize, result.BatchPosition) = (batchSize, batchPosition);
         if (int.TryParse(settings["Steps"], NumberStyles.Integer, c, out var steps)) result.Steps = steps;
-        if (double.TryParse(settings.GetValueOrDefault("CFG scale"), NumberStyles.Float, c, out var guidance)) result.GuidanceScale = guidance;
+        if (double.TryParse(guidanceText, NumberStyles.Float, c, out var guidance)) result.GuidanceScale = guidance;
         if (double.TryParse(settings.GetValueOrDefault("Guidance rescale"), NumberStyles.Float, c, out var rescale)) result.GuidanceRescale = rescale;
         if (long.TryParse(settings.GetValueOrDefault("Seed"), NumberStyles.Integer, c, out var seed)) result.Seed = seed;
         var size = settings.GetValueOrDefault("Size", "").Split('x');
         if (size.Length == 2 && int.TryParse(size[0], NumberStyles.Integer, c, out var w) && int.TryParse(size[1], NumberStyles.Integer, c, out var h))
             (result.Width, result.Height) = (w, h);
         return result;
+    }
+
+    /// <summary>The sampler, with A1111's separate "Schedule type: Karras" (written since 1.9) joined back to "DPM++ 2M Karras".</summary>
+    private static string SamplerWithSchedule(IReadOnlyDictionary<string, string> settings)
+    {
+        var sampler = settings.GetValueOrDefault("Sampler", "");
+        var schedule = settings.GetValueOrDefault("Schedule type");
+        return schedule is "Karras" or "Exponential" && !sampler.EndsWith(schedule, StringComparison.Ordinal) ? $"{sampler} {schedule}" : sampler;
     }
 
     /// <summary>"Key: value, Key: \"quoted, value\"" into a dictionary.</summary>

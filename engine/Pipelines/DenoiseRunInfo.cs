@@ -10,13 +10,18 @@ internal sealed record DenoiseRunInfo(ModelFamily Family, string Model, long See
     public double GuidanceRescale { get; init; }
     /// <summary>img2img: diffusers' strength; null for text-to-image.</summary>
     public double? Strength { get; init; }
+    /// <summary>A1111's name for the scheduler (see <see cref="Schedulers.SamplerNames"/>).</summary>
+    public string Sampler { get; init; } = Scheduler;
+    /// <summary>A1111's short hash of the denoiser's weights (see <see cref="ModelIdentity.Hash"/>).</summary>
+    public string? ModelHash { get; init; }
 
     /// <summary>One latent object per image of the batch latents <paramref name="all"/> [B,...], copied to the CPU.</summary>
     public List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, int stepsDone, double seconds = 0) =>
         items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
         {
-            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = Family, Model = Model, Seed = Seed,
+            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, FamilyKind = Family, Model = Model, Seed = Seed,
             Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Strength = Strength, Scheduler = Scheduler,
             Height = Height, Width = Width, Seconds = seconds,
+            Sampler = Sampler, ModelHash = ModelHash, BatchSize = items.Count, BatchPosition = k,
         }).ToList();
 }

@@ -17,7 +17,9 @@ public sealed class DiffusionEmbedding : TensorHolder
     public string? Prompt2 { get; init; }
     /// <summary>SDXL: the negative prompt the second text encoder got (negative_prompt_2).</summary>
     public string? NegativePrompt2 { get; init; }
-    public ModelFamily Family { get; init; }
+    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
+    public string Family => FamilyKind.ToString();
+    internal ModelFamily FamilyKind { get; init; }
     public string Model { get; init; } = "";
     public int TokenCount { get; init; }
     public bool Truncated { get; init; }

@@ -11,7 +11,9 @@ public sealed class DiffusionLatent : TensorHolder
     public int Index { get; init; }
     public string Prompt { get; init; } = "";
     public string? NegativePrompt { get; init; }
-    public ModelFamily Family { get; init; }
+    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
+    public string Family => FamilyKind.ToString();
+    internal ModelFamily FamilyKind { get; init; }
     public string Model { get; init; } = "";
     public long Seed { get; init; }
     public int Steps { get; init; }
@@ -27,8 +29,17 @@ public sealed class DiffusionLatent : TensorHolder
     public string Scheduler { get; init; } = "";
     /// <summary>img2img: the strength the run started from its init image with (diffusers' strength); null for text-to-image.</summary>
     public double? Strength { get; init; }
+    /// <summary>A1111's name for the scheduler ("PLMS", "Euler a", "DPM++ 2M Karras").</summary>
+    public string Sampler { get; init; } = "";
+    /// <summary>A1111's short hash of the denoiser's weights; null when they are sharded.</summary>
+    public string? ModelHash { get; init; }
+    /// <summary>The images denoised together from one generator seeded with <see cref="Seed"/>, and this one's place among them.</summary>
+    public int BatchSize { get; init; } = 1;
+    public int BatchPosition { get; init; }
     public int Height { get; init; }
     public int Width { get; init; }
+    /// <summary>The image size the latents decode to, "WIDTHxHEIGHT".</summary>
+    public string Size => $"{Width}x{Height}";
     /// <summary>Seconds the denoise loop took for the batch this image was in.</summary>
     public double Seconds { get; init; }
 

@@ -19,7 +19,9 @@ public sealed class DiffusionPipeline : IDisposable
     public string Path { get; }
     public string Name => System.IO.Path.GetFileName(Path.TrimEnd('/', '\\'));
     public string ClassName { get; }
-    public ModelFamily Family { get; }
+    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
+    public string Family => FamilyKind.ToString();
+    internal ModelFamily FamilyKind { get; }
     public string Device { get; }
     public string DType { get; }
     public string? SchedulerOverride { get; }
@@ -27,12 +29,28 @@ public sealed class DiffusionPipeline : IDisposable
     public IReadOnlyDictionary<string, PipelineComponent> Components => _components;
     public long Parameters => _components.Values.Sum(c => c.Parameters);
     public long Bytes => _components.Values.Sum(c => c.Bytes);
+    /// <summary><see cref="Bytes"/> in MiB (one decimal), as the table shows it.</summary>
+    public double SizeMB => Math.Round(Bytes / 1048576.0, 1);
     public bool IsDisposed { get; private set; }
     /// <summary>The LoRAs applied to this pipeline's models (Add-DiffusionLora), in the order they were added.</summary>
     public Lora.LoraSet Loras { get; } = new();
 
     /// <summary>The scheduler class this pipeline denoises with (the folder's, or the override).</summary>
-    public string Scheduler => SchedulerOverride ?? (Folder.Components.TryGetValue("scheduler", out var s) ? s.ClassName : "");
+    /// <summary>The scheduler's class (also when -Scheduler gave an alias or a scheduler_config.json); <see cref="SchedulerOverride"/> is what was given.</summary>
+    public string Scheduler => _schedulerClass ??= SchedulerClass();
+    private string? _schedulerClass;
+
+    private string SchedulerClass()
+    {
+        try
+        {
+            if (_components.ContainsKey("scheduler")) return CreateScheduler(null, "Describing the scheduler").Name;
+            if (SchedulerOverride is not null && File.Exists(SchedulerOverride))
+                return Schedulers.SchedulerFactory.Create(System.IO.Path.GetFullPath(SchedulerOverride)).Name;
+        }
+        catch (DiffusionException) { }
+        return SchedulerOverride ?? (Folder.Components.TryGetValue("scheduler", out var s) ? s.ClassName : "");
+    }
 
     internal Device TorchDevice { get; }
     internal ScalarType TorchDType { get; }
@@ -53,7 +71,7 @@ public sealed class DiffusionPipeline : IDisposable
         PipelineDevicePlan? devicePlan)
     {
         var folder = weights.Folder;
-        Folder = folder; Path = weights.ModelPath; ClassName = folder.ClassName; Family = family;
+        Folder = folder; Path = weights.ModelPath; ClassName = folder.ClassName; FamilyKind = family;
         SingleFile = weights.SingleFile?.Path; Variant = weights.Variant;
         TorchDevice = device; TorchDType = dtype; Device = DeviceCatalog.Name(device); DType = DTypeNames.Name(dtype);
         SchedulerOverride = scheduler; _components = components; DevicePlan = devicePlan;
@@ -126,6 +144,8 @@ public sealed class DiffusionPipeline : IDisposable
             Schedulers.SchedulerFactory.Create(folder.ComponentFile("scheduler", "scheduler_config.json"), options.Scheduler); // fails early on an unknown or incompatible name
         var plan = PlanComponents(folder, options.Components);
         weights.Check(plan);
+        // -Offload runs on -Device: a device that is not here is -Device's error (the plan would blame -DeviceMap).
+        if (DevicePlanning.ParseOffload(options.Offload) != OffloadMode.None) DeviceCatalog.Parse(options.Device);
         var devicePlan = DevicePlanning.Plan(weights, plan, options, forLoad: true);
         static Device Resolve(string name) => name is DeviceNames.Cpu or DeviceNames.Disk ? torch.CPU : DeviceCatalog.Parse(name, "DeviceMap");
         var device = devicePlan is null ? DeviceCatalog.Parse(options.Device) : Resolve(devicePlan.MainDevice);

@@ -54,7 +54,7 @@ internal static class FluxStages
         {
             result.Add(new DiffusionEmbedding(sequence.narrow(0, i, 1).contiguous(), pooledPromptEmbeds: pooled.narrow(0, i, 1).contiguous())
             {
-                Index = indices[i], Prompt = prompts[i], Family = ModelFamily.Flux, Model = pipe.Path,
+                Index = indices[i], Prompt = prompts[i], FamilyKind = ModelFamily.Flux, Model = pipe.Path,
                 TokenCount = t5Tokens[i].TokenCount, Truncated = t5Tokens[i].Truncated || clipTokens[i].Truncated,
                 TruncatedText = t5Tokens[i].DroppedText ?? clipTokens[i].DroppedText,
             });
@@ -147,6 +147,7 @@ internal static class FluxStages
         var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
         {
             Strength = strength,
+            Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "transformer"),
         };
 
         // 3. Denoise: the transformer predicts the velocity, the flow-matching scheduler steps along it.

@@ -32,7 +32,11 @@ public static class Generation
         var idx = indices ?? Enumerable.Range(firstIndex, prompts.Count).ToList();
         if (idx.Count != prompts.Count) throw new ArgumentException($"{idx.Count} indices for {prompts.Count} prompts.", nameof(indices));
         using var lora = pipe.Loras.WithCallScale(options.LoraScale ?? 1.0);
-        return NativeFailure.Guard("Encoding prompts", () => pipe.Family switch
+        if (pipe.FamilyKind == ModelFamily.Flux && negatives.Any(n => !string.IsNullOrEmpty(n)))
+            warn(new PipelineWarning("FLUX.1 ignores -NegativePrompt: it is guidance-distilled, with no unconditional pass for a negative prompt " +
+                "(diffusers warns the same: negative_prompt is passed but classifier-free guidance is not enabled since true_cfg_scale <= 1). " +
+                "The negative prompt is not used and not recorded in the images' parameters."));
+        return NativeFailure.Guard("Encoding prompts", () => pipe.FamilyKind switch
         {
             ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, idx),
             ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Encode(pipe, prompts, negatives, options, idx, warn),
@@ -54,12 +58,12 @@ public static class Generation
     {
         foreach (var e in batch)
         {
-            if (e.Family != pipe.Family)
+            if (e.FamilyKind != pipe.FamilyKind)
                 throw new DiffusionException("EmbeddingFamilyMismatch", DiffusionErrorKind.InvalidArgument,
-                    $"Embedding #{e.Index} was made by a {e.Family} pipeline; this pipeline ('{pipe.Path}') is {pipe.Family}. Encode the prompt with this model's text encoders.", "Embedding");
+                    $"Embedding #{e.Index} was made by a {e.FamilyKind} pipeline; this pipeline ('{pipe.Path}') is {pipe.FamilyKind}. Encode the prompt with this model's text encoders.", "Embedding");
         }
-        int steps = options.Steps ?? (pipe.Family == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
-        return pipe.Family switch
+        int steps = options.Steps ?? (pipe.FamilyKind == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
+        return pipe.FamilyKind switch
         {
             ModelFamily.Flux => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, FluxStages.Denoise(pipe, batch, options, r, warn)), steps),
             _ => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, StableDiffusionStages.Denoise(pipe, batch, options, r, warn)), steps),
@@ -77,16 +81,16 @@ public static class Generation
     public static IReadOnlyList<DiffusionImage> Decode(DiffusionPipeline pipe, IReadOnlyList<DiffusionLatent> latents)
     {
         var images = new List<DiffusionImage>();
-        foreach (var group in latents.GroupBy(l => (l.Family, l.Height, l.Width)))
+        foreach (var group in latents.GroupBy(l => (l.FamilyKind, l.Height, l.Width)))
         {
             var items = group.ToList();
             foreach (var l in items)
-                if (l.Family != pipe.Family)
+                if (l.FamilyKind != pipe.FamilyKind)
                     throw new DiffusionException("LatentFamilyMismatch", DiffusionErrorKind.InvalidArgument,
-                        $"Latent #{l.Index} was made by a {l.Family} pipeline; this VAE belongs to a {pipe.Family} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
+                        $"Latent #{l.Index} was made by a {l.FamilyKind} pipeline; this VAE belongs to a {pipe.FamilyKind} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
             foreach (var l in items)
             {
-                if (pipe.Family == ModelFamily.Flux) FluxStages.CheckLatent(pipe, l);
+                if (pipe.FamilyKind == ModelFamily.Flux) FluxStages.CheckLatent(pipe, l);
                 else StableDiffusionStages.CheckLatent(pipe, l);
             }
             var vae = pipe.Require<Models.AutoencoderKL>("vae", "Decoding latents");
@@ -94,7 +98,7 @@ public static class Generation
                 items.Sum(l => l.Latents.numel() * 4L) + 3L * items.Count * items[0].Height * items[0].Width * 4 * 2, "Decoding latents");
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
-            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.Family switch
+            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.FamilyKind switch
             {
                 ModelFamily.Flux => FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width),
                 ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Decode(pipe, batch),
@@ -110,7 +114,9 @@ public static class Generation
                 images.Add(new DiffusionImage(pixels[i].contiguous(), new GenerationParameters
                 {
                     Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Steps = l.Steps, Scheduler = l.Scheduler,
-                    GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale, Seed = l.Seed, Width = l.Width, Height = l.Height, Model = l.Model,
+                    GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale, Seed = l.Seed, Width = l.Width, Height = l.Height,
+                    Model = ModelIdentity.Name(l.Model), ModelHash = l.ModelHash, Sampler = l.Sampler, DistilledGuidance = l.FamilyKind == ModelFamily.Flux,
+                    BatchSize = l.BatchSize, BatchPosition = l.BatchPosition,
                 }, l.Index));
             }
         }

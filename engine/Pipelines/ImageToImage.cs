@@ -17,7 +17,9 @@ public sealed class EncodedImage : TensorHolder
 {
     private readonly Tensor _mean, _std;
 
-    public ModelFamily Family { get; init; }
+    /// <summary>The model family whose VAE encoded it, by name.</summary>
+    public string Family => FamilyKind.ToString();
+    internal ModelFamily FamilyKind { get; init; }
     public string Model { get; init; } = "";
     /// <summary>The image size the latents are for (the init image's, rounded down or resized as diffusers does).</summary>
     public int Width { get; init; }
@@ -93,7 +95,7 @@ public static class ImageToImage
     }
 
     /// <summary>An image object's 8-bit RGB.</summary>
-    internal static Image<Rgb24> FromImage(DiffusionImage image) => Image.LoadPixelData<Rgb24>(image.Rgb, image.Width, image.Height);
+    internal static Image<Rgb24> FromImage(DiffusionImage image) => Image.LoadPixelData<Rgb24>(image.GetRgb(), image.Width, image.Height);
 
     /// <summary>The VAE encode stage: the init image's latent distribution for this pipeline's denoiser.</summary>
     public static EncodedImage Encode(DiffusionPipeline pipe, string path, int? height = null, int? width = null)
@@ -113,7 +115,7 @@ public static class ImageToImage
     {
         const string stage = "Encoding the init image";
         var vae = pipe.Require<AutoencoderKL>("vae", stage);
-        int multiple = pipe.Family == ModelFamily.Flux ? pipe.VaeScaleFactor * 2 : pipe.VaeScaleFactor; // FluxImg2ImgPipeline's processor packs 2x2
+        int multiple = pipe.FamilyKind == ModelFamily.Flux ? pipe.VaeScaleFactor * 2 : pipe.VaeScaleFactor; // FluxImg2ImgPipeline's processor packs 2x2
         var (pixels, h, w) = Prepare(image, height, width, multiple);
         using var pixelScope = pixels;
         return NativeFailure.Guard(stage, () =>
@@ -125,7 +127,7 @@ public static class ImageToImage
             var std = torch.exp(0.5 * logvar); // diffusers' DiagonalGaussianDistribution.std
             return new EncodedImage(mean.to(torch.CPU), std.to(torch.CPU))
             {
-                Family = pipe.Family, Model = pipe.Path, Width = w, Height = h, Source = source,
+                FamilyKind = pipe.FamilyKind, Model = pipe.Path, Width = w, Height = h, Source = source,
             };
         });
     }
@@ -140,7 +142,7 @@ public static class ImageToImage
     internal static void Check(EncodedImage image, DiffusionPipeline pipe, int height, int width, bool hasInitialLatents)
     {
         if (image.IsDisposed) image.Mean.Dispose(); // throws ObjectDisposed with its message
-        if (image.Family != pipe.Family)
+        if (image.FamilyKind != pipe.FamilyKind)
             throw new DiffusionException("InitImageFamilyMismatch", DiffusionErrorKind.InvalidArgument,
                 $"The init image was encoded by a {image.Family} pipeline's VAE; this pipeline ('{pipe.Path}') is {pipe.Family}. Encode it with this model's VAE.", "InitImage");
         if (image.Height != height || image.Width != width)

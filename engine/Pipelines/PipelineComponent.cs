@@ -17,6 +17,8 @@ public sealed class PipelineComponent : IDisposable
     public string? DType { get; }
     public long Parameters { get; }
     public long Bytes { get; }
+    /// <summary><see cref="Bytes"/> in MiB (one decimal), as the table shows it.</summary>
+    public double SizeMB => Math.Round(Bytes / 1048576.0, 1);
     /// <summary>Module path -> device, as accelerate's hf_device_map ({"": device} for a model on one device); null for tokenizers and schedulers.</summary>
     public OrderedMap? DeviceMap { get; }
     /// <summary>The device a model computes on (its inputs go there); null for tokenizers and schedulers.</summary>

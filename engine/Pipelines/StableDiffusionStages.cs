@@ -37,7 +37,7 @@ internal static class StableDiffusionStages
         {
             result.Add(new DiffusionEmbedding(positive.narrow(0, i, 1).contiguous(), negative.narrow(0, i, 1).contiguous())
             {
-                Index = indices[i], Prompt = prompts[i], NegativePrompt = negativePrompts[i], Family = ModelFamily.StableDiffusion,
+                Index = indices[i], Prompt = prompts[i], NegativePrompt = negativePrompts[i], FamilyKind = ModelFamily.StableDiffusion,
                 Model = pipe.Path, TokenCount = tokens[i].TokenCount, Truncated = tokens[i].Truncated, TruncatedText = tokens[i].DroppedText,
             });
         }
@@ -67,7 +67,7 @@ internal static class StableDiffusionStages
         var unet = pipe.Require<UNet2DConditionModel>("unet", stage);
         var scheduler = pipe.CreateScheduler(o.Scheduler, stage);
         int steps = o.Steps ?? DefaultSteps;
-        double guidance = o.GuidanceScale ?? (pipe.Family == ModelFamily.StableDiffusionXL ? StableDiffusionXLStages.DefaultGuidance : DefaultGuidance);
+        double guidance = o.GuidanceScale ?? (pipe.FamilyKind == ModelFamily.StableDiffusionXL ? StableDiffusionXLStages.DefaultGuidance : DefaultGuidance);
         double rescale = PipelineChecks.GuidanceRescale(o.GuidanceRescale ?? 0);
         int vsf = pipe.VaeScaleFactor;
         int defaultSize = (unet.Config.SampleSize?.Single ?? unet.Config.SampleSize?.List?[0] ?? 64) * vsf;
@@ -107,7 +107,7 @@ internal static class StableDiffusionStages
         int firstStep = 0;
         double? strength = null;
         Tensor latents;
-        if (o.InitImage is not null && pipe.Family == ModelFamily.StableDiffusionXL)
+        if (o.InitImage is not null && pipe.FamilyKind == ModelFamily.StableDiffusionXL)
             throw new DiffusionException("InitImageNotSupported", DiffusionErrorKind.NotSupported,
                 "img2img with SDXL (StableDiffusionXLImg2ImgPipeline, with its aesthetic-score conditioning) is not implemented yet; use -InitImage with SD 1.x/2.x or FLUX.", "InitImage");
         if (o.InitImage is { } init)
@@ -126,9 +126,9 @@ internal static class StableDiffusionStages
             initial.Dispose();
         }
 
-        var run = new DenoiseRunInfo(pipe.Family, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
+        var run = new DenoiseRunInfo(pipe.FamilyKind, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
         {
-            GuidanceRescale = cfg ? rescale : 0, Strength = strength,
+            GuidanceRescale = cfg ? rescale : 0, Strength = strength, Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "unet"),
         };
 
         // 3. Denoise, with classifier-free guidance on [uncond, text] halves.

@@ -55,7 +55,7 @@ internal static class StableDiffusionXLStages
             result.Add(new DiffusionEmbedding(positive.narrow(0, i, 1).contiguous(), negative.contiguous(), pooled.narrow(0, i, 1).contiguous(), negativePooled.contiguous())
             {
                 Index = indices[i], Prompt = prompts[i], NegativePrompt = negativePrompts[i], Prompt2 = options.Prompt2 is null ? null : prompts2[i],
-                NegativePrompt2 = options.NegativePrompt2 is null ? null : negatives2[i], Family = ModelFamily.StableDiffusionXL, Model = pipe.Path,
+                NegativePrompt2 = options.NegativePrompt2 is null ? null : negatives2[i], FamilyKind = ModelFamily.StableDiffusionXL, Model = pipe.Path,
                 TokenCount = tokens[i].TokenCount, Truncated = tokens[i].Truncated || tokens2[i].Truncated,
                 TruncatedText = tokens[i].DroppedText ?? tokens2[i].DroppedText,
             });

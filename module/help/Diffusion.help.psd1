@@ -11,7 +11,7 @@
     }
     'Get-DiffusionDevice' = @{
         Synopsis    = 'Lists the compute devices with their total and free memory, what the engine holds on each, and where the backend came from.'
-        Description = 'Shows cpu and every CUDA device of the loaded backend: total and free memory (from the OS or the CUDA runtime), the tensor memory the engine holds now (models, embeddings, latents) and its peak since the last Clear-DiffusionMemory, and the libtorch folder in use.'
+        Description = 'Shows cpu and every CUDA device of the loaded backend: total and free memory (from the OS or the CUDA runtime; UsedMemory is total - free, all processes), the tensor memory the engine holds now (EngineMB: models, embeddings, latents, the engine''s own ledger) and its peak since the last Clear-DiffusionMemory (PeakMB), and for cpu the process''s real resident size and its peak since the process started (ProcessMB, ProcessPeakMB: VmRSS and VmHWM on Linux, the working set elsewhere), and the libtorch folder in use. The process figure is larger than the ledger: it also holds the loaded native libraries (libtorch''s code and data, a few hundred MB once touched), the .NET runtime and heap, the activations of a run while it runs, and memory the C allocator keeps after frees (Clear-DiffusionMemory returns that on Linux). On CUDA, libtorch''s caching allocator keeps freed blocks reserved for reuse; they show in UsedMemory until the process ends.'
         Parameters  = @{ Name = 'Only these devices: cpu, cuda, or cuda:N.' }
         Examples    = @(
             @{ Code = 'Get-DiffusionDevice'; Remarks = 'All devices as a short table.' }
@@ -147,6 +147,15 @@
     'Invoke-Denoise' = @{
         Synopsis    = 'Runs the denoising loop (UNet or FLUX transformer) on embeddings and outputs one latent object per image.'
         Description = 'Collects the embeddings it receives and denoises them as one batch (or in batches of -BatchSize) with a progress bar per step. The initial noise comes from a CPU generator seeded with -Seed, so the same seed and batch give the same image as diffusers. Ctrl+C stops after the current step and frees the run''s memory. Only the denoiser and scheduler are needed: load them alone with New-DiffusionPipeline -Component unet (or transformer).'
+        Defaults    = @{
+            Steps         = '50 (SD), 28 (FLUX)'
+            GuidanceScale = '7.5 (SD), 3.5 (FLUX)'
+            Seed          = 'A random seed (recorded in the output)'
+            Height        = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Width         = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Scheduler     = 'The model folder''s scheduler'
+            BatchSize     = 'All prompts in one batch'
+        }
         Parameters  = @{
             Pipeline      = 'A pipeline with the UNet (SD) or transformer (FLUX) loaded.'
             Embedding     = 'Embeddings from ConvertTo-DiffusionEmbedding or Import-DiffusionTensor; from the pipeline too.'
@@ -185,21 +194,32 @@
         )
     }
     'Save-DiffusionImage' = @{
-        Synopsis    = 'Saves images as PNG files with their generation parameters in the file.'
-        Description = 'Writes each image to a file, a folder (default name {index:0000}-{seed}-{prompt}.png) or a template with {index}, {seed} and {prompt} (made safe for file names). The prompt, negative prompt, steps, scheduler, guidance, seed, size and model go into PNG text chunks (and an A1111-style "parameters" chunk). Files are written whole or not at all; existing files are kept unless -Force. Outputs the files written.'
+        Synopsis    = 'Saves images as PNG, JPEG or WebP files with their generation parameters in the file.'
+        Description = 'Writes each image to a file, a folder (default name {index:0000}-{seed}-{prompt}.png) or a template with {index}, {seed} and {prompt} (made safe for file names). The prompt, negative prompt, steps, scheduler, guidance, seed, size and model go into PNG text chunks (and an A1111-style "parameters" chunk). A name ending in .jpg, .jpeg or .webp writes JPEG or WebP (lossy, -Quality) with the A1111 parameters text in the EXIF UserComment, where AUTOMATIC1111 puts it; any other name gets .png added. Templates: {index} (the prompt''s place, from 0), {seed}, {prompt}, and .NET number formats such as {index:000} (001, 002, ...). Files are written whole or not at all; existing files are kept unless -Force. Outputs the files written as Get-Item does (Mode, LastWriteTime, Length, Name under a Directory header). Get-DiffusionImageInfo reads the parameters back.'
         Parameters  = @{
             Image = 'Images from ConvertFrom-DiffusionLatent or Invoke-Diffusion; from the pipeline too.'
             Path  = 'A file, a folder, or a template such as out/{index}-{seed}-{prompt}.png. Default: the current folder.'
             Force = 'Overwrite existing files.'
+            Quality = 'JPEG and WebP quality, 1 to 100 (default 90). PNG is lossless and ignores it.'
         }
         Examples    = @(
             @{ Code = '$images | Save-DiffusionImage -Path ''out/{index:000}-{seed}.png'''; Remarks = 'Numbered files in out/.' }
+            @{ Code = '$images | Save-DiffusionImage -Path ''out/{index}.jpg'' -Quality 95'; Remarks = 'JPEG files with the parameters in EXIF.' }
             @{ Code = '$images | Save-DiffusionImage split_transformer.png -WhatIf'; Remarks = 'Shows what would be written.' }
         )
     }
     'Invoke-Diffusion' = @{
         Synopsis    = 'Generates images from prompts in one call: encode, denoise, decode and optionally save; in one process or split between several.'
         Description = 'The one-call path, for a loaded pipeline (-Pipeline) or a model folder loaded for the call and freed afterwards (-Path). Without -OutputPath it outputs image objects; with it, it saves each image and outputs one result per prompt (index, prompt, seed, file, rank, device, seconds). By default the prompts are one batch drawn from one generator seeded with -Seed, as diffusers does. -SeedPerPrompt gives prompt i the seed Seed+i and generates it on its own. With -NumProcesses n (or several -Device) the prompts are split between n worker pwsh processes as accelerate''s split_between_processes does; each worker loads the model once, generates its prompts with seed Seed+i (so the images are the same however many processes run) and saves them under -OutputPath, which needs {index}; the results come back in prompt order with the rank and device that made each image. A worker that dies is reported with its rank and error; -Retry re-runs its prompts on the surviving workers, and prompts that still fail get one error each. Ctrl+C kills all workers.'
+        Defaults    = @{
+            Steps         = '50 (SD), 28 (FLUX)'
+            GuidanceScale = '7.5 (SD), 3.5 (FLUX)'
+            Seed          = 'A random seed (recorded in the output)'
+            Height        = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Width         = 'The model''s sample size (512 for SD 1.5, 1024 for FLUX)'
+            Scheduler     = 'The model folder''s scheduler'
+            BatchSize     = 'All prompts in one batch'
+        }
         Parameters  = @{
             Pipeline          = 'A loaded pipeline with all components.'
             Path              = 'A model folder to load for this call (in each worker process for a parallel run).'
@@ -227,8 +247,11 @@
             Scheduler         = 'Scheduler name, alias or scheduler_config.json path.'
             MaxSequenceLength = 'FLUX: T5 tokens.'
             BatchSize         = 'Images denoised together. Default: all. Not with -SeedPerPrompt or a parallel run, which generate one prompt at a time.'
-            OutputPath        = 'Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank}) and output result objects. Required for a parallel run, with {index} (or a folder), so that the processes never write the same file.'
+            OutputPath        = 'Save each image here (file, folder or template with {index}, {seed}, {prompt}, {rank} (the worker process), and number formats such as {index:000}; .jpg, .jpeg or .webp save JPEG or WebP) and output result objects. Required for a parallel run, with {index} (or a folder), so that the processes never write the same file.'
             Force             = 'Overwrite existing files.'
+            PassThru          = 'With -OutputPath: output the saved images (with their Path) instead of result objects. Not for parallel runs.'
+            Quality           = 'JPEG and WebP quality, 1 to 100 (default 90), for an -OutputPath ending in .jpg, .jpeg or .webp.'
+            BatchPosition     = 'With -BatchSize n and one prompt: replay the image made at this place (from 0) of a batch of n images that shared one generator, as an image''s "Batch size" and "Batch pos" parameters record. The prompt fills the whole batch and only that image is kept, so it comes out identical. Get-DiffusionImageInfo -AsHashtable gives both.'
             SeedPerPrompt     = 'Prompt i gets its own generator seeded with Seed+i (its index, or -PromptIndex) and is generated on its own, so its image does not depend on the other prompts or on how they were split between processes. Parallel runs always work this way.'
             PromptIndex       = 'With -SeedPerPrompt: each prompt''s index in the whole job, e.g. the Index of Split-Prompt''s output under torchrun or srun. Used for the seed (Seed+index), {index} in -OutputPath and the result''s Index. Default: 0, 1, 2, ...'
             NumProcesses      = 'Split the prompts between this many worker pwsh processes (data parallel, with -Path). Each gets RANK, WORLD_SIZE and LOCAL_RANK, and a device: -Device, else cuda:LOCAL_RANK when there are GPUs, else the CPU (OMP_NUM_THREADS shares the cores out unless already set).'
@@ -258,9 +281,26 @@
     'Import-DiffusionTensor' = @{
         Synopsis    = 'Reads embeddings or latents written by Export-DiffusionTensor back as objects.'
         Description = 'Outputs one embedding or latent object per item in the file, with the prompts, seeds and sizes that were exported.'
-        Parameters  = @{ Path = 'The .safetensors file(s); from the pipeline too (FileInfo objects work).' }
+        Parameters  = @{
+            Path        = 'The .safetensors file(s); wildcards expand (stage1/*.safetensors).'
+            LiteralPath = 'The .safetensors file(s), taken literally (no wildcards); files piped from Get-ChildItem bind here.'
+        }
         Examples    = @(
             @{ Code = 'Import-DiffusionTensor emb.safetensors | Invoke-Denoise -Pipeline $den -Seed 1'; Remarks = 'The denoising stage in its own process.' }
+        )
+    }
+    'Get-DiffusionImageInfo' = @{
+        Synopsis    = 'Reads the generation parameters of PNG, JPEG and WebP images back as objects that replay them.'
+        Description = 'Reads the parameters this module writes (PNG text chunks, or the EXIF UserComment of JPEG and WebP) and AUTOMATIC1111''s "parameters" text. The object''s Prompt, NegativePrompt, Steps, GuidanceScale, GuidanceRescale, Seed, Width, Height, Scheduler, BatchSize and BatchPosition are Invoke-Diffusion parameters; -AsHashtable (or .ToParameters()) gives them as a hashtable to splat, which regenerates the image with the same model. Sampler, Model, ModelHash and Parameters (the text) describe it.'
+        Parameters  = @{
+            Path        = 'Image files; wildcards expand.'
+            LiteralPath = 'Image files taken literally; files piped from Get-ChildItem bind here.'
+            AsHashtable = 'Output the Invoke-Diffusion parameters as a hashtable, for splatting.'
+        }
+        Examples    = @(
+            @{ Code = 'Get-DiffusionImageInfo out/0001.png | Format-List'; Remarks = 'How the image was made.' }
+            @{ Code = '$p = Get-DiffusionImageInfo out/0001.png -AsHashtable; Invoke-Diffusion -Pipeline $pipe @p -OutputPath again.png'; Remarks = 'The same image again (same model).' }
+            @{ Code = 'Get-ChildItem out/*.jpg | Get-DiffusionImageInfo | Where-Object Seed -eq 42'; Remarks = 'Finds images by their parameters.' }
         )
     }
     'Get-DiffusionPromptToken' = @{
@@ -277,7 +317,7 @@
     }
     'Clear-DiffusionMemory' = @{
         Synopsis    = 'Frees the tensors nothing refers to any more and resets the peak counters: the guide''s flush().'
-        Description = 'Collects garbage so that released embeddings, latents and models free their native memory, and resets the peak values Get-DiffusionDevice reports. (On CUDA, libtorch''s caching allocator keeps its reserve: returning it is not available yet.)'
+        Description = 'Collects garbage so that released embeddings, latents and models free their native memory, hands the freed heap back to the operating system (glibc''s malloc_trim on Linux), and resets the peak values Get-DiffusionDevice reports. What stays resident afterwards, and why: the native libraries loaded once per process (libtorch, hundreds of MB; they cannot be unloaded), the .NET runtime and its heap, and on CUDA the blocks libtorch''s caching allocator keeps reserved (returning them is not available yet). Get-DiffusionDevice shows the process''s real figures (ProcessMB) beside the engine''s ledger (EngineMB).'
         Parameters  = @{ PassThru = 'Output the devices'' memory after clearing.' }
         Examples    = @(
             @{ Code = 'Remove-DiffusionPipeline $den; Clear-DiffusionMemory -PassThru'; Remarks = 'Frees the transformer between stages and shows what remains.' }

@@ -25,14 +25,17 @@ public class OutputPathTemplateTests
     }
 
     [Fact]
-    public void PlainFileGetsPngAndNoPlaceholders()
+    public void PlainFileGetsPngUnlessAnImageFormatAndNoPlaceholders()
     {
         using var dir = new TempDirectory();
         var template = new OutputPathTemplate("out", dir.Path);
         Assert.False(template.HasPlaceholders);
         Assert.Equal(dir.File("out.png"), template.Expand(5, 9, "ignored"));
         Assert.Equal(dir.File("Picture.PNG"), new OutputPathTemplate("Picture.PNG", dir.Path).Expand(0, 0, ""));
-        Assert.Equal(dir.File("photo.jpg.png"), new OutputPathTemplate("photo.jpg", dir.Path).Expand(0, 0, ""));
+        // Image formats keep their extension (JPEG, WebP); anything else gets ".png".
+        Assert.Equal(dir.File("photo.jpg"), new OutputPathTemplate("photo.jpg", dir.Path).Expand(0, 0, ""));
+        Assert.Equal(dir.File("photo.WEBP"), new OutputPathTemplate("photo.WEBP", dir.Path).Expand(0, 0, ""));
+        Assert.Equal(dir.File("photo.gif.png"), new OutputPathTemplate("photo.gif", dir.Path).Expand(0, 0, ""));
     }
 
     [Fact]
