@@ -233,7 +233,7 @@ public class UNetVaeTests
 
     [Theory]
     [InlineData("class_embed_type", "\"timestep\"")]
-    [InlineData("addition_embed_type", "\"text_time\"")]
+    [InlineData("addition_embed_type", "\"text_image\"")]
     [InlineData("num_attention_heads", "8")]
     [InlineData("dual_cross_attention", "true")]
     [InlineData("time_cond_proj_dim", "256")]
