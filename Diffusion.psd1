@@ -27,6 +27,9 @@
         'Split-Prompt'
         'Get-DiffusionRank'
         'Start-DiffusionParallel'
+        'Save-DiffusionModel'
+        'Get-DiffusionModel'
+        'Remove-DiffusionModel'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -41,7 +41,11 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>A model folder: loaded for this call and freed afterwards.</summary>
     [Parameter(Mandatory = true, ParameterSetName = PathSet)]
     [Alias("ModelPath")]
+    [ArgumentCompleter(typeof(ModelPathCompleter))]
     public string Path { get; set; } = "";
+
+    /// <summary>With a Hugging Face repo id as -Path: the branch, tag or commit to load (default main).</summary>
+    [Parameter(ParameterSetName = PathSet)] [ValidateNotNullOrEmpty] public string? Revision { get; set; }
 
     /// <summary>One device; several (cuda:0,cuda:1) run one worker process on each.</summary>
     [Parameter(ParameterSetName = PathSet)] [ArgumentCompleter(typeof(DeviceCompleter))] public string[]? Device { get; set; }
@@ -111,7 +115,7 @@ public sealed class InvokeDiffusionCommand : DiffusionCmdlet
         if (!ShouldProcess(model, $"Generate {_prompts.Count} image(s) with '{model}' and {where}")) return;
         _confirmed = true;
         var pipeline = owned
-            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }, cancel: StopToken))
+            ? Run(() => DiffusionPipeline.Load(ModelResolution.Resolve(this, Path, Revision, variant: null, null, StopToken), new PipelineLoadOptions { Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler }, cancel: StopToken))
             : Pipeline;
         try
         {

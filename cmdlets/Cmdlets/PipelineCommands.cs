@@ -12,7 +12,13 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [Alias("FullName", "ModelPath")]
+    [ArgumentCompleter(typeof(ModelPathCompleter))]
     public string Path { get; set; } = "";
+
+    /// <summary>With a Hugging Face repo id as -Path: the branch, tag or commit to load (default main).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Revision { get; set; }
 
     [Parameter]
     [ArgumentCompleter(typeof(DeviceCompleter))]
@@ -58,7 +64,7 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
 
     protected override void ProcessRecord()
     {
-        var path = GetUnresolvedProviderPathFromPSPath(Path);
+        var path = ModelResolution.Resolve(this, Path, Revision, variant: null, Component, StopToken);
         var options = new PipelineLoadOptions
         {
             Device = Device, DType = DType, Components = Component, Scheduler = Scheduler,

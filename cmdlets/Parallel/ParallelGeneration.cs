@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using Diffusion.Cmdlets.Infrastructure;
 using Diffusion.Engine;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Parallel;
@@ -74,7 +75,8 @@ internal sealed class ParallelGeneration
 
     public void Run()
     {
-        var modelPath = _cmd.GetUnresolvedProviderPathFromPSPath(_cmd.Path);
+        // A repo id is resolved (downloaded) once, here: the workers get the local snapshot folder.
+        var modelPath = ModelResolution.Resolve(_cmd, _cmd.Path, _cmd.Revision, variant: null, null, _cmd.StopToken);
         if (!Directory.Exists(modelPath))
             _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ModelFolderNotFound", ErrorCategory.ObjectNotFound,
                 $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath));
