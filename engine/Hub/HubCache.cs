@@ -205,11 +205,14 @@ public sealed class RepoCache
     {
         var dir = SnapshotPath(commit);
         var names = only ?? SnapshotFiles(commit);
-        return names.Where(n =>
-        {
-            var p = System.IO.Path.Combine(dir, n);
-            return new FileInfo(p).LinkTarget is not null && !File.Exists(p);
-        }).ToList();
+        return names.Where(n => new FileInfo(System.IO.Path.Combine(dir, n)) is { LinkTarget: not null } link && !LeadsToFile(link)).ToList();
+    }
+
+    /// <summary>Whether a link ends at an existing file (File.Exists is true for a dangling link on Unix: it looks at the link itself).</summary>
+    private static bool LeadsToFile(FileInfo link)
+    {
+        try { return link.ResolveLinkTarget(returnFinalTarget: true) is FileInfo { Exists: true }; }
+        catch (IOException) { return false; } // a loop of links
     }
 
     private static string RequireEtag(string etag)

@@ -31,11 +31,11 @@ public sealed class HubClient : IDisposable
 
     public HubClient(string? endpoint = null, string? token = null, string? tokenSource = null)
     {
-        Endpoint = (endpoint ?? HubCache.Env("HF_ENDPOINT") ?? DefaultEndpoint).TrimEnd('/');
+        Endpoint = ((string.IsNullOrEmpty(endpoint) ? null : endpoint) ?? HubCache.Env("HF_ENDPOINT") ?? DefaultEndpoint).TrimEnd('/');
         if (!Uri.TryCreate(Endpoint, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
             throw new DiffusionException("HubEndpointInvalid", DiffusionErrorKind.InvalidArgument,
                 $"HF_ENDPOINT '{Endpoint}' is not an http(s) URL. Set it to a Hub such as https://huggingface.co, or remove it.", "HF_ENDPOINT");
-        (_token, TokenSource) = token is not null ? (token, tokenSource ?? "the given token") : FindToken();
+        (_token, TokenSource) = !string.IsNullOrEmpty(token) ? (token, tokenSource ?? "the given token") : FindToken();
         _http = new HttpClient(new SocketsHttpHandler
         {
             AllowAutoRedirect = false,

@@ -97,7 +97,8 @@ public static class ModelLocator
                 if (!pending.Contains(f)) return;
                 long now = done + bytes;
                 progress?.Invoke(new HubProgress(request.RepoId, f.Path, bytes, f.Size, now, total, index2, files.Count, now / Math.Max(clock.Elapsed.TotalSeconds, 1e-3)));
-            }, cancel, () => warn?.Invoke($"Waiting for another download of '{f.Path}' (its lock is held) ..."));
+            }, cancel, () => progress?.Invoke(new HubProgress(request.RepoId, $"{f.Path} (waiting for another process downloading it)", 0, f.Size, done, total,
+                index2, files.Count, done / Math.Max(clock.Elapsed.TotalSeconds, 1e-3))));
             if (pending.Contains(f)) done += f.Size;
         }
         progress?.Invoke(new HubProgress(request.RepoId, "", 0, 0, done, total, files.Count, files.Count, done / Math.Max(clock.Elapsed.TotalSeconds, 1e-3)));
@@ -141,10 +142,10 @@ public static class ModelLocator
             var declared = DownloadSelection.ParseModelIndex(File.ReadAllText(index), index);
             try
             {
-                var plan = DownloadSelection.Select(files, declared, request.Components, request.Variant, request.RepoId);
                 var absent = DownloadSelection.Components(declared, request.Components, request.RepoId)
                     .Where(c => !files.Any(f => f.StartsWith(c + "/", StringComparison.Ordinal))).ToList();
                 if (absent.Count > 0) missing = string.Join(", ", absent.Select(c => c + "/"));
+                else _ = DownloadSelection.Select(files, declared, request.Components, request.Variant, request.RepoId); // refuses what a load would refuse
             }
             catch (DiffusionException) when (!throwIfIncomplete)
             {
