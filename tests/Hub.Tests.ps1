@@ -158,6 +158,25 @@ Describe 'Save-DiffusionModel' {
         (Get-FileHash (Join-Path $snapshot.FullName $file)).Hash | Should -Be (Get-FileHash (Join-Path $script:SdTiny $file)).Hash
     }
 
+    It 'a stopped download (Ctrl+C) leaves nothing that looks complete, and the next one resumes' {
+        $file = 'unet/diffusion_pytorch_model.safetensors'
+        $request = (Get-EngineType 'Diffusion.Engine.Hub.ModelRequest')::new('test/sd-tiny', [NullString]::Value, [NullString]::Value, [string[]] @('unet'))
+        $stop = [Threading.CancellationTokenSource]::new()
+        $onProgress = { param($p) if ($p.File -eq $file -and $p.FileBytes -gt 0) { $stop.Cancel() } } -as ([Action`1].MakeGenericType((Get-EngineType 'Diffusion.Engine.Hub.HubProgress')))
+        $e = Get-ErrorRecord { (Get-EngineType 'Diffusion.Engine.Hub.ModelLocator')::Snapshot($request, $false, $onProgress, $null, $stop.Token) }
+        $e.Exception.InnerException | Should -BeOfType ([OperationCanceledException])
+        $repo = Get-RepoFolder 'sd-tiny'
+        Test-Path (Join-Path $repo 'refs/main') | Should -BeFalse
+        Test-Path (Join-Path $repo "snapshots/$script:Commit/$file") | Should -BeFalse
+        Test-Path (Join-Path $repo "blobs/$($script:Server.Sha256Of('test/sd-tiny', $file))") | Should -BeFalse
+        $script:Server.ClearRequests()
+        $snapshot = Save-DiffusionModel test/sd-tiny -Component unet
+        $get = @($script:Server.Requests | Where-Object { $_.File -eq $file -and $_.Method -eq 'GET' })
+        $get.Count | Should -Be 1
+        $get[0].Range | Should -Match '^bytes=[1-9]\d*-$' # what arrived before the stop is kept in the .incomplete file
+        (Get-FileHash (Join-Path $snapshot.FullName $file)).Hash | Should -Be (Get-FileHash (Join-Path $script:SdTiny $file)).Hash
+    }
+
     It 'a gated repo without a token: GatedRepo, the licence page and HF_TOKEN; with HF_TOKEN or the token file it downloads' {
         $e = Get-ErrorRecord { Save-DiffusionModel test/gated -Component unet }
         $e.FullyQualifiedErrorId | Should -BeLike 'HubGatedRepo,*'
@@ -343,6 +362,32 @@ Describe 'Get-DiffusionModel and Remove-DiffusionModel' {
         @(Get-DiffusionModel).RepoId | Should -Be @('test/flux-tiny')
         Get-DiffusionModel | Remove-DiffusionModel -Confirm:$false
         @(Get-DiffusionModel).Count | Should -Be 0
+    }
+
+    It 'Remove-DiffusionModel -Revision removes that snapshot and the blobs only it used' {
+        $first = '00000000000000000000000000000000000000a1'; $second = '00000000000000000000000000000000000000b2'
+        $script:Server.AddRepo('test/two-revisions', $first, $null)
+        foreach ($f in 'model_index.json', 'scheduler/scheduler_config.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors') {
+            $script:Server.AddFile('test/two-revisions', $f, (Join-Path $script:SdTiny $f))
+        }
+        $null = Save-DiffusionModel test/two-revisions -Component unet
+        $changed = Join-Path $script:Scope 'scheduler_config.json'
+        (Get-Content (Join-Path $script:SdTiny 'scheduler/scheduler_config.json') -Raw) -replace '"steps_offset": 1', '"steps_offset": 0' | Set-Content $changed -NoNewline
+        $script:Server.AddRepo('test/two-revisions', $second, $null)
+        foreach ($f in 'model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors') { $script:Server.AddFile('test/two-revisions', $f, (Join-Path $script:SdTiny $f)) }
+        $script:Server.AddFile('test/two-revisions', 'scheduler/scheduler_config.json', $changed)
+        $null = Save-DiffusionModel test/two-revisions -Component unet
+        $repo = Get-RepoFolder 'two-revisions'
+        $m = Get-DiffusionModel test/two-revisions
+        ($m.Revisions | ForEach-Object { "$($_.Name)=$($_.Commit)" }) | Should -Be @("main=$second", "$first=$first")
+        $oldScheduler = Split-Path (Get-Item (Join-Path $repo "snapshots/$first/scheduler/scheduler_config.json")).LinkTarget -Leaf
+        $unetBlob = Split-Path (Get-Item (Join-Path $repo "snapshots/$first/unet/diffusion_pytorch_model.safetensors")).LinkTarget -Leaf
+        Remove-DiffusionModel test/two-revisions -Revision $first -Confirm:$false
+        Test-Path (Join-Path $repo "snapshots/$first") | Should -BeFalse
+        Test-Path (Join-Path $repo "blobs/$oldScheduler") | Should -BeFalse
+        Test-Path (Join-Path $repo "blobs/$unetBlob") | Should -BeTrue # still used by the second snapshot
+        (Get-FileHash (Join-Path $repo "snapshots/$second/unet/diffusion_pytorch_model.safetensors")).Hash | Should -Be (Get-FileHash (Join-Path $script:SdTiny 'unet/diffusion_pytorch_model.safetensors')).Hash
+        Get-Content (Join-Path $repo 'refs/main') -Raw | Should -Be $second
     }
 
     It 'has help for <_>' -ForEach @('Save-DiffusionModel', 'Get-DiffusionModel', 'Remove-DiffusionModel') {
