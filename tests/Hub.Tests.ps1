@@ -298,6 +298,20 @@ Describe 'Loading by repo id' {
         $script:Server.Requests.Count | Should -Be 0
     }
 
+    It 'without network: the cached revision is used with a warning; an uncached model names HF_HUB_OFFLINE and what the cache holds' {
+        $null = Save-DiffusionModel test/sd-tiny -Component unet
+        $closed = [Net.Sockets.TcpListener]::new([Net.IPAddress]::Loopback, 0)
+        $closed.Start(); $port = $closed.LocalEndpoint.Port; $closed.Stop() # a port nothing listens on
+        $env:HF_ENDPOINT = "http://127.0.0.1:$port"
+        $unet = New-DiffusionPipeline test/sd-tiny -Component unet -WarningVariable warned -WarningAction SilentlyContinue
+        try { $unet.Components.Keys | Should -Contain 'unet' } finally { Remove-DiffusionPipeline $unet }
+        "$warned" | Should -Match 'unreachable'
+        $e = Get-ErrorRecord { New-DiffusionPipeline test/flux-tiny }
+        $e.FullyQualifiedErrorId | Should -BeLike 'HubUnreachable,*'
+        $e.ToString() | Should -Match 'HF_HUB_OFFLINE'
+        $e.ToString() | Should -Match "holds nothing for 'test/flux-tiny' \(it holds: test/sd-tiny\)"
+    }
+
     It 'reports a snapshot link to a deleted blob, with the fix' {
         $snapshot = Save-DiffusionModel test/sd-tiny -Component unet
         $link = Get-Item (Join-Path $snapshot.FullName 'unet/diffusion_pytorch_model.safetensors')

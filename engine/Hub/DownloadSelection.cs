@@ -23,8 +23,8 @@ public static class DownloadSelection
 
     // name[.variant][-00001-of-00003].safetensors (diffusers' _add_variant and transformers' shard names)
     private static readonly Regex WeightFile = new(@"^(?<stem>[^.]+?)(?:\.(?<variant>[^.]+?))?(?:-\d{5}-of-\d{5})?\.safetensors$", RegexOptions.CultureInvariant);
-    // name.safetensors.index[.variant].json (diffusers) or name.variant.safetensors.index.json
-    private static readonly Regex IndexFile = new(@"^(?<stem>[^.]+)(?:\.safetensors\.index(?:\.(?<variant>[^.]+))?|\.(?<variant2>[^.]+)\.safetensors\.index)\.json$", RegexOptions.CultureInvariant);
+    // name.safetensors.index[.variant].json, or diffusers' legacy name.safetensors.variant.index.json
+    private static readonly Regex IndexFile = new(@"^(?<stem>[^.]+)\.safetensors(?:\.index(?:\.(?<variant>[^.]+))?|\.(?<legacy>[^.]+)\.index)\.json$", RegexOptions.CultureInvariant);
 
     /// <summary>The components model_index.json declares (non-null [library, class] entries), in file order.</summary>
     public static IReadOnlyDictionary<string, ComponentSpec> ParseModelIndex(string json, string source)
@@ -92,14 +92,29 @@ public static class DownloadSelection
                 warnings.Add($"'{source}' declares '{name}' but has no '{name}/' folder; it is skipped.");
                 continue;
             }
-            chosen.AddRange(inFolder.Where(IsConfigFile).Select(f => $"{name}/{f}"));
-            chosen.AddRange(Weights(name, inFolder, variant, source, warnings).Select(f => $"{name}/{f}"));
+            var weights = Weights(name, inFolder, variant, source, warnings).ToList();
+            // As diffusers: a folder with weights brings its config.json and the weights; any other (tokenizer, scheduler) its config files.
+            chosen.AddRange(inFolder.Where(f => weights.Count > 0 ? f == "config.json" : IsConfigFile(f)).Select(f => $"{name}/{f}"));
+            chosen.AddRange(weights.Select(f => $"{name}/{f}"));
         }
+        // diffusers' variant_compatible_siblings: a variant no folder of the repo has is an error, not a silent fall-back.
+        if (variant is { Length: > 0 } && !files.Any(f => f.Contains('/') && VariantOf(f[(f.LastIndexOf('/') + 1)..]) == variant))
+            throw new DiffusionException("HubVariantNotFound", DiffusionErrorKind.ObjectNotFound,
+                $"'{source}' has no {variant} weights in any component (no */*.{variant}.safetensors). Leave out -Variant, or pick one the repo has.", "Variant");
         return new DownloadPlan(chosen.Distinct().ToList(), components, warnings);
     }
 
     private static bool IsConfigFile(string file) =>
         ConfigExtensions.Contains(Path.GetExtension(file), StringComparer.OrdinalIgnoreCase) && !IndexFile.IsMatch(file) && !file.EndsWith(".index.json", StringComparison.Ordinal);
+
+    /// <summary>The variant of a safetensors weight or index file ("" for none), or null for any other file.</summary>
+    private static string? VariantOf(string file)
+    {
+        if (IndexFile.Match(file) is { Success: true } i)
+            return i.Groups["variant"].Success ? i.Groups["variant"].Value : i.Groups["legacy"].Success ? i.Groups["legacy"].Value : "";
+        if (WeightFile.Match(file) is { Success: true } w) return w.Groups["variant"].Success ? w.Groups["variant"].Value : "";
+        return null;
+    }
 
     /// <summary>One component's weight files: the variant's safetensors set, else the plain set.</summary>
     private static IEnumerable<string> Weights(string component, IReadOnlyList<string> inFolder, string? variant, string source, List<string> warnings)
@@ -107,13 +122,8 @@ public static class DownloadSelection
         // variant ("" for none) -> its safetensors files (weights and index)
         var sets = new Dictionary<string, List<string>>(StringComparer.Ordinal);
         foreach (var f in inFolder)
-        {
-            string? v = null;
-            if (IndexFile.Match(f) is { Success: true } i) v = i.Groups["variant"].Success ? i.Groups["variant"].Value : i.Groups["variant2"].Success ? i.Groups["variant2"].Value : "";
-            else if (WeightFile.Match(f) is { Success: true } w) v = w.Groups["variant"].Success ? w.Groups["variant"].Value : "";
-            if (v is null) continue;
-            (sets.TryGetValue(v, out var list) ? list : sets[v] = []).Add(f);
-        }
+            if (VariantOf(f) is { } v)
+                (sets.TryGetValue(v, out var list) ? list : sets[v] = []).Add(f);
         if (variant is { Length: > 0 } && sets.TryGetValue(variant, out var wanted)) return wanted;
         if (sets.TryGetValue("", out var plain))
         {

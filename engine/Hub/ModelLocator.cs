@@ -31,7 +31,15 @@ public static class ModelLocator
         if (!RepoIds.IsValid(pathOrId))
             throw new DiffusionException("HubRepoIdInvalid", DiffusionErrorKind.InvalidArgument,
                 $"'{pathOrId}' is neither an existing model folder or file ('{localPath}' does not exist) nor a valid Hugging Face repo id: {RepoIds.Rule}.", pathOrId);
-        return Snapshot(request with { RepoId = pathOrId }, force: false, progress, warn, cancel);
+        try
+        {
+            return Snapshot(request with { RepoId = pathOrId }, force: false, progress, warn, cancel);
+        }
+        catch (DiffusionException e) when (e.ErrorId is "HubRepoNotFound" or "HubUnreachable" or "HubOfflineNotCached")
+        {
+            // It may have been meant as a local path: say that it is not one either.
+            throw new DiffusionException(e.ErrorId, e.Kind, $"{e.Message} ('{localPath}' is no local folder or file either.)", e.Target, e);
+        }
     }
 
     /// <summary>The snapshot folder holding what the request needs: from the cache, downloading what is missing unless offline.</summary>

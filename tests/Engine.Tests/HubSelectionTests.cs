@@ -143,6 +143,33 @@ public class HubSelectionTests
     }
 
     [Fact]
+    public void ModelFolders_BringConfigJsonAndWeightsOnly()
+    {
+        var files = Sd15.Append("text_encoder/generation_config.json").Append("unet/README.md").ToArray();
+        var plan = Select(SdIndex, files, ["text_encoder"]);
+        Assert.Equal(["model_index.json", "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/merges.txt",
+            "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json", "tokenizer/vocab.json"], plan.Files.Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void VariantNoComponentHas_IsAnError()
+    {
+        var e = Assert.Throws<DiffusionException>(() => Select(FluxIndex, FluxDev, ["transformer"], "fp16"));
+        Assert.Equal("HubVariantNotFound", e.ErrorId);
+    }
+
+    [Fact]
+    public void LegacyVariantIndex_IsTheVariants()
+    {
+        string[] files = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors.fp16.index.json",
+            "unet/diffusion_pytorch_model-00001-of-00002.fp16.safetensors", "unet/diffusion_pytorch_model-00002-of-00002.fp16.safetensors",
+            "unet/diffusion_pytorch_model.safetensors"];
+        var plan = Select(SdIndex, files, ["unet"], "fp16");
+        Assert.Equal(["unet/config.json", "unet/diffusion_pytorch_model-00001-of-00002.fp16.safetensors", "unet/diffusion_pytorch_model-00002-of-00002.fp16.safetensors",
+            "unet/diffusion_pytorch_model.safetensors.fp16.index.json"], plan.Files.Where(f => f.StartsWith("unet/", StringComparison.Ordinal)).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void OnlyVariantWeights_WithoutVariant_AsksForIt()
     {
         string[] files = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors"];

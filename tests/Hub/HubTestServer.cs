@@ -66,6 +66,9 @@ namespace DiffusionTests
         private readonly ConcurrentQueue<HubRequest> _log = new();
         private volatile bool _stopped;
 
+        /// <summary>LFS redirects with an absolute Location (http://127.0.0.1:port/cdn-lfs/...), as the real Hub's to its CDN host; default relative.</summary>
+        public bool AbsoluteCdnLocation { get; set; }
+
         public int Port { get; }
         public string Endpoint => $"http://127.0.0.1:{Port}";
 
@@ -252,7 +255,7 @@ namespace DiffusionTests
                 }
                 if (file.Lfs)
                 {
-                    var cdn = "/cdn-lfs/" + file.Sha256 + "/" + string.Join("/", filePath.Split('/').Select(Uri.EscapeDataString));
+                    var cdn = (AbsoluteCdnLocation ? Endpoint : "") + "/cdn-lfs/" + file.Sha256 + "/" + string.Join("/", filePath.Split('/').Select(Uri.EscapeDataString));
                     Respond(stream, record, 302, new Dictionary<string, string>
                     {
                         ["Location"] = cdn, ["X-Repo-Commit"] = repo.Commit, ["ETag"] = $"\"{file.GitSha1}\"",
