@@ -116,7 +116,8 @@ Describe 'Save-DiffusionModel' {
         $dir.FullName | Should -Be $target
         (Get-Item (Join-Path $target 'unet/diffusion_pytorch_model.safetensors')).LinkType | Should -BeNullOrEmpty
         (Get-FileHash (Join-Path $target 'unet/diffusion_pytorch_model.safetensors')).Hash | Should -Be (Get-FileHash (Join-Path $script:SdTiny 'unet/diffusion_pytorch_model.safetensors')).Hash
-        Test-Path (Join-Path $target 'vae') | Should -BeFalse
+        Test-Path (Join-Path $target 'vae/diffusion_pytorch_model.safetensors') | Should -BeFalse
+        Test-Path (Join-Path $target 'vae/config.json') | Should -BeTrue # the denoiser's latent size follows it
     }
 
     It 'never fetches FLUX.1-dev-style root checkpoints or .bin files' {
@@ -359,7 +360,7 @@ Describe 'Get-DiffusionModel and Remove-DiffusionModel' {
         $m.RepoId | Should -Be 'test/sd-tiny'
         $m.Revisions[0].Name | Should -Be 'main'
         $m.Revisions[0].Commit | Should -Be $script:Commit
-        $files = 'model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'scheduler/scheduler_config.json'
+        $files = 'model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'scheduler/scheduler_config.json', 'vae/config.json'
         $m.SizeOnDisk | Should -Be (($files | ForEach-Object { (Get-Item (Join-Path $script:SdTiny $_)).Length } | Measure-Object -Sum).Sum)
         $m.Path | Should -Be (Join-Path (Get-RepoFolder 'sd-tiny') "snapshots/$script:Commit")
         $m.LastModified | Should -BeOfType ([datetime])

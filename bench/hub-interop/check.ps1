@@ -9,6 +9,7 @@
 #    the server for the same files as the module.
 param([string] $Module = (Join-Path $PSScriptRoot '../../out/Diffusion'))
 $ErrorActionPreference = 'Stop'
+$PSStyle.OutputRendering = 'PlainText'
 $root = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
 Import-Module $Module -Force
 Add-Type -Path (Join-Path $root 'tests/Hub/HubTestServer.cs')

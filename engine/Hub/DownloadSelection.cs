@@ -97,6 +97,9 @@ public static class DownloadSelection
             chosen.AddRange(inFolder.Where(f => weights.Count > 0 ? f == "config.json" : IsConfigFile(f)).Select(f => $"{name}/{f}"));
             chosen.AddRange(weights.Select(f => $"{name}/{f}"));
         }
+        // A denoiser without the VAE still reads vae/config.json: the latents' size follows its block_out_channels.
+        if ((components.Contains("unet") || components.Contains("transformer")) && !components.Contains("vae") && files.Contains("vae/config.json"))
+            chosen.Add("vae/config.json");
         // diffusers' variant_compatible_siblings: a variant no folder of the repo has is an error, not a silent fall-back.
         if (variant is { Length: > 0 } && !files.Any(f => f.Contains('/') && VariantOf(f[(f.LastIndexOf('/') + 1)..]) == variant))
             throw new DiffusionException("HubVariantNotFound", DiffusionErrorKind.ObjectNotFound,

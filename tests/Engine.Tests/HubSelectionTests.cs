@@ -89,7 +89,8 @@ public class HubSelectionTests
         var plan = Select(FluxIndex, FluxDev, ["transformer"]);
         Assert.Equal(["model_index.json", "scheduler/scheduler_config.json", "transformer/config.json",
             "transformer/diffusion_pytorch_model-00001-of-00003.safetensors", "transformer/diffusion_pytorch_model-00002-of-00003.safetensors",
-            "transformer/diffusion_pytorch_model-00003-of-00003.safetensors", "transformer/diffusion_pytorch_model.safetensors.index.json"],
+            "transformer/diffusion_pytorch_model-00003-of-00003.safetensors", "transformer/diffusion_pytorch_model.safetensors.index.json",
+            "vae/config.json"], // the latents' size follows the VAE's config
             plan.Files.Order(StringComparer.Ordinal));
     }
 

@@ -200,12 +200,13 @@ namespace DiffusionTests
             var pathOnly = record.Target.Split('?')[0];
             var segments = pathOnly.TrimStart('/').Split('/').Select(Uri.UnescapeDataString).ToArray();
             bool head = record.Method == "HEAD";
-            if (segments.Length >= 6 && segments[0] == "api" && segments[1] == "models" && segments[4] == "revision")
+            // /api/models/{org}/{name}[/revision/{revision}] (hf_api.model_info: without a revision, the default branch)
+            if (segments.Length >= 4 && segments[0] == "api" && segments[1] == "models" && (segments.Length == 4 || segments.Length >= 6 && segments[4] == "revision"))
             {
                 var repoId = segments[2] + "/" + segments[3];
                 record.Repo = repoId;
                 if (!_repos.TryGetValue(repoId, out var repo)) { Error(stream, record, 401, "RepoNotFound", "Repository not found"); return; }
-                var revision = string.Join("/", segments.Skip(5));
+                var revision = segments.Length == 4 ? "main" : string.Join("/", segments.Skip(5));
                 if (revision != "main" && revision != repo.Commit) { Error(stream, record, 404, "RevisionNotFound", $"Invalid rev id: {revision}"); return; }
                 var json = JsonSerializer.Serialize(new Dictionary<string, object>
                 {
@@ -214,6 +215,26 @@ namespace DiffusionTests
                     ["siblings"] = repo.Files.Keys.OrderBy(k => k, StringComparer.Ordinal).Select(k => new Dictionary<string, string> { ["rfilename"] = k }).ToArray(),
                 });
                 Respond(stream, record, 200, new Dictionary<string, string> { ["Content-Type"] = "application/json" }, Encoding.UTF8.GetBytes(json), head);
+                return;
+            }
+            // /api/models/{org}/{name}/tree/{revision}?recursive=true (hf_api.list_repo_tree, which snapshot_download lists files with)
+            if (segments.Length >= 6 && segments[0] == "api" && segments[1] == "models" && segments[4] == "tree")
+            {
+                var repoId = segments[2] + "/" + segments[3];
+                record.Repo = repoId;
+                if (!_repos.TryGetValue(repoId, out var repo)) { Error(stream, record, 401, "RepoNotFound", "Repository not found"); return; }
+                var revision = segments[5];
+                if (revision != "main" && revision != repo.Commit) { Error(stream, record, 404, "RevisionNotFound", $"Invalid rev id: {revision}"); return; }
+                var entries = new List<object>();
+                foreach (var dir in repo.Files.Keys.Where(k => k.Contains('/')).Select(k => k[..k.LastIndexOf('/')]).Distinct().OrderBy(d => d, StringComparer.Ordinal))
+                    entries.Add(new Dictionary<string, object> { ["type"] = "directory", ["oid"] = new string('0', 40), ["size"] = 0, ["path"] = dir });
+                foreach (var f in repo.Files.Values.OrderBy(f => f.Path, StringComparer.Ordinal))
+                {
+                    var entry = new Dictionary<string, object> { ["type"] = "file", ["oid"] = f.GitSha1, ["size"] = f.Size, ["path"] = f.Path };
+                    if (f.Lfs) entry["lfs"] = new Dictionary<string, object> { ["oid"] = f.Sha256, ["size"] = f.Size, ["pointerSize"] = 134 };
+                    entries.Add(entry);
+                }
+                Respond(stream, record, 200, new Dictionary<string, string> { ["Content-Type"] = "application/json" }, Encoding.UTF8.GetBytes(JsonSerializer.Serialize(entries)), head);
                 return;
             }
             if (segments.Length >= 3 && segments[0] == "cdn-lfs")
