@@ -257,6 +257,12 @@ Describe 'Loading by repo id' {
         finally { Remove-DiffusionPipeline $byId, $byFolder }
     }
 
+    It 'New-DiffusionPipeline -WhatIf on a repo id not in the cache downloads nothing' {
+        New-DiffusionPipeline test/sd-tiny -WhatIf | Should -BeNullOrEmpty
+        $script:Server.Requests.Count | Should -Be 0
+        Test-Path (Get-RepoFolder 'sd-tiny') | Should -BeFalse
+    }
+
     It 'Invoke-Diffusion -Path takes a repo id' {
         $image = Invoke-Diffusion -Path test/sd-tiny -Prompt 'a cat' -Steps 1 -Seed 1 -Height 64 -Width 64
         $image.Width | Should -Be 64

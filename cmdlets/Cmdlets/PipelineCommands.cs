@@ -64,6 +64,7 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!ModelResolution.ShouldDownload(this, Path, Revision, variant: null, Component)) return; // -WhatIf on a repo id not in the cache fetches nothing
         var path = ModelResolution.Resolve(this, Path, Revision, variant: null, Component, StopToken);
         var options = new PipelineLoadOptions
         {

@@ -28,6 +28,20 @@ internal static class ModelResolution
         return Invoke(cmdlet, () => ModelLocator.Resolve(pathOrId, local, request, Progress(cmdlet), cmdlet.WriteWarning, cancel));
     }
 
+    /// <summary>
+    /// For -WhatIf / -Confirm before anything is fetched: true when pathOrId is a repo id whose files are not all in
+    /// the cache, after asking ShouldProcess about the download (false: the user declined, or -WhatIf).
+    /// </summary>
+    public static bool ShouldDownload(PSCmdlet cmdlet, string pathOrId, string? revision, string? variant, string[]? components)
+    {
+        string local;
+        try { local = cmdlet.GetUnresolvedProviderPathFromPSPath(pathOrId); }
+        catch (Exception) { return true; }
+        if (!ModelLocator.WouldDownload(pathOrId, local, new ModelRequest(pathOrId, revision, variant, components))) return true;
+        var what = components is { Length: > 0 } ? string.Join(", ", components) : "the pipeline";
+        return cmdlet.ShouldProcess(pathOrId, $"Download {what} at {revision ?? HubCache.DefaultRevision} from {(Environment.GetEnvironmentVariable("HF_ENDPOINT") is { Length: > 0 } e ? e : HubClient.DefaultEndpoint)} into {HubCache.DefaultRoot()}");
+    }
+
     /// <summary>Save-DiffusionModel: the repo's snapshot, downloading what the request needs.</summary>
     public static string Download(PSCmdlet cmdlet, ModelRequest request, bool force, CancellationToken cancel) =>
         Invoke(cmdlet, () => ModelLocator.Snapshot(request, force, Progress(cmdlet), cmdlet.WriteWarning, cancel));

@@ -42,6 +42,24 @@ public static class ModelLocator
         }
     }
 
+    /// <summary>
+    /// Whether resolving pathOrId would download: it is no existing local path, it is a valid repo id, HF_HUB_OFFLINE is
+    /// not set, and the cache has no complete snapshot of the revision for the request. Asks no server.
+    /// </summary>
+    public static bool WouldDownload(string pathOrId, string localPath, ModelRequest request)
+    {
+        if (File.Exists(localPath) || Directory.Exists(localPath) || !IsRepoIdCandidate(pathOrId) || !RepoIds.IsValid(pathOrId) || HubCache.IsOffline) return false;
+        var revision = request.RevisionOrMain;
+        try
+        {
+            var repo = HubCache.FromEnvironment().Repo(pathOrId);
+            var commit = repo.ResolveCommit(RepoIds.RequireRevision(revision));
+            return commit is null || !Directory.Exists(repo.SnapshotPath(commit))
+                || CheckSnapshot(repo, commit, request with { RepoId = pathOrId }, throwIfIncomplete: false) is null;
+        }
+        catch (DiffusionException) { return true; }
+    }
+
     /// <summary>The snapshot folder holding what the request needs: from the cache, downloading what is missing unless offline.</summary>
     public static string Snapshot(ModelRequest request, bool force, Action<HubProgress>? progress, Action<string>? warn, CancellationToken cancel)
     {
