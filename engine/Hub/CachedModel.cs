@@ -76,7 +76,7 @@ public sealed class CacheRemoval
 
     public override string ToString() => WholeRepo
         ? $"the whole repo '{RepoId}' ({BytesFreed} bytes)"
-        : $"revision(s) {string.Join(", ", Refs.Concat(Commits.Where(c => !Refs.Any())).Distinct())} of '{RepoId}': {Commits.Count} snapshot(s), {BlobPaths.Count} blob(s), {BytesFreed} bytes";
+        : $"revision {string.Join(", ", Refs.Count > 0 ? Refs : Commits)} of '{RepoId}': {Commits.Count} snapshot(s), {BlobPaths.Count} blob(s), {BytesFreed} bytes";
 
     /// <summary>Plans the removal of one revision (ref name or commit), or of the whole repo when revision is null.</summary>
     public static CacheRemoval Plan(RepoCache repo, string? revision)

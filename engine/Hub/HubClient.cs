@@ -69,7 +69,7 @@ public sealed class HubClient : IDisposable
     public HubRepoInfo RepoInfo(string repoId, string revision, CancellationToken cancel)
     {
         var url = $"{Endpoint}/api/models/{repoId}/revision/{Uri.EscapeDataString(revision)}";
-        using var response = Send(HttpMethod.Get, url, null, repoId, revision, null, cancel, followAll: true, out _);
+        using var response = Send(HttpMethod.Get, url, null, repoId, revision, null, cancel);
         using var json = JsonDocument.Parse(response.Content.ReadAsStream(cancel));
         var root = json.RootElement;
         if (!root.TryGetProperty("sha", out var sha) || sha.GetString() is not { } commit || !HubCache.IsCommitHash(commit))
@@ -119,17 +119,17 @@ public sealed class HubClient : IDisposable
 
     /// <summary>GET from a byte offset (Range: bytes=N-), following every redirect; the caller reads the body and checks 206 against 200.</summary>
     public HttpResponseMessage Get(string location, long offset, string repoId, string revision, string path, CancellationToken cancel) =>
-        Send(HttpMethod.Get, location, offset > 0 ? offset : null, repoId, revision, path, cancel, followAll: true, out _);
+        Send(HttpMethod.Get, location, offset > 0 ? offset : null, repoId, revision, path, cancel);
 
-    private HttpResponseMessage Send(HttpMethod method, string url, long? offset, string repoId, string revision, string? path, CancellationToken cancel,
-        bool followAll, out string finalUrl)
+    /// <summary>A request that follows every redirect (relative or to another host) and throws the Hub's errors.</summary>
+    private HttpResponseMessage Send(HttpMethod method, string url, long? offset, string repoId, string revision, string? path, CancellationToken cancel)
     {
         var host = new Uri(url).Authority;
         for (int hop = 0; ; hop++)
         {
             // Authorization goes to the Hub only, never to another host a redirect leads to (as requests/httpx do).
             var r = SendOnce(method, url, offset, cancel, withToken: new Uri(url).Authority == host);
-            if ((int)r.StatusCode is >= 300 and < 400 && followAll && r.Headers.Location is { } next)
+            if ((int)r.StatusCode is >= 300 and < 400 && r.Headers.Location is { } next)
             {
                 r.Dispose();
                 if (hop >= MaxRedirects) throw Invalid($"{url} redirected more than {MaxRedirects} times.", url);
@@ -138,7 +138,6 @@ public sealed class HubClient : IDisposable
             }
             try { ThrowIfError(r, repoId, revision, path); }
             catch { r.Dispose(); throw; }
-            finalUrl = url;
             return r;
         }
     }

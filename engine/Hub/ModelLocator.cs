@@ -117,14 +117,14 @@ public static class ModelLocator
         for (int k = 0; k < files.Count; k++)
         {
             var f = files[k];
-            int index2 = k;
+            int position = k;
             downloader.Fetch(f, info.Commit, bytes =>
             {
                 if (!pending.Contains(f)) return;
                 long now = done + bytes;
-                progress?.Invoke(new HubProgress(request.RepoId, f.Path, bytes, f.Size, now, total, index2, files.Count, now / Math.Max(clock.Elapsed.TotalSeconds, 1e-3)));
+                progress?.Invoke(new HubProgress(request.RepoId, f.Path, bytes, f.Size, now, total, position, files.Count, now / Math.Max(clock.Elapsed.TotalSeconds, 1e-3)));
             }, cancel, () => progress?.Invoke(new HubProgress(request.RepoId, $"{f.Path} (waiting for another process downloading it)", 0, f.Size, done, total,
-                index2, files.Count, done / Math.Max(clock.Elapsed.TotalSeconds, 1e-3))));
+                position, files.Count, done / Math.Max(clock.Elapsed.TotalSeconds, 1e-3))));
             if (pending.Contains(f)) done += f.Size;
         }
         progress?.Invoke(new HubProgress(request.RepoId, "", 0, 0, done, total, files.Count, files.Count, done / Math.Max(clock.Elapsed.TotalSeconds, 1e-3)));
