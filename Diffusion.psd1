@@ -32,6 +32,9 @@
         'Get-DiffusionRank'
         'Start-DiffusionParallel'
         'Get-DiffusionImageInfo'
+        'Save-DiffusionModel'
+        'Get-DiffusionModel'
+        'Remove-DiffusionModel'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -15,7 +15,13 @@ public sealed class GetDiffusionDeviceMapCommand : DiffusionCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [Alias("FullName", "ModelPath")]
+    [ArgumentCompleter(typeof(ModelPathCompleter))]
     public string Path { get; set; } = "";
+
+    /// <summary>With a Hugging Face repo id as -Path: the branch, tag or commit to load (default main).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Revision { get; set; }
 
     [Parameter]
     [ArgumentCompleter(typeof(ComponentCompleter))]
@@ -66,11 +72,11 @@ public sealed class GetDiffusionDeviceMapCommand : DiffusionCmdlet
 
     protected override void ProcessRecord()
     {
-        var path = GetUnresolvedProviderPathFromPSPath(Path);
+        var path = Run(() => ModelResolution.Resolve(this, Path, Revision, Variant, Component, StopToken));
         var options = new PipelineLoadOptions
         {
             Device = Device, DType = DType, Components = Component, Variant = Variant,
-            Config = Run(() => ModelConfigArgument.Resolve(this, path, Config)),
+            Config = Run(() => ModelConfigArgument.Resolve(this, path, Config, StopToken)),
             DeviceMap = DeviceMapArguments.Unwrap(DeviceMap), MaxMemory = DeviceMapArguments.Dictionary(MaxMemory), Offload = Offload,
             Height = Height, Width = Width,
             HeadroomPolicy = AcceleratePolicy ? HeadroomPolicy.Accelerate : HeadroomPolicy.Activations,

@@ -41,7 +41,11 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
     /// <summary>A model folder: loaded for this call and freed afterwards.</summary>
     [Parameter(Mandatory = true, ParameterSetName = PathSet)]
     [Alias("ModelPath")]
+    [ArgumentCompleter(typeof(ModelPathCompleter))]
     public string Path { get; set; } = "";
+
+    /// <summary>With a Hugging Face repo id as -Path: the branch, tag or commit to load (default main).</summary>
+    [Parameter(ParameterSetName = PathSet)] [ValidateNotNullOrEmpty] public string? Revision { get; set; }
 
     /// <summary>One device; several (cuda:0,cuda:1) run one worker process on each.</summary>
     [Parameter(ParameterSetName = PathSet)] [ArgumentCompleter(typeof(DeviceCompleter))] public string[]? Device { get; set; }
@@ -171,11 +175,15 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
         _confirmed = true;
         var clock = Stopwatch.StartNew();
         var pipeline = owned
-            ? Run(() => DiffusionPipeline.Load(GetUnresolvedProviderPathFromPSPath(Path), new PipelineLoadOptions
+            ? Run(() =>
                 {
-                    Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler, Variant = Variant,
-                    Config = ModelConfigArgument.Resolve(this, GetUnresolvedProviderPathFromPSPath(Path), Config),
-                }, cancel: StopToken))
+                    var local = ModelResolution.Resolve(this, Path, Revision, Variant, null, StopToken);
+                    return DiffusionPipeline.Load(local, new PipelineLoadOptions
+                    {
+                        Device = Device?.SingleOrDefault(), DType = DType, Scheduler = Scheduler, Variant = Variant,
+                        Config = ModelConfigArgument.Resolve(this, local, Config, StopToken),
+                    }, cancel: StopToken);
+                })
             : Pipeline;
         if (owned) VerboseReport.Loaded(this, pipeline, clock.Elapsed.TotalSeconds);
         EncodedImage? init = null;

@@ -12,7 +12,13 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [Alias("FullName", "ModelPath")]
+    [ArgumentCompleter(typeof(ModelPathCompleter))]
     public string Path { get; set; } = "";
+
+    /// <summary>With a Hugging Face repo id as -Path: the branch, tag or commit to load (default main).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Revision { get; set; }
 
     [Parameter]
     [ArgumentCompleter(typeof(DeviceCompleter))]
@@ -72,11 +78,13 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
     /// </summary>
     protected override void ProcessRecord()
     {
-        var path = GetUnresolvedProviderPathFromPSPath(Path);
+        if (!ModelResolution.ShouldDownload(this, Path, Revision, Variant, Component)) return; // -WhatIf on a repo id not in the cache fetches nothing
+        if (!TryRun(() => ModelResolution.Resolve(this, Path, Revision, Variant, Component, StopToken), Path, out var path)) return;
+        if (!TryRun(() => ModelConfigArgument.Resolve(this, path, Config, StopToken), Config, out var config)) return;
         var options = new PipelineLoadOptions
         {
             Device = Device, DType = DType, Components = Component, Scheduler = Scheduler, Variant = Variant,
-            Config = Run(() => ModelConfigArgument.Resolve(this, path, Config)),
+            Config = config,
             DeviceMap = DeviceMapArguments.Unwrap(DeviceMap), MaxMemory = DeviceMapArguments.Dictionary(MaxMemory), Offload = Offload,
             Height = Height, Width = Width,
         };

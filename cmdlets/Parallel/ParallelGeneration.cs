@@ -83,11 +83,12 @@ internal sealed class ParallelGeneration
 
     public void Run()
     {
-        var modelPath = _cmd.GetUnresolvedProviderPathFromPSPath(_cmd.Path);
+        // A repo id is resolved (downloaded) once, here: the workers get the local snapshot folder.
+        var modelPath = _cmd.RunEngine(() => ModelResolution.Resolve(_cmd, _cmd.Path, _cmd.Revision, _cmd.Variant, null, _cmd.StopToken));
         if (!Directory.Exists(modelPath) && !(File.Exists(modelPath) && _cmd.Config is not null))
             _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ModelFolderNotFound", ErrorCategory.ObjectNotFound,
                 $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath));
-        _config = _cmd.RunEngine(() => ModelConfigArgument.Resolve(_cmd, modelPath, _cmd.Config)); // once here, not an error per worker
+        _config = _cmd.RunEngine(() => ModelConfigArgument.Resolve(_cmd, modelPath, _cmd.Config, _cmd.StopToken)); // once here, not an error per worker
         var template = OutputTemplate();
         var negatives = _cmd.NegativePromptsKept is not { } given ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, given));
         long seed = _cmd.Seed ?? InvokeDiffusionCommand.NewSeed();

@@ -140,9 +140,10 @@ public sealed class DiffusionPipeline : IDisposable
         var folder = weights.Folder;
         var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
         var dtype = DTypeNames.Parse(options.DType);
-        if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler) && folder.Components.ContainsKey("scheduler"))
-            Schedulers.SchedulerFactory.Create(folder.ComponentFile("scheduler", "scheduler_config.json"), options.Scheduler); // fails early on an unknown or incompatible name
         var plan = PlanComponents(folder, options.Components);
+        // Only a scheduler the load brings is checked: a partial snapshot (-Component text_encoder) may have no scheduler folder.
+        if (options.Scheduler is not null && !File.Exists(options.Scheduler) && !Directory.Exists(options.Scheduler) && plan.Any(c => c.Name == "scheduler"))
+            Schedulers.SchedulerFactory.Create(folder.ComponentFile("scheduler", "scheduler_config.json"), options.Scheduler); // fails early on an unknown or incompatible name
         weights.Check(plan);
         // -Offload runs on -Device: a device that is not here is -Device's error (the plan would blame -DeviceMap).
         if (DevicePlanning.ParseOffload(options.Offload) != OffloadMode.None) DeviceCatalog.Parse(options.Device);
@@ -233,7 +234,8 @@ public sealed class DiffusionPipeline : IDisposable
 
     private int ReadVaeScaleFactor()
     {
-        if (!Folder.Components.ContainsKey("vae")) return 8;
+        // No VAE (not declared, or a partial snapshot without its folder): 8, diffusers' default when the pipeline has no vae.
+        if (!Folder.Components.ContainsKey("vae") || !File.Exists(System.IO.Path.Combine(Folder.Path, "vae", "config.json"))) return 8;
         var cfg = ReadConfig("vae");
         return cfg.TryGetProperty("block_out_channels", out var b) ? 1 << (b.GetArrayLength() - 1) : 8;
     }

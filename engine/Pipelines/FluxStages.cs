@@ -68,7 +68,8 @@ internal static class FluxStages
     /// <summary>512 for dev (guidance-distilled), 256 for schnell, as the model cards say.</summary>
     private static int DefaultMaxSequenceLength(DiffusionPipeline pipe)
     {
-        if (!pipe.Folder.Components.ContainsKey("transformer")) return 512;
+        // No transformer config (a partial snapshot with only the text encoders): 512, diffusers' FluxPipeline default.
+        if (!pipe.Folder.Components.ContainsKey("transformer") || !File.Exists(System.IO.Path.Combine(pipe.Folder.Path, "transformer", "config.json"))) return 512;
         var cfg = pipe.ReadConfig("transformer");
         return cfg.TryGetProperty("guidance_embeds", out var g) && g.ValueKind == System.Text.Json.JsonValueKind.False ? 256 : 512;
     }

@@ -22,7 +22,8 @@
         Synopsis    = 'Loads a diffusers model folder (Stable Diffusion 1.x or FLUX.1), all of it or only the components one stage needs.'
         Description = 'Reads model_index.json and loads each component from its sub-folder: text encoders, UNet or transformer, VAE (safetensors only, strictly checked against config.json), tokenizers and the scheduler configuration. The pipeline object lists its components with device, dtype, parameter count and memory. For staged inference load only what a stage needs with -Component, and free it with Remove-DiffusionPipeline before the next stage. -WhatIf shows what would be loaded without loading anything.'
         Parameters  = @{
-            Path      = 'The model folder: the one holding model_index.json; or a single-file checkpoint (.safetensors) with -Config.'
+            Path      = 'The model folder (the one holding model_index.json), or a Hugging Face repo id such as org/name: taken from the Hub cache (HF_HUB_CACHE), downloading only the files this load reads (with -Component, only those components). A single-file checkpoint (.safetensors) loads with -Config.'
+            Revision  = 'With a Hugging Face repo id as -Path: the branch, tag or commit hash to load (default main).'
             Variant   = 'diffusers'' variant: load each component''s *.<variant>.safetensors files (e.g. -Variant fp16: diffusion_pytorch_model.fp16.safetensors, model.fp16.safetensors, or the sharded diffusion_pytorch_model.safetensors.index.fp16.json); a component without them loads its full-precision files. Without -Variant only non-variant files load, and a folder with only variant files is refused naming the variant to give. The weights are cast to -DType as usual.'
             Config    = 'For a single-file checkpoint as -Path (a .safetensors file: CompVis/LDM SD 1.x, Black Forest Labs FLUX.1 transformer or ae): the diffusers folder of the same model whose model_index.json, configs, tokenizers and scheduler go with it, as diffusers'' from_single_file(config=...). A file recognised as SD 1.5, FLUX.1-dev or FLUX.1-schnell without -Config is refused naming the Hub repository to take the configs from.'
             Device    = 'cpu, cuda or cuda:N. Default: the backend''s default device.'
@@ -49,7 +50,8 @@
         Synopsis    = 'Plans where a model folder''s components, or one component''s blocks, would go across GPUs, CPU and disk, without loading anything.'
         Description = 'Reads the safetensors headers and configs and makes the plan New-DiffusionPipeline -DeviceMap would follow: component -> device for several components (DeviceMap), module path -> device for each model (Components.<name>.DeviceMap), and per device the weights, the activation head-room kept for the image size, the streaming buffer for offloaded blocks and the budget. The placement follows accelerate (infer_auto_device_map, get_balanced_memory) and diffusers (pipeline balanced); the head-room is computed for the model at -Height x -Width instead of reserving the largest layer on every main device. GPUs named in -MaxMemory need not be present, so plans for another machine can be made here. The plan prints as text; .ToJson() and .DeviceMap give the map.'
         Parameters  = @{
-            Path             = 'The model folder: the one holding model_index.json; or a single-file checkpoint (.safetensors) with -Config, planned from its header.'
+            Path             = 'The model folder (the one holding model_index.json), or a Hugging Face repo id (org/name), taken from the Hub cache or downloaded into it. A single-file checkpoint (.safetensors) loads with -Config.'
+            Revision         = 'With a Hugging Face repo id as -Path: the branch, tag or commit hash to load (default main).'
             Variant          = 'Plan from the headers of these variant files (e.g. fp16), as New-DiffusionPipeline -Variant.'
             Config           = 'For a single-file -Path: the diffusers folder with its configs, as New-DiffusionPipeline -Config.'
             Component        = 'Plan only these components; with one model component the plan is module by module.'
@@ -222,7 +224,8 @@
         }
         Parameters  = @{
             Pipeline          = 'A loaded pipeline with all components.'
-            Path              = 'A model folder to load for this call (in each worker process for a parallel run).'
+            Path              = 'A model folder to load for this call (in each worker process for a parallel run), or a Hugging Face repo id (org/name): resolved once, from the Hub cache or downloaded into it, and the workers load the local snapshot.'
+            Revision          = 'With a Hugging Face repo id as -Path: the branch, tag or commit hash to load (default main).'
             Device            = 'With -Path: cpu, cuda or cuda:N. Several devices (cuda:0,cuda:1) start one worker process per device; with -NumProcesses, process i takes Device[i mod count].'
             DType             = 'With -Path: float32, float16 or bfloat16.'
             Variant           = 'With -Path: the weights'' variant (e.g. fp16), as New-DiffusionPipeline -Variant.'
@@ -361,6 +364,45 @@
             @{ Code = 'Start-DiffusionParallel -NumProcesses 2 -ScriptBlock { Get-DiffusionRank }'; Remarks = 'Two workers report their rank, world size and device.' }
             @{ Code = 'Start-DiffusionParallel -Device cuda:0,cuda:1 -FilePath ./generate.ps1 -ArgumentList ./prompts.txt'; Remarks = 'generate.ps1 splits the prompts with Split-Prompt and generates its share on its GPU; the results come back in rank order.' }
             @{ Code = 'Start-DiffusionParallel -NumProcesses 3 { param($Model) $share = Get-Content ./prompts.txt | Split-Prompt; Invoke-Diffusion -Path $Model -Prompt $share.Value -PromptIndex $share.Index -SeedPerPrompt -Seed 0 -OutputPath ''out/{index}.png'' } -ArgumentList ./sd'; Remarks = 'What Invoke-Diffusion -NumProcesses 3 does, written out.' }
+        )
+    }
+    'Save-DiffusionModel' = @{
+        Synopsis    = 'Downloads a diffusers model from the Hugging Face Hub into the Hub cache, only the files a load reads, as hf download does.'
+        Description = 'Reads the repo''s file list at -Revision, downloads model_index.json, then for each component (or only -Component, with the tokenizers and scheduler they need) its configs, tokenizer files and safetensors weights: the -Variant files (name.fp16.safetensors) where present, else the plain ones; a sharded model''s index and shards. Root-level single-file checkpoints, .bin/.ckpt/.pt/.pth/.msgpack/.onnx files and other variants are never downloaded; a component with only pickle weights is refused. Files go into the huggingface_hub cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub) in its layout: blobs named by etag/sha256, snapshots/<commit> of relative links, refs/<branch>; Python''s huggingface_hub and diffusers read it, and this module reads what they wrote. Downloads resume after a cut (HTTP Range), LFS files are checked against their sha256, a per-file lock lets several processes fetch one model at once, and Ctrl+C leaves nothing that looks complete. A token comes from $env:HF_TOKEN or the file hf auth login writes (HF_HOME/token). Outputs the snapshot folder (or -LocalDir).'
+        Parameters  = @{
+            RepoId    = 'The repo id on the Hub, org/name (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5). The Hub is $env:HF_ENDPOINT, default https://huggingface.co.'
+            Component = 'Only these components, e.g. text_encoder,text_encoder_2 for an encode stage; a text encoder brings its tokenizer, the UNet or transformer the scheduler.'
+            Variant   = 'The weights variant, e.g. fp16: downloads name.fp16.safetensors instead of name.safetensors where the repo has them (as diffusers'' variant=).'
+            Revision  = 'The branch, tag or commit hash (default main); refs/pr/N for a pull request.'
+            LocalDir  = 'Also copy the files (real files, not links) into this folder, as huggingface_hub''s local_dir.'
+            Force     = 'Download the files again even if the cache has them; with -LocalDir, overwrite its files.'
+        }
+        Examples    = @(
+            @{ Code = 'Save-DiffusionModel stable-diffusion-v1-5/stable-diffusion-v1-5 -Variant fp16'; Remarks = 'The fp16 weights of SD 1.5 and its configs, nothing else; outputs the snapshot folder.' }
+            @{ Code = 'Save-DiffusionModel black-forest-labs/FLUX.1-dev -Component text_encoder,text_encoder_2'; Remarks = 'Only the text encoders and their tokenizers of the gated FLUX.1-dev (accept its licence on the model page and set $env:HF_TOKEN first).' }
+            @{ Code = '$env:HF_HUB_OFFLINE = 1; New-DiffusionPipeline stable-diffusion-v1-5/stable-diffusion-v1-5'; Remarks = 'Later, without network: loads from the cache only.' }
+        )
+    }
+    'Get-DiffusionModel' = @{
+        Synopsis    = 'Lists the models in the Hugging Face Hub cache with their revisions, size on disk and times, as hf cache scan.'
+        Description = 'Scans the cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), including what Python''s huggingface_hub downloaded. Each object has RepoId, Revisions (ref -> commit, and commits without a ref), SizeOnDisk (the blobs, counted once however many snapshots use them), Blobs, LastModified, LastAccessed, Path (the snapshot of main, else the newest: pipe it to New-DiffusionPipeline) and CachePath (the repo''s cache folder).'
+        Parameters  = @{ RepoId = 'Only these repo ids; wildcards allowed (black-forest-labs/*).' }
+        Examples    = @(
+            @{ Code = 'Get-DiffusionModel | Sort-Object SizeOnDisk -Descending | Format-Table RepoId, SizeOnDisk, LastAccessed'; Remarks = 'The cached models, largest first.' }
+            @{ Code = 'Get-DiffusionModel stable-diffusion-v1-5/* | New-DiffusionPipeline -DType float16'; Remarks = 'Loads a cached model from its snapshot folder.' }
+        )
+    }
+    'Remove-DiffusionModel' = @{
+        Synopsis    = 'Deletes a model, or one revision of it, from the Hugging Face Hub cache.'
+        Description = 'Without -Revision the repo''s whole cache folder goes (blobs, snapshots, refs, locks). With -Revision only that revision''s snapshot, the refs that point to it and the blobs no other snapshot links to; when it is the last snapshot, the whole repo goes. Asks for confirmation (ConfirmImpact High); -WhatIf shows what would be deleted and the bytes freed without deleting.'
+        Parameters  = @{
+            RepoId   = 'The repo id(s) to delete; takes Get-DiffusionModel''s output from the pipeline.'
+            Revision = 'Only this revision: a branch such as main, a tag or a commit hash.'
+            PassThru = 'Output what was deleted (commits, refs, blobs, bytes freed).'
+        }
+        Examples    = @(
+            @{ Code = 'Remove-DiffusionModel stable-diffusion-v1-5/stable-diffusion-v1-5 -WhatIf'; Remarks = 'Shows what would be deleted.' }
+            @{ Code = 'Get-DiffusionModel | Where-Object LastAccessed -lt (Get-Date).AddMonths(-3) | Remove-DiffusionModel -Confirm:$false'; Remarks = 'Deletes the models not used for three months.' }
         )
     }
 }
