@@ -252,9 +252,26 @@ Describe 'Loading by repo id' {
             $byId.Path | Should -Be (Join-Path (Get-RepoFolder 'sd-tiny') "snapshots/$script:Commit")
             $a = Invoke-Diffusion -Pipeline $byId -Prompt 'a red cube' -Steps 2 -Seed 3 -Height 64 -Width 64
             $b = Invoke-Diffusion -Pipeline $byFolder -Prompt 'a red cube' -Steps 2 -Seed 3 -Height 64 -Width 64
-            [Convert]::ToBase64String($a.Rgb) | Should -BeExactly ([Convert]::ToBase64String($b.Rgb))
+            [Convert]::ToBase64String($a.GetRgb()) | Should -BeExactly ([Convert]::ToBase64String($b.GetRgb()))
         }
         finally { Remove-DiffusionPipeline $byId, $byFolder }
+    }
+
+    It 'a single file with -Config set to a repo id fetches only the repo''s configs, tokenizers and scheduler, and gives the folder''s image' {
+        $file = Join-Path $script:Fixtures 'single-file/sd-tiny.safetensors'
+        $single = New-DiffusionPipeline $file -Config test/sd-tiny
+        $byFolder = New-DiffusionPipeline $script:SdTiny
+        try {
+            $requested = Get-RequestedFiles 'test/sd-tiny'
+            @($requested | Where-Object { $_ -like '*.safetensors' -or $_ -like '*.bin' }) | Should -BeNullOrEmpty -Because 'the weights come from the single file'
+            $requested | Should -Contain 'unet/config.json'
+            $requested | Should -Contain 'tokenizer/vocab.json'
+            $requested | Should -Contain 'scheduler/scheduler_config.json'
+            $a = Invoke-Diffusion -Pipeline $single -Prompt 'a red cube' -Steps 2 -Seed 3 -Height 64 -Width 64
+            $b = Invoke-Diffusion -Pipeline $byFolder -Prompt 'a red cube' -Steps 2 -Seed 3 -Height 64 -Width 64
+            [Convert]::ToBase64String($a.GetRgb()) | Should -BeExactly ([Convert]::ToBase64String($b.GetRgb()))
+        }
+        finally { Remove-DiffusionPipeline $single, $byFolder }
     }
 
     It 'New-DiffusionPipeline -WhatIf on a repo id not in the cache downloads nothing' {
