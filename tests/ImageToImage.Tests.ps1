@@ -46,6 +46,7 @@ Describe 'img2img reference run <file>' -ForEach $script:Runs {
         $script:Final.Count | Should -Be 1
         $script:Final[0].TotalSteps | Should -Be $run.steps_run
         $script:Final[0].Strength | Should -Be $run.strength
+        $script:OneCall[0].Parameters.ToString() | Should -Match "Denoising strength: $($run.strength)"
         @($script:Lat.Step | Sort-Object -Unique) -join ',' | Should -Be ((1..$run.steps_run) -join ',')
     }
 

@@ -131,6 +131,22 @@ Describe 'SD LoRA formats, scales and removal' {
         Assert-SameTensors (Join-TensorStack @($before.Images.GetPixels())) (Join-TensorStack @($after.Images.GetPixels())) 'image'
     }
 
+    It 'records the LoRAs in the image''s parameters as A1111''s Lora hashes, and their scales in the per-field chunk' {
+        $a = Add-DiffusionLora -Pipeline $script:Pipe -Path $script:SdLora -Scale 0.8
+        try { $img = Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat' -Steps 1 -Seed 1 -Width 64 -Height 64 -LoraScale 0.5 }
+        finally { $a | Remove-DiffusionLora }
+        $hash = (Get-FileHash $script:SdLora -Algorithm SHA256).Hash.Substring(0, 12).ToLowerInvariant()
+        $img.Parameters.ToString() | Should -Match ([regex]::Escape("Lora hashes: `"sd-tiny-lora: $hash`""))
+        $file = Join-Path ([IO.Path]::GetTempPath()) "diffusion-lora-meta-$([guid]::NewGuid()).png"
+        try {
+            $img | Save-DiffusionImage -Path $file | Out-Null
+            (Get-DiffusionImageInfo -LiteralPath $file).Loras | Should -Be "sd-tiny-lora: $($hash): 0.4"
+        }
+        finally { Remove-Item -LiteralPath $file -ErrorAction Ignore }
+        $plain = Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat' -Steps 1 -Seed 1 -Width 64 -Height 64
+        $plain.Parameters.ToString() | Should -Not -Match 'Lora'
+    }
+
     It 'Remove-DiffusionLora -WhatIf keeps it; Add-DiffusionLora -WhatIf applies nothing' {
         Add-DiffusionLora -Pipeline $script:Pipe -Path $script:SdLora -WhatIf | Should -BeNullOrEmpty
         @(Get-DiffusionLora -Pipeline $script:Pipe).Count | Should -Be 0

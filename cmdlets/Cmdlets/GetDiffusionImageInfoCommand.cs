@@ -34,6 +34,10 @@ public sealed class DiffusionImageInfo
     public string? ModelHash { get; init; }
     /// <summary>True when the guidance is FLUX's distilled guidance ("Guidance" in the text).</summary>
     public bool DistilledGuidance { get; init; }
+    /// <summary>img2img: the strength the image was made with (A1111's "Denoising strength"); null for text-to-image. Replaying needs its init image too (-InitImage).</summary>
+    public double? Strength { get; init; }
+    /// <summary>The LoRAs the image was made with ("name: hash: scale, ..."; A1111's "Lora hashes" has no scales). Replaying needs them added (Add-DiffusionLora).</summary>
+    public string? Loras { get; init; }
     /// <summary>The file read.</summary>
     public string Path { get; init; } = "";
     /// <summary>The A1111 parameters text.</summary>
@@ -61,7 +65,7 @@ public sealed class DiffusionImageInfo
         GuidanceRescale = g.GuidanceRescale, Seed = g.Seed, Width = g.Width, Height = g.Height,
         Scheduler = SamplerNames.ToSchedulerName(g.SamplerName, g.Scheduler == g.SamplerName ? null : g.Scheduler),
         BatchSize = g.BatchSize, BatchPosition = g.BatchPosition, Sampler = g.SamplerName, Model = g.Model, ModelHash = g.ModelHash,
-        DistilledGuidance = g.DistilledGuidance, Path = path, Parameters = g.ToA1111String(),
+        DistilledGuidance = g.DistilledGuidance, Strength = g.Strength, Loras = g.Loras, Path = path, Parameters = g.ToA1111String(),
     };
 }
 

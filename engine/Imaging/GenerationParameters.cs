@@ -35,6 +35,10 @@ public sealed class GenerationParameters
     /// this image's place in that batch: what replays it, with the same seed. 1 and 0 for an image made alone.
     /// </summary>
     public int BatchSize { get; set; } = 1;
+    /// <summary>img2img: diffusers' strength (A1111's "Denoising strength"); null for text-to-image.</summary>
+    public double? Strength { get; set; }
+    /// <summary>The LoRAs the image was made with, as A1111's "Lora hashes" lists them ("name: hash, ..."), with the scale each had: "name: hash: scale".</summary>
+    public string? Loras { get; set; }
     public int BatchPosition { get; set; }
 
     /// <summary>The sampler name written into the parameters text.</summary>
@@ -50,7 +54,7 @@ public sealed class GenerationParameters
     /// <summary>The key of the chunk written only when the run used guidance_rescale.</summary>
     internal const string GuidanceRescaleKey = "guidance_rescale";
     private const string SamplerKey = "sampler", DistilledKey = "guidance_distilled", ModelHashKey = "model_hash",
-        BatchSizeKey = "batch_size", BatchPositionKey = "batch_position";
+        BatchSizeKey = "batch_size", BatchPositionKey = "batch_position", StrengthKey = "strength", LorasKey = "loras";
 
     /// <summary>Each field as PNG text, keyed by <see cref="FieldKeys"/> (numbers in invariant culture).</summary>
     internal IEnumerable<KeyValuePair<string, string>> ToFields()
@@ -74,6 +78,8 @@ public sealed class GenerationParameters
             yield return new(BatchSizeKey, BatchSize.ToString(c));
             yield return new(BatchPositionKey, BatchPosition.ToString(c));
         }
+        if (Strength is double strength) yield return new(StrengthKey, FormatGuidance(strength));
+        if (!string.IsNullOrEmpty(Loras)) yield return new(LorasKey, Loras);
     }
 
     /// <summary>Rebuilds the parameters from per-field text chunks; null when any field is missing or not a number where one is needed.</summary>
@@ -102,6 +108,8 @@ public sealed class GenerationParameters
             Width = width, Height = height, Model = text["model"],
             Sampler = text.GetValueOrDefault(SamplerKey, ""), DistilledGuidance = text.ContainsKey(DistilledKey),
             ModelHash = text.GetValueOrDefault(ModelHashKey), BatchSize = batchSize, BatchPosition = batchPosition,
+            Strength = text.TryGetValue(StrengthKey, out var strengthText) && double.TryParse(strengthText, NumberStyles.Float, c, out var strength) ? strength : null,
+            Loras = text.GetValueOrDefault(LorasKey),
         };
     }
 
@@ -126,6 +134,8 @@ public sealed class GenerationParameters
         if (!string.IsNullOrEmpty(ModelHash)) sb.Append(", Model hash: ").Append(Quote(ModelHash));
         sb.Append(", Model: ").Append(Quote(Model));
         if (BatchSize > 1) sb.Append(", Batch size: ").Append(BatchSize.ToString(c)).Append(", Batch pos: ").Append(BatchPosition.ToString(c));
+        if (Strength is double strength) sb.Append(", Denoising strength: ").Append(FormatGuidance(strength));
+        if (!string.IsNullOrEmpty(Loras)) sb.Append(", Lora hashes: ").Append(Quote(LoraHashes(Loras)));
         return sb.ToString();
     }
 
@@ -156,12 +166,18 @@ public sealed class GenerationParameters
         if (int.TryParse(settings["Steps"], NumberStyles.Integer, c, out var steps)) result.Steps = steps;
         if (double.TryParse(guidanceText, NumberStyles.Float, c, out var guidance)) result.GuidanceScale = guidance;
         if (double.TryParse(settings.GetValueOrDefault("Guidance rescale"), NumberStyles.Float, c, out var rescale)) result.GuidanceRescale = rescale;
+        if (double.TryParse(settings.GetValueOrDefault("Denoising strength"), NumberStyles.Float, c, out var denoising)) result.Strength = denoising;
+        if (settings.TryGetValue("Lora hashes", out var loraHashes)) result.Loras = loraHashes;
         if (long.TryParse(settings.GetValueOrDefault("Seed"), NumberStyles.Integer, c, out var seed)) result.Seed = seed;
         var size = settings.GetValueOrDefault("Size", "").Split('x');
         if (size.Length == 2 && int.TryParse(size[0], NumberStyles.Integer, c, out var w) && int.TryParse(size[1], NumberStyles.Integer, c, out var h))
             (result.Width, result.Height) = (w, h);
         return result;
     }
+
+    /// <summary>"name: hash: scale, ..." as A1111's "Lora hashes" writes it: "name: hash, ..." (the scales are in the per-field chunk).</summary>
+    private static string LoraHashes(string loras) =>
+        string.Join(", ", loras.Split(", ").Select(l => l.Split(": ") is { Length: >= 2 } parts ? $"{parts[0]}: {parts[1]}" : l));
 
     /// <summary>The sampler, with A1111's separate "Schedule type: Karras" (written since 1.9) joined back to "DPM++ 2M Karras".</summary>
     private static string SamplerWithSchedule(IReadOnlyDictionary<string, string> settings)

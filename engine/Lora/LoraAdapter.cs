@@ -28,6 +28,15 @@ public sealed class LoraAdapter : IDisposable
     /// <summary>Components the file has layers for that this pipeline did not load (a staged pipeline): those layers are not applied.</summary>
     public IReadOnlyList<string> SkippedComponents { get; }
     public int Rank { get; }
+    /// <summary>A1111's short hash of the file (the first 12 hex digits of its SHA-256), as its "Lora hashes" records it.</summary>
+    public string Hash => _hash ??= ShortHash(Path);
+    private string? _hash;
+
+    private static string ShortHash(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(stream))[..12].ToLowerInvariant();
+    }
     public bool IsRemoved { get; private set; }
 
     internal LoraAdapter(LoraSet owner, string name, string path, LoraFormat format, double scale, List<PatchedLayer> layers,

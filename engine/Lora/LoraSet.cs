@@ -21,6 +21,14 @@ public sealed class LoraSet
         return new Restore(() => CallScale = before);
     }
 
+    /// <summary>The adapters active now (scale not 0), "name: hash: scale, ..." as image metadata records them; null when none.</summary>
+    public string? Describe()
+    {
+        var active = _adapters.Where(a => a.EffectiveScale != 0).ToList();
+        return active.Count == 0 ? null : string.Join(", ", active.Select(a =>
+            $"{a.Name}: {a.Hash}: {a.EffectiveScale.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)}"));
+    }
+
     public LoraAdapter? Find(string name) => _adapters.FirstOrDefault(a => string.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase));
 
     internal void Add(LoraAdapter adapter) => _adapters.Add(adapter);

@@ -10,6 +10,8 @@ internal sealed record DenoiseRunInfo(ModelFamily Family, string Model, long See
     public double GuidanceRescale { get; init; }
     /// <summary>img2img: diffusers' strength; null for text-to-image.</summary>
     public double? Strength { get; init; }
+    /// <summary>The LoRAs active in the run, "name: hash: scale, ..." (null: none).</summary>
+    public string? Loras { get; init; }
     /// <summary>A1111's name for the scheduler (see <see cref="Schedulers.SamplerNames"/>).</summary>
     public string Sampler { get; init; } = Scheduler;
     /// <summary>A1111's short hash of the denoiser's weights (see <see cref="ModelIdentity.Hash"/>).</summary>
@@ -20,7 +22,7 @@ internal sealed record DenoiseRunInfo(ModelFamily Family, string Model, long See
         items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
         {
             Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, FamilyKind = Family, Model = Model, Seed = Seed,
-            Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Strength = Strength, Scheduler = Scheduler,
+            Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Strength = Strength, Loras = Loras, Scheduler = Scheduler,
             Height = Height, Width = Width, Seconds = seconds,
             Sampler = Sampler, ModelHash = ModelHash, BatchSize = items.Count, BatchPosition = k,
         }).ToList();

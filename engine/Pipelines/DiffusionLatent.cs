@@ -29,6 +29,8 @@ public sealed class DiffusionLatent : TensorHolder
     public string Scheduler { get; init; } = "";
     /// <summary>img2img: the strength the run started from its init image with (diffusers' strength); null for text-to-image.</summary>
     public double? Strength { get; init; }
+    /// <summary>The LoRAs active in the run that made it, "name: hash: scale, ..." (A1111's Lora hashes, with the scales); null: none.</summary>
+    public string? Loras { get; init; }
     /// <summary>A1111's name for the scheduler ("PLMS", "Euler a", "DPM++ 2M Karras").</summary>
     public string Sampler { get; init; } = "";
     /// <summary>A1111's short hash of the denoiser's weights; null when they are sharded.</summary>

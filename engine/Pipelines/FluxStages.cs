@@ -148,7 +148,7 @@ internal static class FluxStages
         var run = new DenoiseRunInfo(ModelFamily.Flux, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
         {
             Strength = strength,
-            Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "transformer"),
+            Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "transformer"), Loras = pipe.Loras.Describe(),
         };
 
         // 3. Denoise: the transformer predicts the velocity, the flow-matching scheduler steps along it.

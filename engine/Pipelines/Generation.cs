@@ -116,7 +116,7 @@ public static class Generation
                     Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Steps = l.Steps, Scheduler = l.Scheduler,
                     GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale, Seed = l.Seed, Width = l.Width, Height = l.Height,
                     Model = ModelIdentity.Name(l.Model), ModelHash = l.ModelHash, Sampler = l.Sampler, DistilledGuidance = l.FamilyKind == ModelFamily.Flux,
-                    BatchSize = l.BatchSize, BatchPosition = l.BatchPosition,
+                    BatchSize = l.BatchSize, BatchPosition = l.BatchPosition, Strength = l.Strength, Loras = l.Loras,
                 }, l.Index));
             }
         }

@@ -128,7 +128,7 @@ internal static class StableDiffusionStages
 
         var run = new DenoiseRunInfo(pipe.FamilyKind, pipe.Path, seed, steps, scheduler.Timesteps.Length - firstStep, guidance, scheduler.Name, height, width)
         {
-            GuidanceRescale = cfg ? rescale : 0, Strength = strength, Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "unet"),
+            GuidanceRescale = cfg ? rescale : 0, Strength = strength, Sampler = SamplerNames.Of(scheduler), ModelHash = ModelIdentity.Hash(pipe.Path, "unet"), Loras = pipe.Loras.Describe(),
         };
 
         // 3. Denoise, with classifier-free guidance on [uncond, text] halves.
