@@ -66,7 +66,7 @@ public sealed class StartDiffusionParallelCommand : DiffusionCmdlet
         try
         {
             WriteProgress(progress.Overall("starting workers", 0));
-            _pool.Open(ParallelLaunch.ModulePath);
+            _pool.Open(ParallelLaunch.ModulePath, SessionState.Path.CurrentFileSystemLocation.ProviderPath);
             StopIfAsked();
             var parameters = new Dictionary<string, object?> { ["DiffusionWorkerFile"] = file, ["DiffusionWorkerArguments"] = ArgumentList };
             Drive(progress, parameters);

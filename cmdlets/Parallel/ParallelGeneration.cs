@@ -160,7 +160,7 @@ internal sealed class ParallelGeneration
         try
         {
             _cmd.WriteProgress(progress.Overall("starting workers and loading the model", 0));
-            _pool!.Open(ParallelLaunch.ModulePath);
+            _pool!.Open(ParallelLaunch.ModulePath, _cmd.SessionState.Path.CurrentFileSystemLocation.ProviderPath);
             _cmd.StopIfAsked();
             foreach (var w in _pool.Workers.Where(w => w.Death is not null))
                 _cmd.WriteError(WorkerForwarding.WorkerFailed(w.Death!, "Its prompts go to the other workers."));

@@ -29,10 +29,13 @@ internal sealed class WorkerPool : IDisposable
         catch (InvalidOperationException) { } // the run is over (disposed): late news from a killed worker
     }
 
-    /// <summary>Starts every worker at once and imports the module in each; workers that fail to start have <see cref="WorkerProcess.Death"/> set.</summary>
-    public void Open(string modulePath) =>
+    /// <summary>
+    /// Starts every worker at once, imports the module in each and sets its location to <paramref name="location"/>
+    /// (the caller's, as Start-Job does); workers that fail to start have <see cref="WorkerProcess.Death"/> set.
+    /// </summary>
+    public void Open(string modulePath, string? location) =>
         System.Threading.Tasks.Parallel.ForEach(Workers, new ParallelOptions { MaxDegreeOfParallelism = Workers.Count },
-            w => { if (!_killed) w.Open(modulePath); });
+            w => { if (!_killed) w.Open(modulePath, location); });
 
     /// <summary>The next event, or null after <paramref name="milliseconds"/> without one.</summary>
     public WorkerEvent? Next(int milliseconds) => _events.TryTake(out var e, milliseconds) ? e : null;

@@ -101,8 +101,11 @@ internal sealed class WorkerProcess : IDisposable
         return (null, []);
     }
 
-    /// <summary>Starts the process, opens the runspace and imports the module; false (and <see cref="Death"/>) when that fails.</summary>
-    public bool Open(string modulePath)
+    /// <summary>
+    /// Starts the process, opens the runspace, imports the module and moves to <paramref name="location"/> (relative paths
+    /// in a worker's script mean what they mean to the caller); false (and <see cref="Death"/>) when that fails.
+    /// </summary>
+    public bool Open(string modulePath, string? location = null)
     {
         try
         {
@@ -115,6 +118,7 @@ internal sealed class WorkerProcess : IDisposable
             using var ps = PowerShell.Create();
             ps.Runspace = _runspace;
             ps.AddCommand("Import-Module").AddParameter("Name", modulePath).AddParameter("ErrorAction", "Stop");
+            if (location is not null) ps.AddStatement().AddCommand("Set-Location").AddParameter("LiteralPath", location).AddParameter("ErrorAction", "Stop");
             var pending = ps.BeginInvoke();
             WhileAlive(() => !pending.IsCompleted);
             ps.EndInvoke(pending);
