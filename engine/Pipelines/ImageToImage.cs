@@ -41,7 +41,7 @@ public sealed class EncodedImage : TensorHolder
     public override string ToString() => $"Encoded image {Width}x{Height} {Shape}{(Source.Length > 0 ? $" from '{Source}'" : "")}";
 }
 
-/// <summary>img2img as diffusers' StableDiffusionImg2ImgPipeline and FluxImg2ImgPipeline do it.</summary>
+/// <summary>img2img as diffusers' StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline and FluxImg2ImgPipeline do it.</summary>
 public static class ImageToImage
 {
     /// <summary>
@@ -118,18 +118,21 @@ public static class ImageToImage
         int multiple = pipe.FamilyKind == ModelFamily.Flux ? pipe.VaeScaleFactor * 2 : pipe.VaeScaleFactor; // FluxImg2ImgPipeline's processor packs 2x2
         var (pixels, h, w) = Prepare(image, height, width, multiple);
         using var pixelScope = pixels;
-        return NativeFailure.Guard(stage, () =>
+        // SDXL encodes in float32 when the VAE asks for it (force_upcast); SD's img2img pipeline encodes in the pipeline's dtype.
+        var vaeDType = pipe.FamilyKind == ModelFamily.StableDiffusionXL ? StableDiffusionXLStages.EncodeDType(pipe, vae) : pipe.TorchDType;
+        return NativeFailure.Guard(stage, () => StableDiffusionXLStages.WithVaeIn(pipe, vae, vaeDType, () =>
         {
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
             using var at = Sharding.UnitDispatch.Enter(vae); // a VAE placed or offloaded by a device map
-            var (mean, logvar) = vae.Encode(at.In(pixels.to(pipe.TorchDType, pipe.TorchDevice)));
+            var input = pixels.to(pipe.TorchDType, pipe.TorchDevice).to(vaeDType); // diffusers: image.to(dtype), then .float() to upcast
+            var (mean, logvar) = vae.Encode(at.In(input));
             var std = torch.exp(0.5 * logvar); // diffusers' DiagonalGaussianDistribution.std
             return new EncodedImage(mean.to(torch.CPU), std.to(torch.CPU))
             {
                 FamilyKind = pipe.FamilyKind, Model = pipe.Path, Width = w, Height = h, Source = source,
             };
-        });
+        }));
     }
 
     /// <summary>The VAE's config (scaling and shift), from the loaded VAE or, in a staged denoise pipeline without it, from its folder.</summary>
@@ -183,16 +186,17 @@ public static class ImageToImage
 
     /// <summary>
     /// The latents an img2img run starts from, [B, C, h, w] (unpacked): the posterior sampled with the run's generator
-    /// (its first draw), scaled (SD: x * scaling_factor; FLUX: (x - shift_factor) * scaling_factor), repeated for the batch,
+    /// (its first draw, in the dtype the VAE encoded in, as diffusers' DiagonalGaussianDistribution.sample), cast to the
+    /// run's dtype, scaled (SD: x * scaling_factor; FLUX: (x - shift_factor) * scaling_factor), repeated for the batch,
     /// then noised with the generator's next draw to the first step's level.
     /// </summary>
     internal static Tensor NoisedLatents(EncodedImage image, AutoencoderKLConfig vae, Schedulers.IScheduler scheduler, int firstStep,
         int batch, Generator generator, ScalarType dtype)
     {
         using var scope = torch.NewDisposeScope();
-        var mean = image.Mean.to(dtype);
-        var std = image.Std.to(dtype);
-        var sample = mean + std * torch.randn(mean.shape, dtype, torch.CPU, generator: generator); // [1, C, h, w]
+        var mean = image.Mean; // the VAE's dtype: the pipeline's, or float32 for SDXL's force_upcast
+        var draw = torch.randn(mean.shape, mean.dtype, torch.CPU, generator: generator);
+        var sample = (mean + image.Std * draw).to(dtype); // [1, C, h, w]
         var latents = vae.ShiftFactor is double shift ? (sample - shift) * vae.ScalingFactor : sample * vae.ScalingFactor;
         var repeated = latents.expand(batch, -1, -1, -1).contiguous(); // [B, C, h, w]
         var noise = torch.randn(repeated.shape, dtype, torch.CPU, generator: generator);

@@ -107,12 +107,10 @@ internal static class StableDiffusionStages
         int firstStep = 0;
         double? strength = null;
         Tensor latents;
-        if (o.InitImage is not null && pipe.FamilyKind == ModelFamily.StableDiffusionXL)
-            throw new DiffusionException("InitImageNotSupported", DiffusionErrorKind.NotSupported,
-                "img2img with SDXL (StableDiffusionXLImg2ImgPipeline, with its aesthetic-score conditioning) is not implemented yet; use -InitImage with SD 1.x/2.x or FLUX.", "InitImage");
         if (o.InitImage is { } init)
         {
-            // img2img: the init image's latents noised to the level of the first step the strength leaves.
+            // img2img: the init image's latents noised to the level of the first step the strength leaves (SDXL's
+            // get_timesteps and prepare_latents are SD's; its size ids above default to the init image's size).
             ImageToImage.Check(init, pipe, height, width, given is not null);
             strength = ImageToImage.CheckStrength(o.Strength);
             firstStep = ImageToImage.StartStep(ModelFamily.StableDiffusion, steps, strength.Value, scheduler.Order);

@@ -124,8 +124,23 @@ internal static class StableDiffusionXLStages
         var vae = pipe.Require<AutoencoderKL>("vae", "Decoding latents");
         bool upcast = vae.Config.ForceUpcast && pipe.TorchDType == ScalarType.Float16 && pipe.Components["vae"].DevicePlan is null;
         if (!upcast) return StableDiffusionStages.Decode(pipe, latents);
-        vae.to(ScalarType.Float32);
-        try { return StableDiffusionStages.Decode(pipe, latents, ScalarType.Float32); }
-        finally { vae.to(ScalarType.Float16); }
+        return WithVaeIn(pipe, vae, ScalarType.Float32, () => StableDiffusionStages.Decode(pipe, latents, ScalarType.Float32));
+    }
+
+    /// <summary>
+    /// The dtype SDXL's VAE encodes an init image in (StableDiffusionXLImg2ImgPipeline.prepare_latents): float32 whenever
+    /// its config says force_upcast, whatever the pipeline's dtype (decoding upcasts a float16 VAE only); the pipeline's
+    /// otherwise, and for a VAE placed by a device map, which is not converted (as in <see cref="Decode"/>).
+    /// </summary>
+    internal static ScalarType EncodeDType(DiffusionPipeline pipe, AutoencoderKL vae) =>
+        vae.Config.ForceUpcast && pipe.Components["vae"].DevicePlan is null ? ScalarType.Float32 : pipe.TorchDType;
+
+    /// <summary>Runs <paramref name="action"/> with the VAE's weights in <paramref name="dtype"/>, then converts them back to the pipeline's (lossless for float16/bfloat16 to float32 and back).</summary>
+    internal static T WithVaeIn<T>(DiffusionPipeline pipe, AutoencoderKL vae, ScalarType dtype, Func<T> action)
+    {
+        if (dtype == pipe.TorchDType) return action();
+        vae.to(dtype);
+        try { return action(); }
+        finally { vae.to(pipe.TorchDType); }
     }
 }

@@ -134,7 +134,7 @@
     }
     'ConvertTo-DiffusionLatent' = @{
         Synopsis    = 'Encodes init images with the pipeline''s VAE for img2img (the encode half of AutoencoderKL).'
-        Description = 'The img2img pipelines'' first stage on its own, for the staged flow: each image (a file or an image object) is converted to RGB (alpha dropped, gray spread to three channels, as PIL''s convert("RGB")), resized with Lanczos to -Width/-Height when given (otherwise kept at its size rounded down to a multiple the VAE takes: 8 for SD, 16 for FLUX, as diffusers'' image processor), scaled to [-1, 1] and encoded. The output holds the latent distribution (mean and std); Invoke-Denoise -InitImage samples it with its seed, as diffusers'' latent_dist.sample(generator) does. Only the VAE is needed: New-DiffusionPipeline -Component vae.'
+        Description = 'The img2img pipelines'' first stage on its own, for the staged flow: each image (a file or an image object) is converted to RGB (alpha dropped, gray spread to three channels, as PIL''s convert("RGB")), resized with Lanczos to -Width/-Height when given (otherwise kept at its size rounded down to a multiple the VAE takes: 8 for SD and SDXL, 16 for FLUX, as diffusers'' image processor), scaled to [-1, 1] and encoded. The output holds the latent distribution (mean and std); Invoke-Denoise -InitImage samples it with its seed, as diffusers'' latent_dist.sample(generator) does. Only the VAE is needed: New-DiffusionPipeline -Component vae.'
         Parameters  = @{
             Pipeline = 'A pipeline with the VAE loaded.'
             Image    = 'Image files (paths or Get-Item output) or image objects; from the pipeline too. One bad item is an error for that item; the others are encoded.'
@@ -177,7 +177,7 @@
             CropCoordinates = 'SDXL micro-conditioning (crops_coords_top_left): top, left. Default: 0, 0.'
             TargetSize    = 'SDXL micro-conditioning (target_size): height, width. Default: the image size.'
             InitImage     = 'img2img: the encoded init image (ConvertTo-DiffusionLatent -Image). The run samples its latent distribution with the -Seed generator (its first draw, as diffusers), scales it, and noises it with the next draw to the level of the first step -Strength leaves. The run takes the image''s size.'
-            Strength      = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8). The run takes about Steps x Strength steps (SD: int(Steps x Strength); FLUX keeps the fraction, as diffusers'' pipelines do); a strength that leaves no step is refused.'
+            Strength      = 'img2img: how much of the init image is replaced, 0 to 1 (default 0.8). The run takes about Steps x Strength steps (SD and SDXL: int(Steps x Strength); FLUX keeps the fraction, as diffusers'' pipelines do); a strength that leaves no step is refused.'
         }
         Examples    = @(
             @{ Code = '$lat = $emb | Invoke-Denoise -Pipeline $pipe -Steps 30 -Seed 42 -Height 512 -Width 512'; Remarks = 'Denoises the embeddings as one batch.' }
