@@ -133,6 +133,23 @@ Describe 'SDXL stages and inputs' {
         $units['mid_block'] | Should -Be 'disk'
     }
 
+    It 'a two-process run (-NumProcesses 2, with -Prompt2 and the size conditioning forwarded) gives the one-process run''s images byte for byte' {
+        # CPU results depend on the number of threads (Parallel.Tests do the same): every worker computes on one.
+        $threads = $env:OMP_NUM_THREADS
+        $env:OMP_NUM_THREADS = '1'
+        try {
+            $common = @{ Path = $script:SdxlTiny; Prompt = 'a cat', 'a dog', 'a red cube'; Prompt2 = 'oil painting'; CropCoordinates = 8, 8; Seed = 3; Steps = 2; Height = 64; Width = 64 }
+            $one = @(Invoke-Diffusion @common -NumProcesses 1 -OutputPath (Join-Path $script:Temp 'one/{index}.png'))
+            $two = @(Invoke-Diffusion @common -NumProcesses 2 -OutputPath (Join-Path $script:Temp 'two/{index}.png'))
+        }
+        finally { $env:OMP_NUM_THREADS = $threads }
+        $two.Count | Should -Be 3
+        @($two.ProcessRank | Sort-Object -Unique) -join ',' | Should -Be '0,1'
+        for ($i = 0; $i -lt 3; $i++) {
+            (Get-FileHash $two[$i].Path).Hash | Should -Be (Get-FileHash $one[$i].Path).Hash -Because "image $i is the same whichever process made it"
+        }
+    }
+
     It 'SD 1.x embeddings are refused by the SDXL UNet with the reason' {
         $sd = New-DiffusionPipeline $script:SdTiny -Component text_encoder
         try { $emb = 'a cat' | ConvertTo-DiffusionEmbedding -Pipeline $sd } finally { Remove-DiffusionPipeline $sd }
