@@ -259,6 +259,8 @@
             PromptIndex       = 'With -SeedPerPrompt: each prompt''s index in the whole job, e.g. the Index of Split-Prompt''s output under torchrun or srun. Used for the seed (Seed+index), {index} in -OutputPath and the result''s Index. Default: 0, 1, 2, ...'
             NumProcesses      = 'Split the prompts between this many worker pwsh processes (data parallel, with -Path). Each gets RANK, WORLD_SIZE and LOCAL_RANK, and a device: -Device, else cuda:LOCAL_RANK when there are GPUs, else the CPU (OMP_NUM_THREADS shares the cores out unless already set).'
             Retry             = 'Parallel runs: re-run the prompts of a failed worker on the surviving workers up to this many times (default 0).'
+            Lora              = 'With -Path: LoRA files added to the pipeline this call loads, before generating (in a parallel run, by every worker, once). Paths (or Get-Item / Get-ChildItem output) are added at scale 1; a hashtable gives each file its scale: @{ ''style.safetensors'' = 0.8; ''detail.safetensors'' = 0.4 } (use [ordered] to keep the order). Each is named by its file name without extension (what <lora:name> tags name). -LoraScale multiplies them all, as for Add-DiffusionLora''s adapters.'
+            ParseLoraTags     = 'A1111''s prompt syntax: <lora:name> and <lora:name:scale> tags are taken out of each prompt (the blanks and commas they leave tidied) and choose its LoRAs: the tagged adapters run at the tag''s scale (default 1; -LoraScale still multiplies it), every other adapter of the pipeline is off for that prompt. A name is an adapter of the pipeline (Add-DiffusionLora -Name, case-insensitive) or a -Lora file''s name. Prompts with other tags run in separate batches. A tag naming no adapter is an error for its prompt. The images'' parameters keep the prompt as written, tags and all, as A1111 records it.'
         }
         Examples    = @(
             @{ Code = 'Invoke-Diffusion -Path ./stable-diffusion-v1-5 -Prompt ''a photo of an astronaut riding a horse'' -Seed 0 -OutputPath astronaut.png'; Remarks = 'One image, saved.' }
@@ -267,6 +269,8 @@
             @{ Code = 'Get-Content prompts.txt | Split-Prompt | Invoke-Diffusion -Path ./sd -SeedPerPrompt -Seed 0 -OutputPath ''out/{index:0000}.png'''; Remarks = 'Under torchrun or srun: the shares keep their global Index, so every rank writes its own files with seeds 0+index.' }
             @{ Code = 'Get-Content prompts.txt | Invoke-Diffusion -Path ./stable-diffusion-v1-5 -Device cuda:0,cuda:1 -DType float16 -Seed 0 -OutputPath ''out/{index:0000}.png'' -Retry 1'; Remarks = 'Two GPUs, one worker process each; prompt i gets seed i, results come back in prompt order.' }
             @{ Code = 'Invoke-Diffusion -Path ./sd -Prompt $prompts -NumProcesses 4 -Seed 7 -OutputPath out/ | Sort-Object Seconds -Descending | Select-Object -First 3'; Remarks = 'Four processes (on the CPU, or cuda:0..3 when there are GPUs); the slowest images.' }
+            @{ Code = 'Invoke-Diffusion -Path ./sd -Lora @{ ''./loras/ink.safetensors'' = 0.8 } -Prompt ''a fox'' -Seed 1 -OutputPath fox.png'; Remarks = 'One LoRA at scale 0.8 for this call.' }
+            @{ Code = 'Get-Content prompts.txt | Invoke-Diffusion -Path ./sd -Lora (Get-ChildItem ./loras/*.safetensors) -ParseLoraTags -OutputPath ''out/{index}.png'''; Remarks = 'Lines such as ''a fox, <lora:ink:0.7>'': each prompt runs with the LoRAs it tags.' }
         )
     }
     'Export-DiffusionTensor' = @{

@@ -1,0 +1,143 @@
+# Invoke-Diffusion -Lora (one process and parallel workers), -ParseLoraTags (A1111's <lora:name:scale>), and SDXL LoRA
+# against the math done here. The -Lora and tag runs compute the same operations on the same numbers as the runs they
+# are compared with (adapters added, or their scales set, by hand), so they are compared bit for bit (max diff 0).
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    $script:SdLora = Join-Path $script:Fixtures 'lora/sd-tiny-lora.safetensors'
+    $script:KohyaLora = Join-Path $script:Fixtures 'lora/sd-tiny-lora-kohya.safetensors'
+    $script:LoraTags = Get-EngineType 'Diffusion.Engine.Lora.LoraTags'
+    $script:Temp = Join-Path ([IO.Path]::GetTempPath()) ("diffusion-loraextras-" + [guid]::NewGuid())
+    New-Item -ItemType Directory $script:Temp | Out-Null
+    $script:Pipe = New-DiffusionPipeline $script:SdTiny
+    $script:Small = @{ Steps = 2; Width = 64; Height = 64 }
+
+    function Get-Pixels($images) { Join-TensorStack @($images | ForEach-Object { $_.GetPixels() }) }
+    function Assert-SamePixels($a, $b, [string] $what) { $null = Assert-TensorClose (Get-Pixels $a) (Get-Pixels $b) 0 0 $what }
+    function Get-Hashes([string] $folder) {
+        Get-ChildItem $folder -Filter *.png | Sort-Object Name | ForEach-Object { "$($_.Name)=$((Get-FileHash $_.FullName).Hash)" }
+    }
+}
+
+AfterAll {
+    if ($script:Pipe) { Remove-DiffusionPipeline $script:Pipe }
+    Clear-DiffusionMemory
+    if ($script:Temp -and $script:Temp.StartsWith([IO.Path]::GetTempPath()) -and (Split-Path $script:Temp -Leaf).StartsWith('diffusion-loraextras-')) {
+        Remove-Item -LiteralPath $script:Temp -Recurse -Force -ErrorAction Ignore
+    }
+}
+
+Describe 'Invoke-Diffusion -Lora' {
+    It 'with -Path adds the files (Get-Item output, at scale 1): the images of the pipeline with the LoRA added' {
+        $byHand = Add-DiffusionLora -Pipeline $script:Pipe -Path $script:SdLora
+        try { $expected = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat', 'a dog' -Seed 5 @script:Small -LoraScale 0.7) }
+        finally { $byHand | Remove-DiffusionLora }
+        $images = @(Invoke-Diffusion -Path $script:SdTiny -Lora (Get-Item $script:SdLora) -Prompt 'a cat', 'a dog' -Seed 5 @script:Small -LoraScale 0.7)
+        Assert-SamePixels $expected $images '-Lora images'
+        $images[0].Parameters.Loras | Should -Match '^sd-tiny-lora: [0-9a-f]{12}: 0\.7$'
+        $plain = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat' -Seed 5 @script:Small)
+        ($script:TensorComparison::Compare((Get-Pixels $plain), (Get-Pixels $images[0]), 0, 0, 'plain').MaxAbsDifference) | Should -BeGreaterThan 0
+    }
+
+    # CPU kernels sum in an order that depends on their thread count: both sides compute on one thread (the workers
+    # through OMP_NUM_THREADS, this session through torch.set_num_threads), so the bytes can be compared.
+    It 'two processes with -Lora @{ path = scale } save byte-identical images to one process with the LoRA added' {
+        $byHand = Add-DiffusionLora -Pipeline $script:Pipe -Path $script:SdLora -Scale 0.5
+        $threads = $script:Torch::get_num_threads()
+        try {
+            $script:Torch::set_num_threads(1)
+            $one = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat', 'a dog' -SeedPerPrompt -Seed 10 @script:Small -LoraScale 0.8 `
+                    -OutputPath (Join-Path $script:Temp 'one/{index:000}.png'))
+        }
+        finally { $script:Torch::set_num_threads($threads); $byHand | Remove-DiffusionLora }
+        $omp = $env:OMP_NUM_THREADS
+        try {
+            $env:OMP_NUM_THREADS = '1'
+            $two = @(Invoke-Diffusion -Path $script:SdTiny -Lora @{ $script:SdLora = 0.5 } -Prompt 'a cat', 'a dog' -NumProcesses 2 -Seed 10 @script:Small `
+                    -LoraScale 0.8 -OutputPath (Join-Path $script:Temp 'two/{index:000}.png'))
+        }
+        finally { $env:OMP_NUM_THREADS = $omp }
+        $two.Index | Should -Be 0, 1
+        $two.ProcessRank | Should -Be 0, 1
+        $one.Count | Should -Be 2
+        Get-Hashes (Join-Path $script:Temp 'two') | Should -Be (Get-Hashes (Join-Path $script:Temp 'one'))
+        (Get-DiffusionImageInfo -LiteralPath $two[1].Path).Loras | Should -Match '^sd-tiny-lora: [0-9a-f]{12}: 0\.4$'
+    }
+
+    It 'a -Lora file that does not exist stops the call before any model is loaded' {
+        { Invoke-Diffusion -Path $script:SdTiny -Lora (Join-Path $script:Temp 'missing.safetensors') -Prompt 'a cat' @script:Small -ErrorAction Stop } |
+            Should -Throw -ErrorId 'LoraFileNotFound,Diffusion.Cmdlets.InvokeDiffusionCommand'
+    }
+
+    It 'a -Lora scale that is not a number is refused when the argument is bound' {
+        { Invoke-Diffusion -Path $script:SdTiny -Lora @{ $script:SdLora = 'strong' } -Prompt 'a cat' -ErrorAction Stop } |
+            Should -Throw -ErrorId 'ParameterArgumentTransformationError,Diffusion.Cmdlets.InvokeDiffusionCommand'
+    }
+}
+
+Describe 'Invoke-Diffusion -ParseLoraTags' {
+    BeforeAll {
+        # Before any adapter: the no-LoRA images.
+        $script:Plain = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat', 'a dog' -Seed 3 @script:Small)
+        $script:Style = Add-DiffusionLora -Pipeline $script:Pipe -Path $script:SdLora -Name style
+        $script:Ink = Add-DiffusionLora -Pipeline $script:Pipe -Path $script:KohyaLora -Name ink -Scale 0.3
+    }
+    AfterAll { Remove-DiffusionLora -Pipeline $script:Pipe }
+
+    It 'takes the tags out of the text and tidies what they leave, as <text> from <prompt>' -ForEach @(
+        @{ Prompt = 'a cat, <lora:style:0.5>, in snow'; Text = 'a cat, in snow' }
+        @{ Prompt = '<lora:style>  a cat   <LORA:ink:-1.25>'; Text = 'a cat' }
+        @{ Prompt = 'a cat, <lora:style:0.5>'; Text = 'a cat' }
+        @{ Prompt = 'a cat <hypernet:x:1>'; Text = 'a cat <hypernet:x:1>' }
+    ) {
+        $script:LoraTags::Parse($Prompt).Item1 | Should -BeExactly $Text
+    }
+
+    It 'reads names and scales (default 1; a name tagged twice adds up) and refuses a scale that is not a number' {
+        $tags = $script:LoraTags::Parse('<lora:style:0.5> a <lora:ink> b <lora:Style:0.25>').Item2
+        $tags.Name | Should -Be 'style', 'ink'
+        $tags.Scale | Should -Be 0.75, 1
+        { $script:LoraTags::Parse('a <lora:style:strong>') } | Should -Throw '*not a number*'
+    }
+
+    It 'tagged prompts give the images of the same runs with the adapters'' scales set by hand; prompts with other tags run apart' {
+        $prompts = 'a cat <lora:style:0.5>', 'a dog <lora:STYLE:0.5>', 'a cat, <lora:ink>'
+        $tagged = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt $prompts -ParseLoraTags -Seed 3 @script:Small -LoraScale 0.9)
+        $tagged.Count | Should -Be 3
+        try {
+            $script:Style.Scale = 0.5; $script:Ink.Scale = 0
+            $first = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat', 'a dog' -Seed 3 @script:Small -LoraScale 0.9) # one batch, as the tagged pair
+            $script:Style.Scale = 0; $script:Ink.Scale = 1
+            $second = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat' -Seed 3 @script:Small -LoraScale 0.9)            # a run of its own
+        }
+        finally { $script:Style.Scale = 1; $script:Ink.Scale = 0.3 }
+        Assert-SamePixels ($first + $second) $tagged 'tagged images'
+        $tagged.Prompt | Should -Be $prompts -Because 'the parameters keep the prompt as written, as A1111 records it'
+        $tagged[0].Parameters.ToString() | Should -Match ([regex]::Escape('a cat <lora:style:0.5>'))
+        $tagged[0].Parameters.Loras | Should -Match '^style: [0-9a-f]{12}: 0\.45$'
+        $tagged[2].Parameters.Loras | Should -Match '^ink: [0-9a-f]{12}: 0\.9$'
+        $script:Style.Scale | Should -Be 1 -Because 'the tags set scales for their run only'
+        $script:Ink.Scale | Should -Be 0.3
+    }
+
+    It 'a prompt without tags runs with every adapter off: the no-LoRA images' {
+        $untagged = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat', 'a dog' -ParseLoraTags -Seed 3 @script:Small)
+        Assert-SamePixels $script:Plain $untagged 'untagged images'
+        $untagged[0].Parameters.ToString() | Should -Not -Match 'Lora'
+    }
+
+    It 'a tag naming no adapter is an error for its prompt, naming the adapters there are; the others are made' {
+        $images = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat <lora:nope>', 'a dog <lora:style>' -ParseLoraTags -Seed 3 @script:Small `
+                -ErrorVariable failures -ErrorAction SilentlyContinue)
+        $images.Count | Should -Be 1
+        $images[0].Prompt | Should -Be 'a dog <lora:style>'
+        $failures.Count | Should -Be 1
+        $failures[0].FullyQualifiedErrorId | Should -BeLike 'LoraNotFound*'
+        $failures[0].ToString() | Should -Match "'nope'.*style, ink"
+    }
+
+    It 'without the switch the tags are plain prompt text, and every adapter runs at its own scale' {
+        $image = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat <lora:nope>' -Seed 3 -Steps 1 -Width 64 -Height 64)
+        $image.Count | Should -Be 1
+        $image[0].Parameters.Loras | Should -Match '^style: [0-9a-f]{12}: 1, ink: [0-9a-f]{12}: 0\.3$'
+    }
+}
