@@ -141,3 +141,112 @@ Describe 'Invoke-Diffusion -ParseLoraTags' {
         $image[0].Parameters.Loras | Should -Match '^style: [0-9a-f]{12}: 1, ink: [0-9a-f]{12}: 0\.3$'
     }
 }
+
+# No diffusers reference exists for SDXL LoRA (the reference rig has no peft): the test makes a LoRA for sdxl-tiny
+# itself (seeded random A and B for every attention projection of the UNet and both text encoders) and checks the
+# patched pipeline against a copy of the model whose weights it fused itself, W' = W + s * (alpha / r) * B A: the
+# embeddings and latents agree within 1e-5 of their scale (the fused and the unfused sums round differently).
+Describe 'SDXL LoRA against weights fused by the test' {
+    BeforeAll {
+        $script:Writer = Get-EngineType 'Diffusion.Engine.IO.SafeTensorsWriter'
+        $script:SdxlTiny = Join-Path $script:Fixtures 'sdxl-tiny'
+        $script:Rank = 2
+        $script:Alpha = 1.0   # kohya's alpha: scaling alpha / r = 0.5; the diffusers file (no alpha: 1) carries 0.5 * B
+        $script:AdapterScale = 0.7
+        $weightFiles = [ordered]@{
+            unet = 'unet/diffusion_pytorch_model.safetensors'; text_encoder = 'text_encoder/model.safetensors'; text_encoder_2 = 'text_encoder_2/model.safetensors'
+        }
+        $kohyaPrefix = @{ unet = 'lora_unet_'; text_encoder = 'lora_te1_'; text_encoder_2 = 'lora_te2_' }
+        $targets = @{ unet = '\.attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$'; text_encoder = '\.self_attn\.(q|k|v|out)_proj\.weight$'; text_encoder_2 = '\.self_attn\.(q|k|v|out)_proj\.weight$' }
+
+        $script:Fused = Join-Path $script:Temp 'sdxl-fused'
+        Copy-Item $script:SdxlTiny $script:Fused -Recurse
+        function Get-Scaled($t, [double] $k) { $t.mul($script:Torch::tensor([float] $k)) } # a float32 0-dim factor: Tensor.mul(Scalar) is ambiguous from PowerShell
+        function New-TensorMap { [Activator]::CreateInstance([Collections.Generic.Dictionary`2].MakeGenericType([string], $script:TensorType)) }
+        $diffusers = New-TensorMap
+        $kohya = New-TensorMap
+        $null = $script:Torch::manual_seed(20260101)
+        $script:Patched = @{}
+        foreach ($component in $weightFiles.Keys) {
+            $file = $script:SafeTensorsFile::Open((Join-Path $script:SdxlTiny $weightFiles[$component]))
+            try {
+                $weights = New-TensorMap
+                foreach ($key in @($file.Tensors.Keys | Sort-Object)) {
+                    $w = $file.Load($key)
+                    if ($key -match $targets[$component]) {
+                        $module = $key.Substring(0, $key.Length - '.weight'.Length)
+                        # Text encoders: diffusers' files spell the layers with transformers' text_model level.
+                        if ($component -ne 'unet' -and -not $module.StartsWith('text_model.')) { $module = "text_model.$module" }
+                        $a = Get-Scaled ($script:Torch::randn([long[]]($script:Rank, $w.shape[1]))) 0.3   # A [r, in]
+                        $b = Get-Scaled ($script:Torch::randn([long[]]($w.shape[0], $script:Rank))) 0.3   # B [out, r]
+                        $scaling = $script:Alpha / $script:Rank
+                        $w = $w.add((Get-Scaled $b.matmul($a) ($script:AdapterScale * $scaling)))            # W + s (alpha/r) B A
+                        $suffix = if ($component -eq 'unet') { 'lora' } else { 'lora_linear_layer' }
+                        $diffusers["$component.$module.$suffix.down.weight"] = $a
+                        $diffusers["$component.$module.$suffix.up.weight"] = Get-Scaled $b $scaling
+                        $flat = $kohyaPrefix[$component] + $module.Replace('.', '_')
+                        $kohya["$flat.lora_down.weight"] = $a
+                        $kohya["$flat.lora_up.weight"] = $b
+                        $kohya["$flat.alpha"] = $script:Torch::tensor([float] $script:Alpha)
+                        $script:Patched[$component]++
+                    }
+                    $weights[$key] = $w
+                }
+            }
+            finally { $file.Dispose() }
+            $script:Writer::Save((Join-Path $script:Fused $weightFiles[$component]), $weights, $null)
+        }
+        $script:DiffusersFile = Join-Path $script:Temp 'sdxl-lora.safetensors'
+        $script:KohyaFile = Join-Path $script:Temp 'sdxl-lora-kohya.safetensors'
+        $script:Writer::Save($script:DiffusersFile, $diffusers, $null)
+        $script:Writer::Save($script:KohyaFile, $kohya, $null)
+
+        function Invoke-SdxlRun($pipe) {
+            $emb = @('a red fox in snow', 'a lighthouse' | ConvertTo-DiffusionEmbedding -Pipeline $pipe)
+            $lat = @($emb | Invoke-Denoise -Pipeline $pipe -Steps 2 -Seed 9 -Height 64 -Width 64)
+            [pscustomobject]@{
+                Embeds = Join-Tensor $emb.PromptEmbeds; Pooled = Join-Tensor $emb.PooledPromptEmbeds; Latents = Join-Tensor $lat.Latents
+            }
+        }
+        function Assert-RunsClose($expected, $actual, [double] $tolerance) {
+            $null = Assert-TensorScaled $expected.Embeds $actual.Embeds $tolerance 'prompt_embeds'
+            $null = Assert-TensorScaled $expected.Pooled $actual.Pooled $tolerance 'pooled_prompt_embeds'
+            $null = Assert-TensorScaled $expected.Latents $actual.Latents $tolerance 'latents'
+        }
+
+        $script:Sdxl = New-DiffusionPipeline $script:SdxlTiny
+        $script:PlainRun = Invoke-SdxlRun $script:Sdxl
+        $fusedPipe = New-DiffusionPipeline $script:Fused
+        try { $script:FusedRun = Invoke-SdxlRun $fusedPipe } finally { Remove-DiffusionPipeline $fusedPipe }
+    }
+    AfterAll { if ($script:Sdxl) { Remove-DiffusionPipeline $script:Sdxl } }
+
+    It 'the fused weights change the run (the LoRA is not too small to see)' {
+        $script:Patched['unet'] | Should -BeGreaterThan 0
+        $script:Patched['text_encoder'] | Should -Be 12
+        $script:Patched['text_encoder_2'] | Should -Be 12
+        $c = $script:TensorComparison::Compare($script:PlainRun.Latents, $script:FusedRun.Latents, 0, 0, 'latents')
+        $c.ScaledMaxDifference | Should -BeGreaterThan 1e-2
+        $c = $script:TensorComparison::Compare($script:PlainRun.Pooled, $script:FusedRun.Pooled, 0, 0, 'pooled')
+        $c.ScaledMaxDifference | Should -BeGreaterThan 1e-2
+    }
+
+    It 'the <Format> file patches the UNet and both text encoders and gives the fused run (1e-5 of scale); removing it restores bit for bit' -ForEach @(
+        @{ Format = 'Diffusers'; Name = 'DiffusersFile' }
+        @{ Format = 'Kohya'; Name = 'KohyaFile' }
+    ) {
+        $adapter = Add-DiffusionLora -Pipeline $script:Sdxl -Path (Get-Variable $Name -Scope Script -ValueOnly) -Scale $script:AdapterScale
+        try {
+            $adapter.Format | Should -Be $Format
+            $adapter.Rank | Should -Be $script:Rank
+            $adapter.Layers['unet'] | Should -Be $script:Patched['unet']
+            $adapter.Layers['text_encoder'] | Should -Be 12
+            $adapter.Layers['text_encoder_2'] | Should -Be 12
+            $run = Invoke-SdxlRun $script:Sdxl
+        }
+        finally { $adapter | Remove-DiffusionLora }
+        Assert-RunsClose $script:FusedRun $run 1e-5
+        $after = Invoke-SdxlRun $script:Sdxl
+        Assert-RunsClose $script:PlainRun $after 0
+    }
+}
