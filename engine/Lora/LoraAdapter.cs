@@ -10,8 +10,9 @@ namespace Diffusion.Engine.Lora;
 /// y = W x + b + s · (α / r) · B (A x), where s is the adapter's <see cref="Scale"/> times the run's scale
 /// (<see cref="LoraSet.CallScale"/>: diffusers' <c>cross_attention_kwargs={"scale": s}</c>, the same s in the text
 /// encoders and the denoiser); a run may give it another own scale, or turn it off (<see cref="LoraSet.RunScales"/>).
-/// The model's weights are never changed: each layer gets a forward hook from outside, so removing the adapter gives back the model bit for bit, and a layer placed on another device, offloaded or
-/// streamed from disk is patched the same way (A and B go to the device the layer computes on, once, and stay there).
+/// The model's weights are never changed: each layer gets a forward hook from outside, so removing the adapter gives
+/// back the model bit for bit, and a layer placed on another device, offloaded or streamed from disk is patched the
+/// same way (A and B go to the device the layer computes on, once, and stay there).
 /// </summary>
 public sealed class LoraAdapter : IDisposable
 {
