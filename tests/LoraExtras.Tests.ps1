@@ -165,6 +165,19 @@ Describe 'SDXL LoRA against weights fused by the test' {
         function New-TensorMap { [Activator]::CreateInstance([Collections.Generic.Dictionary`2].MakeGenericType([string], $script:TensorType)) }
         $diffusers = New-TensorMap
         $kohya = New-TensorMap
+        $kohyaSgm = New-TensorMap
+        # kohya's SDXL files name the UNet blocks as the original UNet does (layers_per_block 2: three input blocks a
+        # down block, conv_in first; three output blocks an up block).
+        function ConvertTo-SgmName([string] $module) {
+            $m = [regex]::Match($module, '^(down|up)_blocks\.(\d+)\.attentions\.(\d+)\.(.*)$')
+            if ($m.Success) {
+                $k, $j = [int]$m.Groups[2].Value, [int]$m.Groups[3].Value
+                if ($m.Groups[1].Value -eq 'down') { return "input_blocks.$(3 * $k + 1 + $j).1.$($m.Groups[4].Value)" }
+                return "output_blocks.$(3 * $k + $j).1.$($m.Groups[4].Value)"
+            }
+            if ($module.StartsWith('mid_block.attentions.0.')) { return 'middle_block.1.' + $module.Substring('mid_block.attentions.0.'.Length) }
+            throw "No SGM name for $module"
+        }
         $null = $script:Torch::manual_seed(20260101)
         $script:Patched = @{}
         foreach ($component in $weightFiles.Keys) {
@@ -188,6 +201,10 @@ Describe 'SDXL LoRA against weights fused by the test' {
                         $kohya["$flat.lora_down.weight"] = $a
                         $kohya["$flat.lora_up.weight"] = $b
                         $kohya["$flat.alpha"] = $script:Torch::tensor([float] $script:Alpha)
+                        $sgm = if ($component -eq 'unet') { $kohyaPrefix[$component] + (ConvertTo-SgmName $module).Replace('.', '_') } else { $flat }
+                        $kohyaSgm["$sgm.lora_down.weight"] = $a
+                        $kohyaSgm["$sgm.lora_up.weight"] = $b
+                        $kohyaSgm["$sgm.alpha"] = $script:Torch::tensor([float] $script:Alpha)
                         $script:Patched[$component]++
                     }
                     $weights[$key] = $w
@@ -200,6 +217,8 @@ Describe 'SDXL LoRA against weights fused by the test' {
         $script:KohyaFile = Join-Path $script:Temp 'sdxl-lora-kohya.safetensors'
         $script:Writer::Save($script:DiffusersFile, $diffusers, $null)
         $script:Writer::Save($script:KohyaFile, $kohya, $null)
+        $script:KohyaSgmFile = Join-Path $script:Temp 'sdxl-lora-kohya-sgm.safetensors'
+        $script:Writer::Save($script:KohyaSgmFile, $kohyaSgm, $null)
 
         function Invoke-SdxlRun($pipe) {
             $emb = @('a red fox in snow', 'a lighthouse' | ConvertTo-DiffusionEmbedding -Pipeline $pipe)
@@ -231,9 +250,10 @@ Describe 'SDXL LoRA against weights fused by the test' {
         $c.ScaledMaxDifference | Should -BeGreaterThan 1e-2
     }
 
-    It 'the <Format> file patches the UNet and both text encoders and gives the fused run (1e-5 of scale); removing it restores bit for bit' -ForEach @(
+    It 'the <Format> file (<Name>) patches the UNet and both text encoders and gives the fused run (1e-5 of scale); removing it restores bit for bit' -ForEach @(
         @{ Format = 'Diffusers'; Name = 'DiffusersFile' }
         @{ Format = 'Kohya'; Name = 'KohyaFile' }
+        @{ Format = 'Kohya'; Name = 'KohyaSgmFile' }
     ) {
         $adapter = Add-DiffusionLora -Pipeline $script:Sdxl -Path (Get-Variable $Name -Scope Script -ValueOnly) -Scale $script:AdapterScale
         try {
