@@ -135,6 +135,16 @@ Describe 'Invoke-Diffusion -ParseLoraTags' {
         $failures[0].ToString() | Should -Match "'nope'.*style, ink"
     }
 
+    It 'in a parallel run the workers read the tags: -Lora files by name; an unknown tag is one error for its prompt' {
+        $results = @(Invoke-Diffusion -Path $script:SdTiny -Lora $script:SdLora -ParseLoraTags -Prompt 'a cat <lora:SD-TINY-LORA:0.5>', 'a dog <lora:nope>' `
+                -NumProcesses 2 -Seed 10 -Steps 1 -Width 64 -Height 64 -OutputPath (Join-Path $script:Temp 'tags/{index:000}.png') -ErrorVariable failures -ErrorAction SilentlyContinue)
+        $results.Index | Should -Be 0
+        (Get-DiffusionImageInfo -LiteralPath $results[0].Path).Loras | Should -Match '^sd-tiny-lora: [0-9a-f]{12}: 0\.5$'
+        $failures.Count | Should -Be 1 -Because 'the worker''s error is the prompt''s outcome, not followed by a second one'
+        $failures[0].FullyQualifiedErrorId | Should -BeLike 'LoraNotFound*'
+        $failures[0].ToString() | Should -Match 'sd-tiny-lora'
+    }
+
     It 'without the switch the tags are plain prompt text, and every adapter runs at its own scale' {
         $image = @(Invoke-Diffusion -Pipeline $script:Pipe -Prompt 'a cat <lora:nope>' -Seed 3 -Steps 1 -Width 64 -Height 64)
         $image.Count | Should -Be 1

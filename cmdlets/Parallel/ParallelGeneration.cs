@@ -306,6 +306,8 @@ internal sealed class ParallelGeneration
                                 FailPrompt(i, $"worker rank {refused.Rank} could not save '{refused.Path}' ({refused.ErrorId}), and its error did not reach this session.");
                             }
                         }
+                        // The worker's error for the prompt itself (its own values, a LoRA tag naming nothing) arrived: that is its outcome.
+                        else if (_errorTargets.Contains(_positions[i].ToString(System.Globalization.CultureInfo.InvariantCulture))) Settle(i, null);
                     }
                     var missing = round[w].Where(i => !_settled[i]).ToList();
                     if (f.Failure is { } failure)
