@@ -173,6 +173,7 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
         var where = OutputPath is null ? "output the images" : $"save them as '{ResolveTemplatePath(OutputPath)}'";
         if (!ShouldProcess(model, $"Generate {_prompts.Count} image(s) with '{model}' and {where}")) return;
         _confirmed = true;
+        var loras = owned ? ResolvedLoras() : [];
         var clock = Stopwatch.StartNew();
         var pipeline = owned
             ? Run(() =>
@@ -189,6 +190,7 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
         EncodedImage? init = null;
         try
         {
+            if (owned) AddLoras(pipeline, loras);
             if (InitImage is not null) init = Run(() => InitImageArgument.Encode(this, pipeline, InitImage, Height, Width));
             else if (Strength is not null)
                 WriteWarning("-Strength applies to img2img only; give the init image with -InitImage. It is ignored.");
@@ -217,7 +219,8 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
             var row = _input.Rows[k];
             return new GenerationItem(prompt, indices[k], row.NegativePrompt ?? negatives[k],
                 row.Seed ?? (perPromptSeed is long b ? unchecked(b + indices[k]) : Seed),
-                row.Steps ?? Steps, row.GuidanceScale ?? GuidanceScale, row.Width ?? Width, row.Height ?? Height, row.OutputPath ?? OutputPath);
+                row.Steps ?? Steps, row.GuidanceScale ?? GuidanceScale, row.Width ?? Width, row.Height ?? Height, row.OutputPath ?? OutputPath,
+                LoraRunKey(prompt));
         }).ToList();
     }
 
@@ -259,6 +262,7 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
             };
             ForItems(group, () =>
             {
+                options.ActiveLoras = ActiveLoras(group[0]);
                 var embeddings = Encode(pipeline, group);
                 try
                 {
@@ -315,6 +319,7 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
                 var clock = Stopwatch.StartNew();
                 ForItems([item], () =>
                 {
+                    options.ActiveLoras = ActiveLoras(item);
                     var embeddings = Encode(pipeline, [item]);
                     try
                     {
@@ -343,7 +348,7 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
         var embeddings = Run(() => Generation.Encode(pipeline, items.Select(i => i.Prompt).ToList(), items.Select(i => i.NegativePrompt).ToList(),
             new EncodeOptions
             {
-                MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, Prompt2 = PerItem(Prompt2, items), NegativePrompt2 = PerItem(NegativePrompt2, items),
+                MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, ActiveLoras = ActiveLoras(items[0]), StripLoraTags = ParseLoraTags, Prompt2 = PerItem(Prompt2, items), NegativePrompt2 = PerItem(NegativePrompt2, items),
             }, Warn, indices: items.Select(i => i.Index).ToList()));
         WriteVerbose($"Encoded {string.Join(", ", items.Select(i => $"#{i.Index}"))} in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
         return embeddings;
@@ -444,10 +449,13 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
 
 /// <summary>One prompt to generate and the values it is generated with (its row's own, else the command line's).</summary>
 internal sealed record GenerationItem(string Prompt, int Index, string? NegativePrompt, long? Seed, int? Steps, double? GuidanceScale,
-    int? Width, int? Height, string? OutputPath)
+    int? Width, int? Height, string? OutputPath, string? LoraKey = null)
 {
-    /// <summary>Whether the two can be denoised in one batch: everything but the prompt, negative prompt and index is the same.</summary>
+    /// <summary>
+    /// Whether the two can be denoised in one batch: everything but the prompt, negative prompt and index is the same
+    /// (with -ParseLoraTags, the prompts' LoRA tags too: <see cref="LoraKey"/>).
+    /// </summary>
     public bool SharesRunWith(GenerationItem other) =>
         Seed == other.Seed && Steps == other.Steps && GuidanceScale == other.GuidanceScale && Width == other.Width && Height == other.Height
-        && OutputPath == other.OutputPath;
+        && OutputPath == other.OutputPath && LoraKey == other.LoraKey;
 }

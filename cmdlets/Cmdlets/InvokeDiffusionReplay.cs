@@ -37,6 +37,7 @@ public sealed partial class InvokeDiffusionCommand
             LoraScale = LoraScale, InitImage = _initImage, Strength = Strength,
             OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
         };
+        options.ActiveLoras = ActiveLoras(item);
         var embeddings = Encode(pipeline, [item]);
         try
         {

@@ -24,10 +24,12 @@ internal sealed class ParallelGeneration
     /// with code 86 after n images (0: before the first).
     /// </summary>
     private static readonly string WorkerScript = $$"""
-        param([string] $ModelPath, [hashtable] $Load, [hashtable] $Generate, [hashtable[]] $Rows)
+        param([string] $ModelPath, [hashtable] $Load, [hashtable] $Generate, [hashtable[]] $Rows, [hashtable[]] $Loras)
         $ErrorActionPreference = 'Stop'
         if (-not $global:DiffusionParallelPipeline) {
-            $global:DiffusionParallelPipeline = New-DiffusionPipeline -Path $ModelPath @Load
+            $pipeline = New-DiffusionPipeline -Path $ModelPath @Load
+            foreach ($lora in $Loras) { $null = Add-DiffusionLora -Pipeline $pipeline -Path $lora.Path -Scale $lora.Scale } # -Lora, once
+            $global:DiffusionParallelPipeline = $pipeline
         }
         Write-Information -MessageData @{ Device = $global:DiffusionParallelPipeline.Device } -Tags '{{WorkerReports.DeviceTag}}'
         $exitRank, $exitAfter = "$env:DIFFUSION_TEST_EXIT_RANK" -split ':'
@@ -80,6 +82,8 @@ internal sealed class ParallelGeneration
     public void Stop() => _pool?.KillAll();
 
     private string? _config;
+    /// <summary>-Lora's files (full paths) and scales: every worker adds them to its pipeline once, after loading it.</summary>
+    private System.Collections.Hashtable[] _loras = [];
 
     public void Run()
     {
@@ -100,6 +104,7 @@ internal sealed class ParallelGeneration
             var images = group.Select(k => new OutputPathTemplate.PlannedImage(_positions[k], _rows[k].Seed ?? unchecked(seed + _positions[k]), _prompts[k])).ToList();
             _cmd.RunEngine(() => { new OutputPathTemplate(group.Key).RequireDistinct(images, 0); return 0; });
         }
+        _loras = _cmd.ResolvedLoras().Select(l => new System.Collections.Hashtable { ["Path"] = l.Path, ["Scale"] = l.Scale }).ToArray();
         var launches = ParallelLaunch.Plan(_cmd, _cmd.NumProcesses, _cmd.Device);
         if (!_cmd.ShouldProcess(template.Template, $"Generate {_prompts.Count} image(s) in {launches.Count} worker process(es)")) return;
 
@@ -115,6 +120,7 @@ internal sealed class ParallelGeneration
         if (_cmd.MaxSequenceLength is int length) generate["MaxSequenceLength"] = length;
         if (_cmd.Strength is double strength) generate["Strength"] = strength;
         if (_cmd.LoraScale is double loraScale) generate["LoraScale"] = loraScale;
+        if (_cmd.ParseLoraTags) generate["ParseLoraTags"] = true;
         if (_cmd.OriginalSize is { } originalSize) generate["OriginalSize"] = originalSize;
         if (_cmd.CropCoordinates is { } crop) generate["CropCoordinates"] = crop;
         if (_cmd.TargetSize is { } targetSize) generate["TargetSize"] = targetSize;
@@ -247,7 +253,7 @@ internal sealed class ParallelGeneration
             running.Add(w);
             w.BeginInvoke(WorkerScript, new Dictionary<string, object?>
             {
-                ["ModelPath"] = modelPath, ["Load"] = load(w), ["Generate"] = generate, ["Rows"] = indices.Select(i => rows[i]).ToArray(),
+                ["ModelPath"] = modelPath, ["Load"] = load(w), ["Generate"] = generate, ["Rows"] = indices.Select(i => rows[i]).ToArray(), ["Loras"] = _loras,
             });
         }
         string Done(WorkerProcess w) => $"{round[w].Count(i => _results[i] is not null)}/{round[w].Count} images";
@@ -300,6 +306,8 @@ internal sealed class ParallelGeneration
                                 FailPrompt(i, $"worker rank {refused.Rank} could not save '{refused.Path}' ({refused.ErrorId}), and its error did not reach this session.");
                             }
                         }
+                        // The worker's error for the prompt itself (its own values, a LoRA tag naming nothing) arrived: that is its outcome.
+                        else if (_errorTargets.Contains(_positions[i].ToString(System.Globalization.CultureInfo.InvariantCulture))) Settle(i, null);
                     }
                     var missing = round[w].Where(i => !_settled[i]).ToList();
                     if (f.Failure is { } failure)

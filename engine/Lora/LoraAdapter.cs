@@ -9,9 +9,10 @@ namespace Diffusion.Engine.Lora;
 /// One LoRA applied to a pipeline's models, as PEFT applies it without fusing: every patched layer computes
 /// y = W x + b + s · (α / r) · B (A x), where s is the adapter's <see cref="Scale"/> times the run's scale
 /// (<see cref="LoraSet.CallScale"/>: diffusers' <c>cross_attention_kwargs={"scale": s}</c>, the same s in the text
-/// encoders and the denoiser). The model's weights are never changed: each layer gets a forward hook from outside,
-/// so removing the adapter gives back the model bit for bit, and a layer placed on another device, offloaded or
-/// streamed from disk is patched the same way (A and B go to the device the layer computes on, once, and stay there).
+/// encoders and the denoiser); a run may give it another own scale, or turn it off (<see cref="LoraSet.RunScales"/>).
+/// The model's weights are never changed: each layer gets a forward hook from outside, so removing the adapter gives
+/// back the model bit for bit, and a layer placed on another device, offloaded or streamed from disk is patched the
+/// same way (A and B go to the device the layer computes on, once, and stay there).
 /// </summary>
 public sealed class LoraAdapter : IDisposable
 {
@@ -47,7 +48,7 @@ public sealed class LoraAdapter : IDisposable
         Rank = layers.Count == 0 ? 0 : (int)layers.Max(l => l.Rank);
     }
 
-    internal double EffectiveScale => Scale * _owner.CallScale;
+    internal double EffectiveScale => _owner.ScaleOf(this) * _owner.CallScale;
 
     public override string ToString() =>
         $"{Name} ({Format}, rank {Rank}, scale {Scale}): {string.Join(", ", Layers.Select(l => $"{l.Key} {l.Value}"))}";

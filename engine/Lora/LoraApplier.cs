@@ -101,6 +101,7 @@ public static class LoraApplier
     {
         private readonly Dictionary<string, nn.Module> _dotted = new(StringComparer.Ordinal);
         private readonly Dictionary<string, string> _flattened = new(StringComparer.Ordinal);
+        private readonly List<(string Sgm, string Diffusers)> _sgmBlocks;
 
         public Modules(nn.Module model)
         {
@@ -110,6 +111,36 @@ public static class LoraApplier
                 _dotted[path] = module;
                 _flattened[path.Replace('.', '_')] = path;
             }
+            _sgmBlocks = SgmAttentionBlocks();
+        }
+
+        /// <summary>
+        /// kohya's SDXL files name the UNet's attention blocks as the original (SGM) UNet does: input_blocks_n_1,
+        /// middle_block_1, output_blocks_n_1. Their diffusers names follow from the blocks' layer counts, as diffusers'
+        /// _maybe_map_sgm_blocks_to_diffusers maps them: input block 0 is conv_in, then each down block's layers and
+        /// its downsampler; each up block's layers (its upsampler sits in its last layer).
+        /// </summary>
+        private List<(string, string)> SgmAttentionBlocks()
+        {
+            var map = new List<(string, string)>();
+            int Count(string prefix) => Enumerable.Range(0, 64).TakeWhile(i => _dotted.ContainsKey($"{prefix}.{i}")).Count();
+            int input = 1;
+            for (int k = 0; _dotted.ContainsKey($"down_blocks.{k}"); k++)
+            {
+                int layers = Count($"down_blocks.{k}.resnets");
+                for (int j = 0; j < layers; j++, input++)
+                    if (_dotted.ContainsKey($"down_blocks.{k}.attentions.{j}")) map.Add(($"input_blocks_{input}_1_", $"down_blocks_{k}_attentions_{j}_"));
+                if (_dotted.ContainsKey($"down_blocks.{k}.downsamplers")) input++;
+            }
+            if (_dotted.ContainsKey("mid_block.attentions.0")) map.Add(("middle_block_1_", "mid_block_attentions_0_"));
+            int output = 0;
+            for (int k = 0; _dotted.ContainsKey($"up_blocks.{k}"); k++)
+            {
+                int layers = Count($"up_blocks.{k}.resnets");
+                for (int j = 0; j < layers; j++, output++)
+                    if (_dotted.ContainsKey($"up_blocks.{k}.attentions.{j}")) map.Add(($"output_blocks_{output}_1_", $"up_blocks_{k}_attentions_{j}_"));
+            }
+            return map;
         }
 
         public (nn.Module<Tensor, Tensor> Module, string Path)? Find(LoraLayer layer)
@@ -122,12 +153,16 @@ public static class LoraApplier
             return null;
         }
 
-        // Text encoders saved by transformers < 5.6 (most files) spell their layers with a leading text_model level.
-        private static IEnumerable<string> Spellings(LoraLayer layer)
+        // Text encoders saved by transformers < 5.6 (most files) spell their layers with a leading text_model level;
+        // kohya's SDXL UNet layers have SGM block names.
+        private IEnumerable<string> Spellings(LoraLayer layer)
         {
             yield return layer.Module;
             var prefix = layer.Flattened ? "text_model_" : "text_model.";
             if (layer.Module.StartsWith(prefix, StringComparison.Ordinal)) yield return layer.Module[prefix.Length..];
+            if (!layer.Flattened) yield break;
+            foreach (var (sgm, diffusers) in _sgmBlocks)
+                if (layer.Module.StartsWith(sgm, StringComparison.Ordinal)) yield return diffusers + layer.Module[sgm.Length..];
         }
     }
 }

@@ -10,16 +10,48 @@ public sealed class LoraSet
     /// <summary>The run's scale, multiplying every adapter's own (diffusers' <c>cross_attention_kwargs={"scale": s}</c>); 1 between runs.</summary>
     public double CallScale { get; private set; } = 1.0;
 
-    /// <summary>Sets the run's scale until the returned scope ends.</summary>
-    public IDisposable WithCallScale(double scale)
+    /// <summary>
+    /// The adapters active in the run in progress, by name, with their scales for it (diffusers' <c>set_adapters(names,
+    /// adapter_weights)</c> for one call; A1111's prompt tags): the others are off. Null between runs and for runs
+    /// that use every adapter at its own <see cref="LoraAdapter.Scale"/>.
+    /// </summary>
+    public IReadOnlyDictionary<string, double>? RunScales { get; private set; }
+
+    /// <summary>
+    /// Sets the run's scale, and (<paramref name="active"/> not null) the adapters active in it with their scales,
+    /// until the returned scope ends. The adapters themselves are not changed.
+    /// </summary>
+    public IDisposable WithCallScale(double scale, IReadOnlyDictionary<string, double>? active = null)
     {
         if (!double.IsFinite(scale))
             throw new DiffusionException("LoraScaleInvalid", DiffusionErrorKind.InvalidArgument,
                 $"The LoRA scale {scale} is not a finite number.", "LoraScale");
-        var before = CallScale;
-        CallScale = scale;
-        return new Restore(() => CallScale = before);
+        var scales = active is null ? null : Resolve(active);
+        var (beforeScale, beforeScales) = (CallScale, RunScales);
+        (CallScale, RunScales) = (scale, scales);
+        return new Restore(() => (CallScale, RunScales) = (beforeScale, beforeScales));
     }
+
+    /// <summary>Checks that every name is an adapter of this pipeline, and keys the scales case-insensitively.</summary>
+    private Dictionary<string, double> Resolve(IReadOnlyDictionary<string, double> active)
+    {
+        var scales = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (name, s) in active)
+        {
+            if (Find(name) is null)
+                throw new DiffusionException("LoraNotFound", DiffusionErrorKind.InvalidArgument,
+                    $"The pipeline has no LoRA named '{name}'. Its LoRAs: {string.Join(", ", _adapters.Select(a => a.Name).DefaultIfEmpty("(none)"))}. " +
+                    "Add it first (Add-DiffusionLora -Name, or Invoke-Diffusion -Lora: a file is named by its name without extension).", name);
+            if (!double.IsFinite(s))
+                throw new DiffusionException("LoraScaleInvalid", DiffusionErrorKind.InvalidArgument, $"The LoRA scale {s} of '{name}' is not a finite number.", name);
+            scales[name] = s;
+        }
+        return scales;
+    }
+
+    /// <summary>An adapter's own scale in the run in progress: the run's for it, 0 when the run leaves it off, else its Scale.</summary>
+    internal double ScaleOf(LoraAdapter adapter) =>
+        RunScales is null ? adapter.Scale : RunScales.GetValueOrDefault(adapter.Name, 0.0);
 
     /// <summary>The adapters active now (scale not 0), "name: hash: scale, ..." as image metadata records them; null when none.</summary>
     public string? Describe()

@@ -11,7 +11,7 @@ namespace Diffusion.Engine.Pipelines;
 public sealed class DiffusionEmbedding : TensorHolder
 {
     public int Index { get; init; }
-    public string Prompt { get; init; } = "";
+    public string Prompt { get; internal set; } = ""; // set after encoding where the text encoded differs (LoRA tags taken out)
     public string? NegativePrompt { get; init; }
     /// <summary>SDXL: the prompt the second text encoder got (diffusers' prompt_2; the prompt when not given).</summary>
     public string? Prompt2 { get; init; }

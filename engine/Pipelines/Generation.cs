@@ -31,7 +31,21 @@ public static class Generation
         // Each embedding's Index: its prompt's place in the caller's input (gaps where an input item was refused).
         var idx = indices ?? Enumerable.Range(firstIndex, prompts.Count).ToList();
         if (idx.Count != prompts.Count) throw new ArgumentException($"{idx.Count} indices for {prompts.Count} prompts.", nameof(indices));
-        using var lora = pipe.Loras.WithCallScale(options.LoraScale ?? 1.0);
+        using var lora = pipe.Loras.WithCallScale(options.LoraScale ?? 1.0, options.ActiveLoras);
+        if (options.StripLoraTags)
+        {
+            var written = prompts;
+            prompts = prompts.Select(p => Lora.LoraTags.Parse(p).Text).ToList();
+            var embeddings = Encode(pipe, prompts, negatives, options, warn, idx);
+            for (int i = 0; i < embeddings.Count; i++) embeddings[i].Prompt = written[i]; // as written, tags and all
+            return embeddings;
+        }
+        return Encode(pipe, prompts, negatives, options, warn, idx);
+    }
+
+    private static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts, IReadOnlyList<string?> negatives,
+        EncodeOptions options, Action<PipelineWarning> warn, IReadOnlyList<int> idx)
+    {
         if (pipe.FamilyKind == ModelFamily.Flux && negatives.Any(n => !string.IsNullOrEmpty(n)))
             warn(new PipelineWarning("FLUX.1 ignores -NegativePrompt: it is guidance-distilled, with no unconditional pass for a negative prompt " +
                 "(diffusers warns the same: negative_prompt is passed but classifier-free guidance is not enabled since true_cfg_scale <= 1). " +
@@ -65,15 +79,15 @@ public static class Generation
         int steps = options.Steps ?? (pipe.FamilyKind == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
         return pipe.FamilyKind switch
         {
-            ModelFamily.Flux => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, FluxStages.Denoise(pipe, batch, options, r, warn)), steps),
-            _ => new DenoiseRun(r => WithLoraScale(pipe, options.LoraScale, StableDiffusionStages.Denoise(pipe, batch, options, r, warn)), steps),
+            ModelFamily.Flux => new DenoiseRun(r => WithLoraScale(pipe, options, FluxStages.Denoise(pipe, batch, options, r, warn)), steps),
+            _ => new DenoiseRun(r => WithLoraScale(pipe, options, StableDiffusionStages.Denoise(pipe, batch, options, r, warn)), steps),
         };
     }
 
     /// <summary>The run's LoRA scale holds while its steps are enumerated (the loop runs lazily, step by step).</summary>
-    private static IEnumerable<DenoiseStep> WithLoraScale(DiffusionPipeline pipe, double? scale, IEnumerable<DenoiseStep> steps)
+    private static IEnumerable<DenoiseStep> WithLoraScale(DiffusionPipeline pipe, DenoiseOptions options, IEnumerable<DenoiseStep> steps)
     {
-        using var lora = pipe.Loras.WithCallScale(scale ?? 1.0);
+        using var lora = pipe.Loras.WithCallScale(options.LoraScale ?? 1.0, options.ActiveLoras);
         foreach (var step in steps) yield return step;
     }
 

@@ -43,6 +43,14 @@ public sealed class EncodeOptions
     public IReadOnlyList<string?>? NegativePrompt2 { get; set; }
     /// <summary>The run's LoRA scale, multiplying each adapter's (diffusers' <c>lora_scale</c> in encode_prompt); 1 when null.</summary>
     public double? LoraScale { get; set; }
+    /// <summary>The LoRAs active in this run, by name, with their own scales for it; the others are off. Null: every LoRA at its own scale.</summary>
+    public IReadOnlyDictionary<string, double>? ActiveLoras { get; set; }
+    /// <summary>
+    /// A1111's <c>&lt;lora:name:scale&gt;</c> tags are taken out of the prompts before they are encoded (see
+    /// <see cref="Lora.LoraTags"/>); the embeddings keep the prompts as written, as A1111's parameters record them.
+    /// Which LoRAs run is <see cref="ActiveLoras"/>'s to say.
+    /// </summary>
+    public bool StripLoraTags { get; set; }
 }
 
 public sealed class DenoiseOptions
@@ -66,6 +74,8 @@ public sealed class DenoiseOptions
     public double? Strength { get; set; }
     /// <summary>The run's LoRA scale, multiplying each adapter's (diffusers' <c>cross_attention_kwargs={"scale": s}</c>); 1 when null.</summary>
     public double? LoraScale { get; set; }
+    /// <summary>The LoRAs active in this run, by name, with their own scales for it; the others are off. Null: every LoRA at its own scale.</summary>
+    public IReadOnlyDictionary<string, double>? ActiveLoras { get; set; }
     /// <summary>Seed of the CPU generator that draws the initial noise (and a stochastic scheduler's noise); random when null.</summary>
     public long? Seed { get; set; }
     /// <summary>
