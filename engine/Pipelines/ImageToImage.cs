@@ -62,37 +62,11 @@ public static class ImageToImage
                 $"-Width {targetWidth} / -Height {targetHeight}: for img2img with this model both must be multiples of {multiple}.", "Width");
         if (targetWidth != image.Width || targetHeight != image.Height)
             image.Mutate(c => c.Resize(targetWidth, targetHeight, KnownResamplers.Lanczos3));
-        var rgb = new byte[targetWidth * targetHeight * 3];
-        image.CopyPixelDataTo(rgb);
-        using var scope = torch.NewDisposeScope();
-        var pixels = torch.tensor(rgb, [targetHeight, targetWidth, 3], device: torch.CPU); // [H, W, 3] uint8
-        var normalized = 2.0 * (pixels.to(ScalarType.Float32) / 255.0) - 1.0;
-        return (scope.MoveToOuter(normalized.permute(2, 0, 1).unsqueeze(0).contiguous()), targetHeight, targetWidth); // [1, 3, H, W]
+        return (ImageLoader.ToTensor(image), targetHeight, targetWidth); // [1, 3, H, W]
     }
 
-    /// <summary>An image file, EXIF orientation applied, as RGB.</summary>
-    internal static Image<Rgb24> Read(string path)
-    {
-        path = Path.GetFullPath(path);
-        if (!File.Exists(path))
-            throw new DiffusionException("ImageFileNotFound", DiffusionErrorKind.ObjectNotFound, $"The init image '{path}' does not exist.", path);
-        try
-        {
-            var image = Image.Load<Rgb24>(path);
-            image.Mutate(c => c.AutoOrient());
-            return image;
-        }
-        catch (UnknownImageFormatException)
-        {
-            throw new DiffusionException("ImageFormatUnsupported", DiffusionErrorKind.NotSupported,
-                $"'{path}' is not an image format this module reads (PNG, JPEG, WebP, BMP, GIF, TIFF, TGA, PBM).", path);
-        }
-        catch (Exception e) when (e is ImageFormatException or NotSupportedException)
-        {
-            throw new DiffusionException("ImageFileCorrupt", DiffusionErrorKind.InvalidData,
-                $"Could not decode the image '{path}' ({e.Message}). The file may be damaged; open and re-save it in an image editor.", path, e);
-        }
-    }
+    /// <summary>An init image file as RGB (see <see cref="ImageLoader.Read"/>).</summary>
+    internal static Image<Rgb24> Read(string path) => ImageLoader.Read(path, "init image");
 
     /// <summary>An image object's 8-bit RGB.</summary>
     internal static Image<Rgb24> FromImage(DiffusionImage image) => Image.LoadPixelData<Rgb24>(image.GetRgb(), image.Width, image.Height);
