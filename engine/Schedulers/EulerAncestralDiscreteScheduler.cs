@@ -54,9 +54,7 @@ public sealed class EulerAncestralDiscreteScheduler : IScheduler
     public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
     {
         if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
-        using var scope = NewDisposeScope();
-        var sigma = tensor(_sigmas[stepIndex]).to(original.dtype, original.device);
-        return scope.MoveToOuter(original + noise * sigma);
+        return NoiseAddition.WithSigma(_sigmas[stepIndex], original, noise);
     }
 
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)

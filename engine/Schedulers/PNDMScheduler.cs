@@ -62,11 +62,7 @@ public sealed class PNDMScheduler : IScheduler
     public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
     {
         if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
-        using var scope = NewDisposeScope();
-        var alphaProd = tensor(_alphasCumprod[(long)Timesteps[stepIndex]]).to(original.dtype, original.device);
-        var sqrtAlphaProd = alphaProd.pow(0.5);
-        var sqrtOneMinusAlphaProd = (1 - alphaProd).pow(0.5);
-        return scope.MoveToOuter(sqrtAlphaProd * original + sqrtOneMinusAlphaProd * noise);
+        return NoiseAddition.WithAlphaCumprod(_alphasCumprod[(long)Timesteps[stepIndex]], original, noise);
     }
 
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
