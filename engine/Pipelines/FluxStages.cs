@@ -133,11 +133,10 @@ internal static class FluxStages
         if (o.InitImage is { } init)
         {
             // img2img: the init image's latents [B,16,h,w] scaled to the first step's sigma (scale_noise), then packed.
-            ImageToImage.Check(init, pipe, height, width, given is not null);
-            strength = ImageToImage.CheckStrength(o.Strength);
-            firstStep = ImageToImage.StartStep(ModelFamily.Flux, steps, strength.Value, scheduler.Order);
-            using var noised = ImageToImage.NoisedLatents(init, ImageToImage.VaeConfig(pipe), scheduler, firstStep, b, generator, dtype);
-            using var packed = FluxLatents.PackLatents(noised); // [B, L, 64]
+            (var noised, firstStep, var chosen) = ImageToImage.Begin(init, pipe, o, scheduler, steps, height, width, given is not null, b, generator, dtype);
+            strength = chosen;
+            using var unpacked = noised;
+            using var packed = FluxLatents.PackLatents(unpacked); // [B, L, 64]
             latents = packed.to(device);
         }
         else

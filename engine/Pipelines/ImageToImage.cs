@@ -159,6 +159,19 @@ public static class ImageToImage
     }
 
     /// <summary>
+    /// An img2img run's start, for every family: the encoded image checked against the run, the strength checked, the
+    /// first step it leaves (diffusers' get_timesteps, after SetTimesteps) and the noised latents [B, C, h, w] (unpacked).
+    /// </summary>
+    internal static (Tensor Noised, int FirstStep, double Strength) Begin(EncodedImage init, DiffusionPipeline pipe, DenoiseOptions o,
+        Schedulers.IScheduler scheduler, int steps, int height, int width, bool hasInitialLatents, int batch, Generator generator, ScalarType dtype)
+    {
+        Check(init, pipe, height, width, hasInitialLatents);
+        double strength = CheckStrength(o.Strength);
+        int firstStep = StartStep(pipe.FamilyKind, steps, strength, scheduler.Order);
+        return (NoisedLatents(init, VaeConfig(pipe), scheduler, firstStep, batch, generator, dtype), firstStep, strength);
+    }
+
+    /// <summary>
     /// The latents an img2img run starts from, [B, C, h, w] (unpacked): the posterior sampled with the run's generator
     /// (its first draw, in the dtype the VAE encoded in, as diffusers' DiagonalGaussianDistribution.sample), cast to the
     /// run's dtype, scaled (SD: x * scaling_factor; FLUX: (x - shift_factor) * scaling_factor), repeated for the batch,

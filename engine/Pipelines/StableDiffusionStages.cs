@@ -111,11 +111,9 @@ internal static class StableDiffusionStages
         {
             // img2img: the init image's latents noised to the level of the first step the strength leaves (SDXL's
             // get_timesteps and prepare_latents are SD's; its size ids above default to the init image's size).
-            ImageToImage.Check(init, pipe, height, width, given is not null);
-            strength = ImageToImage.CheckStrength(o.Strength);
-            firstStep = ImageToImage.StartStep(ModelFamily.StableDiffusion, steps, strength.Value, scheduler.Order);
-            using var noised = ImageToImage.NoisedLatents(init, ImageToImage.VaeConfig(pipe), scheduler, firstStep, batch.Count, generator, dtype);
-            latents = noised.to(device);
+            (var noised, firstStep, var chosen) = ImageToImage.Begin(init, pipe, o, scheduler, steps, height, width, given is not null, batch.Count, generator, dtype);
+            using (noised) latents = noised.to(device);
+            strength = chosen;
         }
         else
         {
