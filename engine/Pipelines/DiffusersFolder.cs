@@ -16,11 +16,17 @@ public sealed class DiffusersFolder
     public string Path { get; }
     public string ClassName { get; }
     public IReadOnlyDictionary<string, ComponentSpec> Components { get; }
+    /// <summary>The pipeline's registered settings in model_index.json (e.g. SDXL's force_zeros_for_empty_prompt), read once with the rest.</summary>
+    private readonly JsonElement _index;
 
-    private DiffusersFolder(string path, string className, Dictionary<string, ComponentSpec> components)
+    private DiffusersFolder(string path, string className, Dictionary<string, ComponentSpec> components, JsonElement index)
     {
-        Path = path; ClassName = className; Components = components;
+        Path = path; ClassName = className; Components = components; _index = index;
     }
+
+    /// <summary>A boolean setting of model_index.json; <paramref name="absent"/> when it is not there (the pipeline class's default).</summary>
+    public bool Flag(string name, bool absent) =>
+        _index.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : absent;
 
     public static DiffusersFolder Open(string path)
     {
@@ -53,7 +59,7 @@ public sealed class DiffusersFolder
             RequirePlainName(index, p.Name);
             components[p.Name] = new ComponentSpec(p.Name, lib.GetString()!, type.GetString()!);
         }
-        return new DiffusersFolder(full, cls.GetString()!, components);
+        return new DiffusersFolder(full, cls.GetString()!, components, root);
     }
 
     /// <summary>

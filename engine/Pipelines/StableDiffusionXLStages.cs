@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Tokenizers;
 using TorchSharp;
@@ -77,12 +76,7 @@ internal static class StableDiffusionXLStages
         torch.tensor(ids.SelectMany(x => x).ToArray(), [ids.Count, ids[0].Length], ScalarType.Int64, device: pipe.TorchDevice);
 
     /// <summary>model_index.json's force_zeros_for_empty_prompt (StableDiffusionXLPipeline's default: true).</summary>
-    private static bool ForceZerosForEmptyPrompt(DiffusionPipeline pipe)
-    {
-        var index = Path.Combine(pipe.Folder.Path, "model_index.json");
-        using var doc = JsonDocument.Parse(IO.RegularFile.ReadAllText(index));
-        return !doc.RootElement.TryGetProperty("force_zeros_for_empty_prompt", out var v) || v.ValueKind != JsonValueKind.False;
-    }
+    private static bool ForceZerosForEmptyPrompt(DiffusionPipeline pipe) => pipe.Folder.Flag("force_zeros_for_empty_prompt", absent: true);
 
     /// <summary>
     /// diffusers' added_cond_kwargs: text_embeds = the pooled embeddings, time_ids = (original size, crop top-left,
