@@ -43,7 +43,7 @@ public static class TensorExchange
         if (items.All(e => e.NegativePooledPromptEmbeds is not null)) tensors["negative_pooled_prompt_embeds"] = Cat(items.Select(e => e.NegativePooledPromptEmbeds!), "negative_pooled_prompt_embeds");
         var meta = items.Select(e => new ItemMeta
         {
-            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Prompt2 = e.Prompt2, NegativePrompt2 = e.NegativePrompt2, Family = e.Family.ToString(), Model = e.Model,
+            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Prompt2 = e.Prompt2, NegativePrompt2 = e.NegativePrompt2, Family = e.Family, Model = e.Model,
             TokenCount = e.TokenCount, Truncated = e.Truncated, TruncatedText = e.TruncatedText,
         }).ToList();
         SafeTensorsWriter.Save(path, tensors, new Dictionary<string, string> { [KindKey] = "embeddings", [ItemsKey] = JsonSerializer.Serialize(meta, Json) }, overwrite);
@@ -55,7 +55,7 @@ public static class TensorExchange
         var tensors = new Dictionary<string, Tensor> { ["latents"] = Cat(items.Select(l => l.Latents), "latents") };
         var meta = items.Select(l => new ItemMeta
         {
-            Index = l.Index, Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Family = l.Family.ToString(), Model = l.Model,
+            Index = l.Index, Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Family = l.Family, Model = l.Model,
             Seed = l.Seed, Steps = l.Steps, Step = l.Step, TotalSteps = l.TotalSteps, GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale is 0 ? null : l.GuidanceRescale, Scheduler = l.Scheduler, Height = l.Height, Width = l.Width, Seconds = l.Seconds,
             Sampler = l.Sampler, ModelHash = l.ModelHash, BatchSize = l.BatchSize > 1 ? l.BatchSize : null, BatchPosition = l.BatchSize > 1 ? l.BatchPosition : null,
         }).ToList();
@@ -106,7 +106,7 @@ public static class TensorExchange
                         negativePooled?.narrow(0, i, 1).contiguous())
                     {
                         Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, Prompt2 = m.Prompt2, NegativePrompt2 = m.NegativePrompt2,
-                        FamilyKind = ParseFamily(m.Family, pooled is not null), Model = m.Model ?? "", TokenCount = m.TokenCount ?? 0,
+                        Family = FamilyName(m.Family), Model = m.Model ?? "", TokenCount = m.TokenCount ?? 0,
                         Truncated = m.Truncated ?? false, TruncatedText = m.TruncatedText,
                     });
                 }
@@ -121,13 +121,14 @@ public static class TensorExchange
                 for (int i = 0; i < n; i++)
                 {
                     var m = Meta(meta, i, n, path);
-                    var family = ParseFamily(m.Family, latents.dim() == 3);
                     result.Add(new DiffusionLatent(latents.narrow(0, i, 1).contiguous())
                     {
-                        Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, FamilyKind = family, Model = m.Model ?? "",
+                        Index = m.Index ?? i, Prompt = m.Prompt ?? "", NegativePrompt = m.NegativePrompt, Family = FamilyName(m.Family), Model = m.Model ?? "",
                         Seed = m.Seed ?? 0, Steps = m.Steps ?? 0, Step = m.Step ?? m.Steps ?? 0, TotalSteps = m.TotalSteps ?? m.Steps ?? 0, GuidanceScale = m.GuidanceScale ?? 0, GuidanceRescale = m.GuidanceRescale ?? 0, Scheduler = m.Scheduler ?? "",
-                        Height = m.Height ?? (int)(family == ModelFamily.Flux ? 0 : latents.shape[2] * 8),
-                        Width = m.Width ?? (int)(family == ModelFamily.Flux ? 0 : latents.shape[3] * 8), Seconds = m.Seconds ?? 0,
+                        // Not recorded: unpacked latents [1, C, h, w] are for an image 8 times their size (VAEs of
+                        // scale 8); packed ones [1, tokens, C] do not say, and decoding asks for Height and Width.
+                        Height = m.Height ?? (int)(latents.dim() == 4 ? latents.shape[2] * 8 : 0),
+                        Width = m.Width ?? (int)(latents.dim() == 4 ? latents.shape[3] * 8 : 0), Seconds = m.Seconds ?? 0,
                         Sampler = m.Sampler ?? m.Scheduler ?? "", ModelHash = m.ModelHash, BatchSize = m.BatchSize ?? 1, BatchPosition = m.BatchPosition ?? 0,
                     });
                 }
@@ -160,8 +161,11 @@ public static class TensorExchange
         return meta[i];
     }
 
-    private static ModelFamily ParseFamily(string? name, bool looksFlux) =>
-        Enum.TryParse<ModelFamily>(name, out var f) ? f : looksFlux ? ModelFamily.Flux : ModelFamily.StableDiffusion;
+    /// <summary>
+    /// The recorded family, spelled as registered; "" when the file does not say (a pipeline then takes the tensors if
+    /// their shapes fit). Shapes are not read as a family: SDXL and FLUX embeddings both have pooled parts.
+    /// </summary>
+    private static string FamilyName(string? recorded) => PipelineFamilies.ByName(recorded)?.Name ?? recorded ?? "";
 
     private sealed class ItemMeta
     {

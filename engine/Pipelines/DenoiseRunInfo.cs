@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Diffusion.Engine.Pipelines;
 
 /// <summary>What a denoise run was, shared by every latent object it hands out.</summary>
-internal sealed record DenoiseRunInfo(ModelFamily Family, string Model, long Seed, int Steps, int TotalSteps, double GuidanceScale,
+internal sealed record DenoiseRunInfo(string Family, string Model, long Seed, int Steps, int TotalSteps, double GuidanceScale,
     string Scheduler, int Height, int Width)
 {
     public double GuidanceRescale { get; init; }
@@ -21,7 +21,7 @@ internal sealed record DenoiseRunInfo(ModelFamily Family, string Model, long See
     public List<DiffusionLatent> Split(Tensor all, IReadOnlyList<DiffusionEmbedding> items, int stepsDone, double seconds = 0) =>
         items.Select((e, k) => new DiffusionLatent(all.narrow(0, k, 1).to(torch.CPU).contiguous())
         {
-            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, FamilyKind = Family, Model = Model, Seed = Seed,
+            Index = e.Index, Prompt = e.Prompt, NegativePrompt = e.NegativePrompt, Family = Family, Model = Model, Seed = Seed,
             Steps = Steps, Step = stepsDone, TotalSteps = TotalSteps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Strength = Strength, Loras = Loras, Scheduler = Scheduler,
             Height = Height, Width = Width, Seconds = seconds,
             Sampler = Sampler, ModelHash = ModelHash, BatchSize = items.Count, BatchPosition = k,

@@ -48,7 +48,7 @@ internal static class DevicePlanning
             throw new DiffusionException("MaxMemoryWithoutDeviceMap", DiffusionErrorKind.InvalidArgument,
                 "-MaxMemory sets the budgets of a device map; -Offload keeps weights in CPU memory and runs on -Device.", "MaxMemory");
 
-        var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
+        var family = PipelineFamilies.ForPipelineClass(folder.ClassName, folder.Path);
         var models = specs.Where(s => ComponentLoader.ModelClasses.Contains(s.ClassName)).ToList();
         if (models.Count == 0)
             throw new DiffusionException("DeviceMapWithoutModels", DiffusionErrorKind.InvalidArgument,
@@ -99,7 +99,7 @@ internal static class DevicePlanning
         if (strategy != DeviceMapStrategy.Balanced)
             throw new DiffusionException("DeviceMapStrategyNeedsOneComponent", DiffusionErrorKind.InvalidArgument,
                 $"-DeviceMap {o.DeviceMap} places the modules of one model; for a pipeline of several components ({string.Join(", ", components.Select(c => c.Name))}) " +
-                $"use -DeviceMap balanced (as diffusers), or load one component: -Component {ModelFamilies.DenoiserComponent(family)} -DeviceMap {o.DeviceMap}.", "DeviceMap");
+                $"use -DeviceMap balanced (as diffusers), or load one component: -Component {family.DenoiserComponent} -DeviceMap {o.DeviceMap}.", "DeviceMap");
         return PipelineDevicePlanner.Balanced(components, budgets, o.HeadroomPolicy);
     }
 
@@ -124,14 +124,12 @@ internal static class DevicePlanning
     };
 
     /// <summary>The image the plan keeps head-room for: -Height/-Width, else the model's default size; batch 1.</summary>
-    private static ActivationRequest Request(DiffusersFolder folder, ModelFamily family, PipelineLoadOptions o)
+    private static ActivationRequest Request(DiffusersFolder folder, IPipelineFamily family, PipelineLoadOptions o)
     {
         int vsf = 8;
         if (ReadConfig(folder, "vae") is JsonElement vae && vae.TryGetProperty("block_out_channels", out var b) && b.ValueKind == JsonValueKind.Array)
             vsf = 1 << (b.GetArrayLength() - 1);
-        int size = family == ModelFamily.Flux ? 128 * vsf : 64 * vsf;
-        if (family != ModelFamily.Flux && ReadConfig(folder, "unet") is JsonElement unet && unet.TryGetProperty("sample_size", out var s))
-            size = (s.ValueKind == JsonValueKind.Number ? s.GetInt32() : s.ValueKind == JsonValueKind.Array && s.GetArrayLength() > 0 ? s[0].GetInt32() : 64) * vsf;
+        int size = family.DefaultImageSize(folder, vsf);
         int height = o.Height ?? size, width = o.Width ?? size;
         if (height <= 0 || width <= 0)
             throw new DiffusionException("InvalidImageSize", DiffusionErrorKind.InvalidArgument,

@@ -17,9 +17,8 @@ public sealed class DiffusionEmbedding : TensorHolder
     public string? Prompt2 { get; init; }
     /// <summary>SDXL: the negative prompt the second text encoder got (negative_prompt_2).</summary>
     public string? NegativePrompt2 { get; init; }
-    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
-    public string Family => FamilyKind.ToString();
-    internal ModelFamily FamilyKind { get; init; }
+    /// <summary>The pipeline family that made it, by name ("StableDiffusion", "Flux"); "" when an imported file does not say.</summary>
+    public string Family { get; init; } = "";
     public string Model { get; init; } = "";
     public int TokenCount { get; init; }
     public bool Truncated { get; init; }

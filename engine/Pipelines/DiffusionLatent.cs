@@ -11,9 +11,8 @@ public sealed class DiffusionLatent : TensorHolder
     public int Index { get; init; }
     public string Prompt { get; init; } = "";
     public string? NegativePrompt { get; init; }
-    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
-    public string Family => FamilyKind.ToString();
-    internal ModelFamily FamilyKind { get; init; }
+    /// <summary>The pipeline family that made it, by name ("StableDiffusion", "Flux"); "" when an imported file does not say.</summary>
+    public string Family { get; init; } = "";
     public string Model { get; init; } = "";
     public long Seed { get; init; }
     public int Steps { get; init; }

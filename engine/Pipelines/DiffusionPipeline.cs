@@ -19,9 +19,9 @@ public sealed class DiffusionPipeline : IDisposable
     public string Path { get; }
     public string Name => System.IO.Path.GetFileName(Path.TrimEnd('/', '\\'));
     public string ClassName { get; }
-    /// <summary>The model family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
-    public string Family => FamilyKind.ToString();
-    internal ModelFamily FamilyKind { get; }
+    /// <summary>The pipeline family, by name ("StableDiffusion", "Flux"): a string, so that it serializes as its name.</summary>
+    public string Family => PipelineFamily.Name;
+    internal IPipelineFamily PipelineFamily { get; }
     public string Device { get; }
     public string DType { get; }
     public string? SchedulerOverride { get; }
@@ -67,11 +67,11 @@ public sealed class DiffusionPipeline : IDisposable
     /// <summary>The -Variant the weights were loaded with (e.g. fp16), or null.</summary>
     public string? Variant { get; }
 
-    private DiffusionPipeline(ComponentWeights weights, ModelFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components,
+    private DiffusionPipeline(ComponentWeights weights, IPipelineFamily family, Device device, ScalarType dtype, string? scheduler, Dictionary<string, PipelineComponent> components,
         PipelineDevicePlan? devicePlan)
     {
         var folder = weights.Folder;
-        Folder = folder; Path = weights.ModelPath; ClassName = folder.ClassName; FamilyKind = family;
+        Folder = folder; Path = weights.ModelPath; ClassName = folder.ClassName; PipelineFamily = family;
         SingleFile = weights.SingleFile?.Path; Variant = weights.Variant;
         TorchDevice = device; TorchDType = dtype; Device = DeviceCatalog.Name(device); DType = DTypeNames.Name(dtype);
         SchedulerOverride = scheduler; _components = components; DevicePlan = devicePlan;
@@ -111,7 +111,7 @@ public sealed class DiffusionPipeline : IDisposable
     /// <summary>The components a load will bring, in load order, without loading anything (for -WhatIf and validation).</summary>
     public static IReadOnlyList<ComponentSpec> PlanComponents(DiffusersFolder folder, string[]? only)
     {
-        var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
+        var family = PipelineFamilies.ForPipelineClass(folder.ClassName, folder.Path);
         IEnumerable<string> wanted = folder.Components.Keys;
         if (only is { Length: > 0 })
         {
@@ -123,10 +123,11 @@ public sealed class DiffusionPipeline : IDisposable
             // A text encoder brings its tokenizer; the denoiser brings the scheduler.
             if (set.Contains("text_encoder")) set.Add("tokenizer");
             if (set.Contains("text_encoder_2")) set.Add("tokenizer_2");
-            if (set.Contains(ModelFamilies.DenoiserComponent(family))) set.Add("scheduler");
+            if (set.Contains(family.DenoiserComponent)) set.Add("scheduler");
             wanted = set.Where(folder.Components.ContainsKey);
         }
-        string[] order = ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2", "unet", "transformer", "scheduler", "vae"];
+        // The order the stages use them: text, denoiser (with its scheduler), VAE; anything else after, by name.
+        string[] order = [.. family.TextComponents, family.DenoiserComponent, "scheduler", "vae"];
         return wanted.OrderBy(n => Array.IndexOf(order, n) is var i && i < 0 ? int.MaxValue : i).ThenBy(n => n, StringComparer.Ordinal)
             .Select(n => folder.Components[n]).ToList();
     }
@@ -138,7 +139,7 @@ public sealed class DiffusionPipeline : IDisposable
         TorchBackend.EnsureLoaded();
         var weights = ComponentWeights.Open(path, options);
         var folder = weights.Folder;
-        var family = ModelFamilies.FromClassName(folder.ClassName, folder.Path);
+        var family = PipelineFamilies.ForPipelineClass(folder.ClassName, folder.Path);
         var dtype = DTypeNames.Parse(options.DType);
         var plan = PlanComponents(folder, options.Components);
         // Only a scheduler the load brings is checked: a partial snapshot (-Component text_encoder) may have no scheduler folder.

@@ -44,19 +44,8 @@ public static class Generation
     }
 
     private static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts, IReadOnlyList<string?> negatives,
-        EncodeOptions options, Action<PipelineWarning> warn, IReadOnlyList<int> idx)
-    {
-        if (pipe.FamilyKind == ModelFamily.Flux && negatives.Any(n => !string.IsNullOrEmpty(n)))
-            warn(new PipelineWarning("FLUX.1 ignores -NegativePrompt: it is guidance-distilled, with no unconditional pass for a negative prompt " +
-                "(diffusers warns the same: negative_prompt is passed but classifier-free guidance is not enabled since true_cfg_scale <= 1). " +
-                "The negative prompt is not used and not recorded in the images' parameters."));
-        return NativeFailure.Guard("Encoding prompts", () => pipe.FamilyKind switch
-        {
-            ModelFamily.Flux => FluxStages.Encode(pipe, prompts, options, warn, idx),
-            ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Encode(pipe, prompts, negatives, options, idx, warn),
-            _ => StableDiffusionStages.Encode(pipe, prompts, negatives, idx, warn),
-        });
-    }
+        EncodeOptions options, Action<PipelineWarning> warn, IReadOnlyList<int> idx) =>
+        NativeFailure.Guard("Encoding prompts", () => pipe.PipelineFamily.Encode(pipe, prompts, negatives, options, idx, warn));
 
     /// <summary>One negative prompt per prompt: none, one for all, or exactly as many as prompts.</summary>
     public static IReadOnlyList<string?> ExpandNegatives(int count, IReadOnlyList<string?>? negatives)
@@ -72,16 +61,21 @@ public static class Generation
     {
         foreach (var e in batch)
         {
-            if (e.FamilyKind != pipe.FamilyKind)
+            if (e.Family.Length > 0 && e.Family != pipe.Family)
                 throw new DiffusionException("EmbeddingFamilyMismatch", DiffusionErrorKind.InvalidArgument,
-                    $"Embedding #{e.Index} was made by a {e.FamilyKind} pipeline; this pipeline ('{pipe.Path}') is {pipe.FamilyKind}. Encode the prompt with this model's text encoders.", "Embedding");
+                    $"Embedding #{e.Index} was made by a {e.Family} pipeline; this pipeline ('{pipe.Path}') is {pipe.Family}. Encode the prompt with this model's text encoders.", "Embedding");
         }
-        int steps = options.Steps ?? (pipe.FamilyKind == ModelFamily.Flux ? FluxStages.DefaultSteps : StableDiffusionStages.DefaultSteps);
-        return pipe.FamilyKind switch
-        {
-            ModelFamily.Flux => new DenoiseRun(r => WithLoraScale(pipe, options, FluxStages.Denoise(pipe, batch, options, r, warn)), steps),
-            _ => new DenoiseRun(r => WithLoraScale(pipe, options, StableDiffusionStages.Denoise(pipe, batch, options, r, warn)), steps),
-        };
+        var family = pipe.PipelineFamily;
+        return new DenoiseRun(r => WithLoraScale(pipe, options, Run(family, pipe, batch, options, r, warn)), options.Steps ?? family.DefaultSteps);
+    }
+
+    /// <summary>The family's setup, then the shared loop over its step; the setup's conditioning lives until the loop ends.</summary>
+    private static IEnumerable<DenoiseStep> Run(IPipelineFamily family, DiffusionPipeline pipe, IReadOnlyList<DiffusionEmbedding> batch,
+        DenoiseOptions options, List<DiffusionLatent> results, Action<PipelineWarning> warn)
+    {
+        using var setup = family.PrepareDenoise(pipe, batch, options, warn);
+        foreach (var done in DenoiseLoop.Run(setup.Latents, setup.Scheduler, setup.Run, batch, options.CaptureSteps, results, setup.Step, setup.FirstStep))
+            yield return done;
     }
 
     /// <summary>The run's LoRA scale holds while its steps are enumerated (the loop runs lazily, step by step).</summary>
@@ -95,29 +89,21 @@ public static class Generation
     public static IReadOnlyList<DiffusionImage> Decode(DiffusionPipeline pipe, IReadOnlyList<DiffusionLatent> latents)
     {
         var images = new List<DiffusionImage>();
-        foreach (var group in latents.GroupBy(l => (l.FamilyKind, l.Height, l.Width)))
+        var family = pipe.PipelineFamily;
+        foreach (var group in latents.GroupBy(l => (l.Family, l.Height, l.Width)))
         {
             var items = group.ToList();
             foreach (var l in items)
-                if (l.FamilyKind != pipe.FamilyKind)
+                if (l.Family.Length > 0 && l.Family != pipe.Family)
                     throw new DiffusionException("LatentFamilyMismatch", DiffusionErrorKind.InvalidArgument,
-                        $"Latent #{l.Index} was made by a {l.FamilyKind} pipeline; this VAE belongs to a {pipe.FamilyKind} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
-            foreach (var l in items)
-            {
-                if (pipe.FamilyKind == ModelFamily.Flux) FluxStages.CheckLatent(pipe, l);
-                else StableDiffusionStages.CheckLatent(pipe, l);
-            }
+                        $"Latent #{l.Index} was made by a {l.Family} pipeline; this VAE belongs to a {pipe.Family} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
+            foreach (var l in items) family.CheckLatent(pipe, l);
             var vae = pipe.Require<Models.AutoencoderKL>("vae", "Decoding latents");
             PipelineChecks.RunFits(pipe, "AutoencoderKL", vae.Config, items[0].Height, items[0].Width, items.Count,
                 items.Sum(l => l.Latents.numel() * 4L) + 3L * items.Count * items[0].Height * items[0].Width * 4 * 2, "Decoding latents");
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
-            var pixels = NativeFailure.Guard("Decoding latents", () => pipe.FamilyKind switch
-            {
-                ModelFamily.Flux => FluxStages.Decode(pipe, batch, items[0].Height, items[0].Width),
-                ModelFamily.StableDiffusionXL => StableDiffusionXLStages.Decode(pipe, batch),
-                _ => StableDiffusionStages.Decode(pipe, batch),
-            }); // [B,3,H,W] float32 CPU in [0,1]
+            var pixels = NativeFailure.Guard("Decoding latents", () => family.Decode(pipe, batch, items[0].Height, items[0].Width)); // [B,3,H,W] float32 CPU in [0,1]
             // NaN survives the clamp to [0,1].
             OutputChecks.RequireFinite(pixels, items.Select(l => l.Index).ToList(), "Decoding latents", "pixels",
                 "a VAE run in float16 overflows (decode with -DType float32, as diffusers' force_upcast does), VAE weights " +
@@ -129,7 +115,7 @@ public static class Generation
                 {
                     Prompt = l.Prompt, NegativePrompt = l.NegativePrompt, Steps = l.Steps, Scheduler = l.Scheduler,
                     GuidanceScale = l.GuidanceScale, GuidanceRescale = l.GuidanceRescale, Seed = l.Seed, Width = l.Width, Height = l.Height,
-                    Model = ModelIdentity.Name(l.Model), ModelHash = l.ModelHash, Sampler = l.Sampler, DistilledGuidance = l.FamilyKind == ModelFamily.Flux,
+                    Model = ModelIdentity.Name(l.Model), ModelHash = l.ModelHash, Sampler = l.Sampler, DistilledGuidance = family.DistilledGuidance,
                     BatchSize = l.BatchSize, BatchPosition = l.BatchPosition, Strength = l.Strength, Loras = l.Loras,
                 }, l.Index));
             }

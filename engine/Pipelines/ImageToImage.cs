@@ -18,8 +18,7 @@ public sealed class EncodedImage : TensorHolder
     private readonly Tensor _mean, _std;
 
     /// <summary>The model family whose VAE encoded it, by name.</summary>
-    public string Family => FamilyKind.ToString();
-    internal ModelFamily FamilyKind { get; init; }
+    public string Family { get; init; } = "";
     public string Model { get; init; } = "";
     /// <summary>The image size the latents are for (the init image's, rounded down or resized as diffusers does).</summary>
     public int Width { get; init; }
@@ -89,12 +88,12 @@ public static class ImageToImage
     {
         const string stage = "Encoding the init image";
         var vae = pipe.Require<AutoencoderKL>("vae", stage);
-        int multiple = pipe.FamilyKind == ModelFamily.Flux ? pipe.VaeScaleFactor * 2 : pipe.VaeScaleFactor; // FluxImg2ImgPipeline's processor packs 2x2
+        int multiple = pipe.PipelineFamily.ImageSizeMultiple(pipe.VaeScaleFactor); // FluxImg2ImgPipeline's processor packs 2x2
         var (pixels, h, w) = Prepare(image, height, width, multiple);
         using var pixelScope = pixels;
         // SDXL encodes in float32 when the VAE asks for it (force_upcast); SD's img2img pipeline encodes in the pipeline's dtype.
-        var vaeDType = pipe.FamilyKind == ModelFamily.StableDiffusionXL ? StableDiffusionXLStages.EncodeDType(pipe, vae) : pipe.TorchDType;
-        return NativeFailure.Guard(stage, () => StableDiffusionXLStages.WithVaeIn(pipe, vae, vaeDType, () =>
+        var vaeDType = pipe.PipelineFamily.VaeEncodeDType(pipe, vae);
+        return NativeFailure.Guard(stage, () => WithVaeIn(pipe, vae, vaeDType, () =>
         {
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
@@ -104,7 +103,7 @@ public static class ImageToImage
             var std = torch.exp(0.5 * logvar); // diffusers' DiagonalGaussianDistribution.std
             return new EncodedImage(mean.to(torch.CPU), std.to(torch.CPU))
             {
-                FamilyKind = pipe.FamilyKind, Model = pipe.Path, Width = w, Height = h, Source = source,
+                Family = pipe.Family, Model = pipe.Path, Width = w, Height = h, Source = source,
             };
         }));
     }
@@ -119,7 +118,7 @@ public static class ImageToImage
     internal static void Check(EncodedImage image, DiffusionPipeline pipe, int height, int width, bool hasInitialLatents)
     {
         if (image.IsDisposed) image.Mean.Dispose(); // throws ObjectDisposed with its message
-        if (image.FamilyKind != pipe.FamilyKind)
+        if (image.Family != pipe.Family)
             throw new DiffusionException("InitImageFamilyMismatch", DiffusionErrorKind.InvalidArgument,
                 $"The init image was encoded by a {image.Family} pipeline's VAE; this pipeline ('{pipe.Path}') is {pipe.Family}. Encode it with this model's VAE.", "InitImage");
         if (image.Height != height || image.Width != width)
@@ -142,15 +141,12 @@ public static class ImageToImage
     }
 
     /// <summary>
-    /// The step index the run starts at (diffusers' <c>get_timesteps</c>): SD truncates <c>int(steps * strength)</c>;
-    /// FLUX keeps the product as a float (<c>t_start = int(steps - steps * strength)</c>). Multiplied by the scheduler's order.
-    /// A strength that leaves no step is refused, as diffusers refuses it.
+    /// The step index the run starts at (diffusers' <c>get_timesteps</c>, the family's t_start), multiplied by the
+    /// scheduler's order. A strength that leaves no step is refused, as diffusers refuses it.
     /// </summary>
-    public static int StartStep(ModelFamily family, int steps, double strength, int order)
+    internal static int StartStep(IPipelineFamily family, int steps, double strength, int order)
     {
-        int tStart = family == ModelFamily.Flux
-            ? (int)Math.Max(steps - Math.Min(steps * strength, steps), 0)
-            : Math.Max(steps - Math.Min((int)(steps * strength), steps), 0);
+        int tStart = family.StartStep(steps, strength);
         if (steps - tStart < 1)
             throw new DiffusionException("StrengthLeavesNoSteps", DiffusionErrorKind.InvalidArgument,
                 $"-Strength {strength} with -Steps {steps} leaves {steps - tStart} denoising steps. Raise -Strength or -Steps " +
@@ -167,7 +163,7 @@ public static class ImageToImage
     {
         Check(init, pipe, height, width, hasInitialLatents);
         double strength = CheckStrength(o.Strength);
-        int firstStep = StartStep(pipe.FamilyKind, steps, strength, scheduler.Order);
+        int firstStep = StartStep(pipe.PipelineFamily, steps, strength, scheduler.Order);
         return (NoisedLatents(init, VaeConfig(pipe), scheduler, firstStep, batch, generator, dtype), firstStep, strength);
     }
 
@@ -188,5 +184,14 @@ public static class ImageToImage
         var repeated = latents.expand(batch, -1, -1, -1).contiguous(); // [B, C, h, w]
         var noise = torch.randn(repeated.shape, dtype, torch.CPU, generator: generator);
         return scope.MoveToOuter(scheduler.AddNoise(repeated, noise, firstStep));
+    }
+
+    /// <summary>Runs <paramref name="action"/> with the VAE's weights in <paramref name="dtype"/>, then converts them back to the pipeline's (lossless for float16/bfloat16 to float32 and back).</summary>
+    internal static T WithVaeIn<T>(DiffusionPipeline pipe, AutoencoderKL vae, ScalarType dtype, Func<T> action)
+    {
+        if (dtype == pipe.TorchDType) return action();
+        vae.to(dtype);
+        try { return action(); }
+        finally { vae.to(pipe.TorchDType); }
     }
 }

@@ -17,7 +17,7 @@ public sealed class GuidanceRescaleTests
         using var text = torch.randn([2, 4, 8, 8], generator: generator);
         using var guided = torch.randn([2, 4, 8, 8], generator: generator) * 3 + 0.5;
 
-        using var off = StableDiffusionStages.RescaleNoiseCfg(guided, text, 0);
+        using var off = Diffusion.Engine.Families.StableDiffusionFamily.RescaleNoiseCfg(guided, text, 0);
         Fixtures.AssertClose(guided, off, 0, 0, "rescale 0");
 
         for (int image = 0; image < 2; image++)
@@ -25,8 +25,8 @@ public sealed class GuidanceRescaleTests
             var g = guided[image].to(torch.ScalarType.Float64).flatten().data<double>().ToArray();
             var t = text[image].to(torch.ScalarType.Float64).flatten().data<double>().ToArray();
             double factor = Std(t) / Std(g);
-            using var full = StableDiffusionStages.RescaleNoiseCfg(guided, text, 1);
-            using var mixed = StableDiffusionStages.RescaleNoiseCfg(guided, text, 0.7);
+            using var full = Diffusion.Engine.Families.StableDiffusionFamily.RescaleNoiseCfg(guided, text, 1);
+            using var mixed = Diffusion.Engine.Families.StableDiffusionFamily.RescaleNoiseCfg(guided, text, 0.7);
             var f = full[image].flatten().data<float>().ToArray();
             var m = mixed[image].flatten().data<float>().ToArray();
             for (int i = 0; i < g.Length; i++)

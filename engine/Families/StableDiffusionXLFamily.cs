@@ -1,21 +1,26 @@
 using Diffusion.Engine.Models;
+using Diffusion.Engine.Pipelines;
 using Diffusion.Engine.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Pipelines;
+namespace Diffusion.Engine.Families;
 
 /// <summary>
 /// SDXL, as diffusers' StableDiffusionXLPipeline: two CLIP text encoders (CLIPTextModel and CLIPTextModelWithProjection)
 /// whose penultimate hidden states are concatenated, pooled text embeddings from the second, the UNet's "text_time"
 /// conditioning (pooled embeddings + original size, crop, target size), and a VAE decoded in float32 when the pipeline
-/// runs in float16 (force_upcast). The denoise loop is Stable Diffusion's (<see cref="StableDiffusionStages.Denoise"/>).
+/// runs in float16 (force_upcast). The denoise run is Stable Diffusion's, with the added conditioning.
 /// </summary>
-internal static class StableDiffusionXLStages
+[PipelineFamily("StableDiffusionXLPipeline")]
+internal sealed class StableDiffusionXLFamily : StableDiffusionFamily
 {
-    public const double DefaultGuidance = 5.0;
+    public override string Name => "StableDiffusionXL";
+    public override string Description => "StableDiffusionXLPipeline (SDXL)";
+    public override IReadOnlyList<string> TextComponents { get; } = ["tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"];
+    public override double DefaultGuidanceScale => 5.0;
 
-    public static IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts, IReadOnlyList<string?> negativePrompts,
+    public override IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipe, IReadOnlyList<string> prompts, IReadOnlyList<string?> negativePrompts,
         EncodeOptions options, IReadOnlyList<int> indices, Action<PipelineWarning> warn)
     {
         const string stage = "Encoding prompts (SDXL)";
@@ -31,8 +36,8 @@ internal static class StableDiffusionXLStages
 
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        var tokens = prompts.Select(p => StableDiffusionStages.TokenizeWarn(tokenizers[0], p, warn)).ToList();
-        var tokens2 = prompts2.Select(p => StableDiffusionStages.TokenizeWarn(tokenizers[1], p, warn)).ToList();
+        var tokens = prompts.Select(p => TokenizeWarn(tokenizers[0], p, warn)).ToList();
+        var tokens2 = prompts2.Select(p => TokenizeWarn(tokenizers[1], p, warn)).ToList();
         var (positive, pooled) = EncodeBoth(encoders, tokens.Select(t => t.Ids).ToList(), tokens2.Select(t => t.Ids).ToList(), pipe); // [B,77,C1+C2], [B,P]
 
         var result = new List<DiffusionEmbedding>();
@@ -54,7 +59,7 @@ internal static class StableDiffusionXLStages
             result.Add(new DiffusionEmbedding(positive.narrow(0, i, 1).contiguous(), negative.contiguous(), pooled.narrow(0, i, 1).contiguous(), negativePooled.contiguous())
             {
                 Index = indices[i], Prompt = prompts[i], NegativePrompt = negativePrompts[i], Prompt2 = options.Prompt2 is null ? null : prompts2[i],
-                NegativePrompt2 = options.NegativePrompt2 is null ? null : negatives2[i], FamilyKind = ModelFamily.StableDiffusionXL, Model = pipe.Path,
+                NegativePrompt2 = options.NegativePrompt2 is null ? null : negatives2[i], Family = Name, Model = pipe.Path,
                 TokenCount = tokens[i].TokenCount, Truncated = tokens[i].Truncated || tokens2[i].Truncated,
                 TruncatedText = tokens[i].DroppedText ?? tokens2[i].DroppedText,
             });
@@ -83,9 +88,10 @@ internal static class StableDiffusionXLStages
     /// target size) per image, both [negatives..., positives...] under classifier-free guidance, on the UNet's device.
     /// </summary>
     /// <returns>text embeds [B or 2B, P] and time ids [B or 2B, 6]</returns>
-    internal static (Tensor TextEmbeds, Tensor TimeIds) AddedConditioning(DiffusionPipeline pipe, UNet2DConditionModel unet,
+    protected override (Tensor? TextEmbeds, Tensor? TimeIds) AddedConditioning(DiffusionPipeline pipe, UNet2DConditionModel unet,
         IReadOnlyList<DiffusionEmbedding> batch, DenoiseOptions o, int height, int width, bool cfg)
     {
+        if (unet.add_embedding is null) return (null, null);
         var original = o.OriginalSize ?? (height, width);
         var crop = o.CropCoordinates ?? (0, 0);
         var target = o.TargetSize ?? (height, width);
@@ -113,12 +119,12 @@ internal static class StableDiffusionXLStages
     /// Stable Diffusion's decode, with SDXL's force_upcast: a float16 VAE whose config asks for it decodes in float32
     /// (diffusers' upcast_vae: the float16 weights converted to float32 for the call, then back, losslessly).
     /// </summary>
-    public static Tensor Decode(DiffusionPipeline pipe, Tensor latents)
+    public override Tensor Decode(DiffusionPipeline pipe, Tensor latents, int height, int width)
     {
         var vae = pipe.Require<AutoencoderKL>("vae", "Decoding latents");
         bool upcast = vae.Config.ForceUpcast && pipe.TorchDType == ScalarType.Float16 && pipe.Components["vae"].DevicePlan is null;
-        if (!upcast) return StableDiffusionStages.Decode(pipe, latents);
-        return WithVaeIn(pipe, vae, ScalarType.Float32, () => StableDiffusionStages.Decode(pipe, latents, ScalarType.Float32));
+        if (!upcast) return DecodeIn(pipe, latents, vaeDType: null);
+        return ImageToImage.WithVaeIn(pipe, vae, ScalarType.Float32, () => DecodeIn(pipe, latents, ScalarType.Float32));
     }
 
     /// <summary>
@@ -126,15 +132,6 @@ internal static class StableDiffusionXLStages
     /// its config says force_upcast, whatever the pipeline's dtype (decoding upcasts a float16 VAE only); the pipeline's
     /// otherwise, and for a VAE placed by a device map, which is not converted (as in <see cref="Decode"/>).
     /// </summary>
-    internal static ScalarType EncodeDType(DiffusionPipeline pipe, AutoencoderKL vae) =>
+    public override ScalarType VaeEncodeDType(DiffusionPipeline pipe, AutoencoderKL vae) =>
         vae.Config.ForceUpcast && pipe.Components["vae"].DevicePlan is null ? ScalarType.Float32 : pipe.TorchDType;
-
-    /// <summary>Runs <paramref name="action"/> with the VAE's weights in <paramref name="dtype"/>, then converts them back to the pipeline's (lossless for float16/bfloat16 to float32 and back).</summary>
-    internal static T WithVaeIn<T>(DiffusionPipeline pipe, AutoencoderKL vae, ScalarType dtype, Func<T> action)
-    {
-        if (dtype == pipe.TorchDType) return action();
-        vae.to(dtype);
-        try { return action(); }
-        finally { vae.to(pipe.TorchDType); }
-    }
 }
