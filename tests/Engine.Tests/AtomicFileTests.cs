@@ -1,5 +1,6 @@
 using Diffusion.Engine.Imaging;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Pipelines;
 using TorchSharp;
 using Xunit;
 

@@ -1,9 +1,9 @@
 using System.Text.Json;
-using Diffusion.Engine.Pipelines;
+using Diffusion.Engine.IO;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.IO;
+namespace Diffusion.Engine.Pipelines;
 
 /// <summary>
 /// Embeddings and latents to and from safetensors files, so that each stage can run in its own process or machine.

@@ -1,9 +1,9 @@
-using Diffusion.Engine.Pipelines;
+using Diffusion.Engine.Lora;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Lora;
+namespace Diffusion.Engine.Pipelines;
 
 /// <summary>Matches a LoRA file's layers to a pipeline's loaded models and hooks them (see <see cref="LoraAdapter"/>).</summary>
 public static class LoraApplier
