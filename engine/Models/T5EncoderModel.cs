@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
-using Diffusion.Engine.Sharding;
 using Diffusion.Engine.Models.Blocks;
 using TorchSharp;
 using TorchSharp.Modules;

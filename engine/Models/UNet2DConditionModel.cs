@@ -1,7 +1,6 @@
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models.Blocks;
-using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

@@ -44,7 +44,7 @@ internal static class TensorDevices
             }
             case ITuple when value.GetType() is { IsValueType: true } type && type.FullName!.StartsWith("System.ValueTuple`", StringComparison.Ordinal):
             {
-                object copy = value; // a boxed copy: its fields are set in place
+                var copy = RuntimeHelpers.GetObjectValue(value)!; // a box of its own (a copy of the value): its fields are set in place
                 bool changed = false;
                 foreach (var field in type.GetFields()) // Item1..Item7, then Rest (a nested tuple)
                 {
