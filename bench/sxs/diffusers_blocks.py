@@ -2,7 +2,7 @@
     ../shared/tools/cpuref/run.sh python3 bench/sxs/diffusers_blocks.py MODEL_DIR SIZE [TEXT_LENGTH] [REPEATS]
 One denoiser call of a step on random inputs of the real shapes (SD: batch 2 for guidance, 77 text tokens, t=500;
 FLUX: batch 1, TEXT_LENGTH tokens, t=0.5, guidance 3.5), timed unit by unit with forward hooks on the same modules the
-module's UnitDispatch wraps (same names), median of REPEATS calls after a warm-up; plus the whole call and one scheduler
+module's BlockTimings hooks (the units a device map places, same names), median of REPEATS calls after a warm-up; plus the whole call and one scheduler
 step (the pipeline's scheduler, 20 steps). Prints {"side": "diffusers", "case": ..., "seconds": {unit: s}}."""
 import json, os, statistics, sys, time
 import torch

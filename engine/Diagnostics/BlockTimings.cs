@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;
+using Diffusion.Engine.Placement;
 using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,9 +10,9 @@ namespace Diffusion.Engine.Diagnostics;
 
 /// <summary>
 /// Per-block timing of a loaded pipeline's denoiser (the speed issue's per-block table): one model call of a denoising
-/// step on random inputs of the real shapes, timed unit by unit through UnitDispatch's observer (the units are the
-/// blocks the model's forward wraps: time embedding, conv_in, each down/up block, the mid block, ...; FLUX's
-/// embedders and every double and single block), plus the whole call and one scheduler step (SD: Euler, as bench/sxs uses; set-up included). CPU calls are
+/// step on random inputs of the real shapes, timed unit by unit by forward hooks registered on the units for the
+/// measured calls (the units a device map places: time embedding, conv_in, each down/up block, the mid block, ...;
+/// FLUX's embedders and every double and single block), plus the whole call and one scheduler step (SD: Euler, as bench/sxs uses; set-up included). CPU calls are
 /// synchronous, so wall time per unit is the unit's time. bench/sxs/diffusers_blocks.py times the same units of
 /// diffusers' models with forward hooks, under the same names.
 /// </summary>
@@ -24,10 +25,6 @@ public static class BlockTimings
         using var scope = torch.NewDisposeScope();
         var generator = new torch.Generator(0, torch.CPU);
         (nn.Module model, Action call, Action step) = pipe.Has("unet") ? Unet(pipe, height, width, generator) : Flux(pipe, height, width, textLength, generator);
-        var names = new Dictionary<nn.Module, string>(ReferenceEqualityComparer.Instance); // module -> its state_dict path
-        foreach (var (name, module) in model.named_modules())
-            if (name.Length > 0) names[module] = name;
-
         var samples = new Dictionary<string, List<double>>();
         var order = new List<string>();
         void Record(string name, double seconds)
@@ -35,12 +32,9 @@ public static class BlockTimings
             if (!samples.TryGetValue(name, out var list)) { samples[name] = list = []; order.Add(name); }
             list.Add(seconds);
         }
-        IDisposable? Observe(nn.Module unit) =>
-            names.TryGetValue(unit, out var name) ? new Timing(name, Record) : null;
 
         call(); // warm-up: first-call allocations and kernel selection
-        var previous = UnitDispatch.Observer;
-        UnitDispatch.Observer = Observe;
+        var removeHooks = Units(model).Select(u => ForwardHooks.TryAttach(u.Module, new UnitTiming(u.Path, Record))).OfType<Action>().ToList();
         try
         {
             for (int r = 0; r < repeats; r++)
@@ -50,7 +44,7 @@ public static class BlockTimings
                 Record("(model call)", clock.Elapsed.TotalSeconds);
             }
         }
-        finally { UnitDispatch.Observer = previous; }
+        finally { foreach (var remove in removeHooks) remove(); }
         for (int r = 0; r < repeats; r++)
         {
             var clock = Stopwatch.StartNew();
@@ -108,9 +102,28 @@ public static class BlockTimings
         return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 
-    private sealed class Timing(string name, Action<string, double> record) : IDisposable
+    /// <summary>The model's units, as a device map plans them (the layout of its own tensors), with their modules.</summary>
+    private static IEnumerable<(string Path, nn.Module Module)> Units(nn.Module model)
     {
-        private readonly Stopwatch _clock = Stopwatch.StartNew();
-        public void Dispose() => record(name, _clock.Elapsed.TotalSeconds);
+        var modules = model.named_modules().ToDictionary(m => m.name, m => m.module, StringComparer.Ordinal);
+        var tensors = model.state_dict().Select(kv => new TensorEntry(kv.Key, "F32", kv.Value.shape));
+        foreach (var unit in ModuleLayouts.FromTensors(model.GetType().Name, tensors, "float32").Units)
+            if (modules.TryGetValue(unit.Path, out var m)) yield return (unit.Path, m);
+    }
+
+    /// <summary>Wall time of each call of one unit (CPU calls are synchronous); units do not nest, so one clock per unit does.</summary>
+    private sealed class UnitTiming(string name, Action<string, double> record) : IForwardHooks
+    {
+        private Stopwatch? _clock;
+
+        public void Enter(nn.Module module) => _clock = Stopwatch.StartNew();
+        public T Input<T>(T argument) => argument;
+
+        public TResult Exit<TResult>(nn.Module module, TResult result)
+        {
+            if (_clock is { } clock) record(name, clock.Elapsed.TotalSeconds);
+            _clock = null;
+            return result;
+        }
     }
 }

@@ -216,8 +216,7 @@ internal sealed class FluxFamily : IPipelineFamily
         using var noGrad = torch.no_grad();
         var latents = FluxLatents.UnpackLatents(packed, height, width, pipe.VaeScaleFactor); // [B,16,h,w]
         latents = latents.to(pipe.TorchDType, pipe.TorchDevice) / vae.Config.ScalingFactor + (vae.Config.ShiftFactor ?? 0.0);
-        using var at = Sharding.UnitDispatch.Enter(vae); // a VAE placed or offloaded by a device map
-        var image = vae.Decode(at.In(latents));
+        var image = vae.Decode(latents);
         return (image / 2 + 0.5).clamp(0, 1).to(ScalarType.Float32, torch.CPU).MoveToOuterDisposeScope();
     }
 }

@@ -212,8 +212,7 @@ internal class StableDiffusionFamily : IPipelineFamily
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var z = latents.to(vaeDType ?? pipe.TorchDType, pipe.TorchDevice) / vae.Config.ScalingFactor;
-        using var at = Sharding.UnitDispatch.Enter(vae); // a VAE placed or offloaded by a device map
-        var image = vae.Decode(at.In(z));
+        var image = vae.Decode(z);
         return (image / 2 + 0.5).clamp(0, 1).to(ScalarType.Float32, torch.CPU).MoveToOuterDisposeScope(); // [B,3,H,W]
     }
 }

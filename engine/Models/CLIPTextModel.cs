@@ -1,6 +1,5 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Diffusion.Engine.Sharding;
 using Diffusion.Engine.Models.Blocks;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -172,7 +171,7 @@ public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>The stack of encoder layers.</summary>
-public sealed class CLIPEncoder : nn.Module
+public sealed class CLIPEncoder : nn.Module<Tensor, IReadOnlyList<Tensor>>
 {
     public readonly ModuleList<CLIPEncoderLayer> layers;
 
@@ -183,14 +182,14 @@ public sealed class CLIPEncoder : nn.Module
     }
 
     /// <summary>transformers' hidden_states: the embeddings, then each layer's output (NumHiddenLayers + 1 tensors).</summary>
-    public IReadOnlyList<Tensor> forward(Tensor inputsEmbeds)
+    public override IReadOnlyList<Tensor> forward(Tensor inputsEmbeds)
     {
         using var scope = torch.NewDisposeScope();
         var layerOutputs = new List<Tensor>(layers.Count);
         var h = inputsEmbeds;
         foreach (var layer in layers)
         {
-            using (var at = UnitDispatch.Enter(layer)) h = layer.call(at.In(h));
+            h = layer.call(h);
             layerOutputs.Add(h);
         }
         scope.MoveToOuter(layerOutputs);
@@ -202,7 +201,7 @@ public sealed class CLIPEncoder : nn.Module
 /// transformers' CLIPTextModel (5.x layout: embeddings, encoder, final_layer_norm at the top level, as its
 /// save_pretrained writes them). Causal self-attention; pooled output at the EOS token.
 /// </summary>
-public sealed class CLIPTextModel : nn.Module
+public sealed class CLIPTextModel : nn.Module<(Tensor InputIds, int ClipSkip, bool SdxlHiddenState), (Tensor LastHiddenState, Tensor PooledOutput)>
 {
     /// <summary>
     /// Checkpoint key -> module key: checkpoints saved before transformers 5.6 (SD 1.5, FLUX.1) prefix every key with
@@ -244,13 +243,8 @@ public sealed class CLIPTextModel : nn.Module
         if (clipSkip < 0 || clipSkip + 2 > Config.NumHiddenLayers + 1)
             throw new DiffusionException("ClipSkipOutOfRange", DiffusionErrorKind.InvalidArgument,
                 $"clip skip {clipSkip} is out of range for a text encoder with {Config.NumHiddenLayers} layers.", nameof(clipSkip));
-        using var scope = torch.NewDisposeScope();
-        var (hiddenStates, _, pooled) = Run(inputIds);
-        var chosen = hiddenStates[^(clipSkip + 2)]; // [B, S, C]
-        if (text_projection is not null)
-            using (var at = UnitDispatch.Enter(text_projection)) pooled = text_projection.call(at.In(pooled)); // [B, projection_dim]
-        var (outChosen, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(chosen, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
-        return new CLIPTextOutput(outChosen, outPooled);
+        var (chosen, pooled) = call((inputIds, clipSkip, SdxlHiddenState: true));
+        return new CLIPTextOutput(chosen, pooled);
     }
 
     /// <param name="inputIds">[B, S] int64 token ids, S &lt;= max_position_embeddings.</param>
@@ -258,19 +252,34 @@ public sealed class CLIPTextModel : nn.Module
     /// 0: LastHiddenState is the last layer's output. n &gt; 0: it is hidden_states[-(n + 1)] (the output n layers before
     /// the last) passed through final_layer_norm, as diffusers' clip_skip does. PooledOutput always comes from the last layer.
     /// </param>
+    /// <remarks>The model's call (as <see cref="ForwardHiddenState"/>): hooks registered on the model (a device map's placement) run around it.</remarks>
     public CLIPTextOutput forward(Tensor inputIds, int clipSkip = 0)
     {
         if (clipSkip < 0 || clipSkip >= Config.NumHiddenLayers)
             throw new DiffusionException("ClipSkipOutOfRange", DiffusionErrorKind.InvalidArgument,
                 $"clip skip {clipSkip} is out of range: the text encoder has {Config.NumHiddenLayers} layers, so use 0 to {Config.NumHiddenLayers - 1}.", nameof(clipSkip));
+        var (selected, pooled) = call((inputIds, clipSkip, SdxlHiddenState: false));
+        return new CLIPTextOutput(selected, pooled);
+    }
 
+    /// <summary>
+    /// SdxlHiddenState false: <see cref="forward(Tensor, int)"/>'s outputs; true: <see cref="ForwardHiddenState"/>'s.
+    /// The clip skip is checked by those two.
+    /// </summary>
+    public override (Tensor LastHiddenState, Tensor PooledOutput) forward((Tensor InputIds, int ClipSkip, bool SdxlHiddenState) input)
+    {
+        var (inputIds, clipSkip, sdxl) = input;
         using var scope = torch.NewDisposeScope();
         var (hiddenStates, last, pooled) = Run(inputIds);
-        var selected = last; // [B, S, C]
-        if (clipSkip > 0)
-            using (var at = UnitDispatch.Enter(final_layer_norm)) selected = final_layer_norm.call(at.In(hiddenStates[^(clipSkip + 1)]));
-        var (outSelected, outPooled) = scope.MoveToOuter(UnitDispatch.ReturnTo(selected, inputIds), UnitDispatch.ReturnTo(pooled, inputIds));
-        return new CLIPTextOutput(outSelected, outPooled);
+        Tensor chosen;
+        if (sdxl)
+        {
+            chosen = hiddenStates[^(clipSkip + 2)]; // [B, S, C]
+            if (text_projection is not null) pooled = text_projection.call(pooled); // [B, projection_dim]
+        }
+        else
+            chosen = clipSkip > 0 ? final_layer_norm.call(hiddenStates[^(clipSkip + 1)]) : last; // [B, S, C]
+        return scope.MoveToOuter(chosen, pooled);
     }
 
     /// <summary>transformers' hidden_states (the embeddings, then every layer's output), the final-layer-normed last state, and the pooled output (that state at each row's EOS).</summary>
@@ -281,11 +290,9 @@ public sealed class CLIPTextModel : nn.Module
             throw new DiffusionException("SequenceTooLong", DiffusionErrorKind.InvalidArgument,
                 $"The CLIP text encoder got {seq} tokens but handles at most {Config.MaxPositionEmbeddings} (max_position_embeddings). Truncate the token ids.", nameof(inputIds));
         var ids = inputIds.view(-1, seq); // [B, S]
-        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
-        Tensor embedded, last;
-        using (var at = UnitDispatch.Enter(embeddings)) embedded = embeddings.call(at.In(ids));
-        var hiddenStates = encoder.forward(embedded);
-        using (var at = UnitDispatch.Enter(final_layer_norm)) last = final_layer_norm.call(at.In(hiddenStates[^1])); // [B, S, C]
+        var embedded = embeddings.call(ids);
+        var hiddenStates = encoder.call(embedded);
+        var last = final_layer_norm.call(hiddenStates[^1]); // [B, S, C]
 
         // transformers: eos_token_id 2 is the pre-#24773 config value, where the EOS is the highest id in the row (argmax);
         // otherwise the first position of eos_token_id (pad may equal eos).

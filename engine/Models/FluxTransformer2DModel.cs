@@ -2,7 +2,6 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models.Blocks;
-using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -57,7 +56,7 @@ public sealed class FluxTransformer2DConfig
 /// tokens [B, S, joint] go through double-stream blocks, then single-stream blocks over the joined sequence, and come
 /// out as the velocity [B, L, 64]. Module fields are named as the checkpoint keys.
 /// </summary>
-public sealed class FluxTransformer2DModel : nn.Module
+public sealed class FluxTransformer2DModel : nn.Module<(Tensor HiddenStates, Tensor EncoderHiddenStates, Tensor PooledProjections, Tensor Timestep, Tensor ImgIds, Tensor TxtIds, Tensor? Guidance, (Tensor Cos, Tensor Sin)? Rotary), Tensor>
 {
     /// <summary>CombinedTimestepGuidanceTextProjEmbeddings (guidance_embeds) or CombinedTimestepTextProjEmbeddings.</summary>
     public readonly nn.Module time_text_embed;
@@ -108,48 +107,41 @@ public sealed class FluxTransformer2DModel : nn.Module
     /// computes once for all its steps (the ids do not change); null: computed here from the ids.
     /// Returns [B, L, out_channels] in the model's dtype.
     /// </summary>
+    /// <remarks>The model's call: hooks registered on the model (a device map's placement, a benchmark's timing) run around it.</remarks>
     public Tensor forward(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor pooledProjections, Tensor timestep,
-        Tensor imgIds, Tensor txtIds, Tensor? guidance, (Tensor Cos, Tensor Sin)? rotary = null)
+        Tensor imgIds, Tensor txtIds, Tensor? guidance, (Tensor Cos, Tensor Sin)? rotary = null) =>
+        call((hiddenStates, encoderHiddenStates, pooledProjections, timestep, imgIds, txtIds, guidance, rotary));
+
+    public override Tensor forward((Tensor HiddenStates, Tensor EncoderHiddenStates, Tensor PooledProjections, Tensor Timestep, Tensor ImgIds, Tensor TxtIds, Tensor? Guidance, (Tensor Cos, Tensor Sin)? Rotary) input)
     {
+        var (hiddenStates, encoderHiddenStates, pooledProjections, timestep, imgIds, txtIds, guidance, rotary) = input;
         using var scope = torch.NewDisposeScope();
         var dtype = x_embedder.weight.dtype;
         var device = x_embedder.weight.device;
 
-        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
-        Tensor hidden, temb, encoder;
-        using (var at = UnitDispatch.Enter(x_embedder)) hidden = x_embedder.call(at.In(hiddenStates.to(dtype, device))); // [B, L, D]
+        var hidden = x_embedder.call(hiddenStates.to(dtype, device)); // [B, L, D]
         var t = timestep.to(dtype, device) * 1000;
         var pooled = pooledProjections.to(dtype, device);
-        using (var at = UnitDispatch.Enter(time_text_embed))
-            temb = time_text_embed switch // [B, D]
-            {
-                CombinedTimestepGuidanceTextProjEmbeddings withGuidance => withGuidance.forward(at.In(t), at.In(GuidanceTimes1000(guidance, dtype, device)), at.In(pooled)),
-                CombinedTimestepTextProjEmbeddings withoutGuidance when guidance is null => withoutGuidance.forward(at.In(t), at.In(pooled)),
-                _ => throw new DiffusionException("GuidanceNotSupported", DiffusionErrorKind.InvalidArgument,
-                    "This FLUX transformer has no guidance embedding (guidance_embeds is false, e.g. FLUX.1-schnell), so it takes no guidance value. " +
-                    "Leave the guidance scale unset for this model.", "guidance"),
-            };
-        using (var at = UnitDispatch.Enter(context_embedder)) encoder = context_embedder.call(at.In(encoderHiddenStates.to(dtype, device))); // [B, S, D]
+        var temb = time_text_embed switch // [B, D]
+        {
+            CombinedTimestepGuidanceTextProjEmbeddings withGuidance => withGuidance.call(t, GuidanceTimes1000(guidance, dtype, device), pooled),
+            CombinedTimestepTextProjEmbeddings withoutGuidance when guidance is null => withoutGuidance.call(t, pooled),
+            _ => throw new DiffusionException("GuidanceNotSupported", DiffusionErrorKind.InvalidArgument,
+                "This FLUX transformer has no guidance embedding (guidance_embeds is false, e.g. FLUX.1-schnell), so it takes no guidance value. " +
+                "Leave the guidance scale unset for this model.", "guidance"),
+        };
+        var encoder = context_embedder.call(encoderHiddenStates.to(dtype, device)); // [B, S, D]
 
         var (ropeCos, ropeSin) = rotary ?? RotaryEmbedding(imgIds, txtIds); // [S+L, head_dim] float32; the caller's tables are not disposed here
 
         // Each block's outputs replace its inputs, which are freed at once (57 blocks of [B, S+L, D] would add up).
         foreach (var block in transformer_blocks)
-            using (var at = UnitDispatch.Enter(block))
-            {
-                at.Move(ref hidden, ref encoder, ref temb, ref ropeCos, ref ropeSin);
-                ReplaceStreams(block.forward(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
-            }
+            ReplaceStreams(block.call(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
         foreach (var block in single_transformer_blocks)
-            using (var at = UnitDispatch.Enter(block))
-            {
-                at.Move(ref hidden, ref encoder, ref temb, ref ropeCos, ref ropeSin);
-                ReplaceStreams(block.forward(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
-            }
+            ReplaceStreams(block.call(hidden, encoder, temb, ropeCos, ropeSin), ref encoder, ref hidden);
 
-        using (var at = UnitDispatch.Enter(norm_out)) { at.Move(ref hidden, ref temb); hidden = norm_out.forward(hidden, temb); }
-        using (var at = UnitDispatch.Enter(proj_out)) hidden = proj_out.call(at.In(hidden));
-        return scope.MoveToOuter(UnitDispatch.ReturnTo(hidden, hiddenStates));
+        hidden = norm_out.call(hidden, temb);
+        return scope.MoveToOuter(proj_out.call(hidden));
     }
 
     /// <summary>

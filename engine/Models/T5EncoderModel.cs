@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
-using Diffusion.Engine.Sharding;
 using Diffusion.Engine.Models.Blocks;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -262,8 +261,12 @@ public sealed class T5LayerFF : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>One encoder block: layer[0] self-attention, layer[1] feed-forward, each followed by transformers' float16 clamp.</summary>
-public sealed class T5Block : nn.Module
+/// <summary>
+/// One encoder block: layer[0] self-attention, layer[1] feed-forward, each followed by transformers' float16 clamp.
+/// The first block (the one with the relative attention bias table) makes the position bias, the attention mask
+/// added, and hands it on to the blocks after it, as transformers' T5 does.
+/// </summary>
+public sealed class T5Block : nn.Module<Tensor, Tensor?, Tensor?, (Tensor Hidden, Tensor PositionBias)>
 {
     public readonly ModuleList<nn.Module> layer;
 
@@ -275,12 +278,27 @@ public sealed class T5Block : nn.Module
 
     public T5Attention SelfAttention => ((T5LayerSelfAttention)layer[0]).SelfAttention;
 
-    public Tensor forward(Tensor hiddenStates, Tensor positionBias)
+    /// <param name="hiddenStates">[B, S, d_model]</param>
+    /// <param name="attentionMask">[B, S], 1 for tokens to attend to and 0 for padding; null attends to all. Used by the first block only.</param>
+    /// <param name="positionBias">[1 or B, heads, S, S] from the first block, the mask already added; null in the first block, which makes it.</param>
+    public override (Tensor Hidden, Tensor PositionBias) forward(Tensor hiddenStates, Tensor? attentionMask, Tensor? positionBias)
     {
         using var scope = torch.NewDisposeScope();
+        bool made = positionBias is null;
+        positionBias ??= PositionBias(hiddenStates, attentionMask);
         var h = ClampFloat16(((T5LayerSelfAttention)layer[0]).forward(hiddenStates, positionBias));
         h = ClampFloat16(((T5LayerFF)layer[1]).call(h));
-        return scope.MoveToOuter(h);
+        return (scope.MoveToOuter(h), made ? scope.MoveToOuter(positionBias) : positionBias);
+    }
+
+    private Tensor PositionBias(Tensor hiddenStates, Tensor? attentionMask)
+    {
+        long seq = hiddenStates.shape[1];
+        var positionBias = SelfAttention.ComputeBias(seq, seq, hiddenStates.device); // [1, heads, S, S]
+        if (attentionMask is null) return positionBias;
+        var dtype = hiddenStates.dtype;
+        var keep = attentionMask.to(dtype, positionBias.device).unsqueeze(1).unsqueeze(1); // [B, 1, 1, S]
+        return positionBias + (1.0 - keep) * torch.finfo(dtype).min; // [B, heads, S, S]
     }
 
     /// <summary>transformers clamps float16 hidden states to the finite range (max - 1000 once an inf appeared).</summary>
@@ -296,7 +314,7 @@ public sealed class T5Block : nn.Module
 }
 
 /// <summary>transformers' T5Stack as the encoder: blocks, then final_layer_norm. The token embedding is the model's shared one.</summary>
-public sealed class T5Stack : nn.Module
+public sealed class T5Stack : nn.Module<Tensor, Tensor?, Tensor>
 {
     public readonly ModuleList<T5Block> block;
     public readonly T5LayerNorm final_layer_norm;
@@ -310,29 +328,13 @@ public sealed class T5Stack : nn.Module
 
     /// <param name="inputsEmbeds">[B, S, d_model]</param>
     /// <param name="attentionMask">[B, S], 1 for tokens to attend to and 0 for padding; null attends to all.</param>
-    public Tensor forward(Tensor inputsEmbeds, Tensor? attentionMask)
+    public override Tensor forward(Tensor inputsEmbeds, Tensor? attentionMask)
     {
         using var scope = torch.NewDisposeScope();
-        long seq = inputsEmbeds.shape[1];
-        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
-        Tensor positionBias;
-        using (var at = UnitDispatch.Enter(block[0]))
-            positionBias = block[0].SelfAttention.ComputeBias(seq, seq, at.Device ?? inputsEmbeds.device); // [1, heads, S, S]
-        if (attentionMask is not null)
-        {
-            var dtype = inputsEmbeds.dtype;
-            var keep = attentionMask.to(dtype, positionBias.device).unsqueeze(1).unsqueeze(1); // [B, 1, 1, S]
-            positionBias = positionBias + (1.0 - keep) * torch.finfo(dtype).min; // [B, heads, S, S]
-        }
         var h = inputsEmbeds;
-        foreach (var b in block)
-            using (var at = UnitDispatch.Enter(b))
-            {
-                at.Move(ref h, ref positionBias);
-                h = b.forward(h, positionBias);
-            }
-        using (var at = UnitDispatch.Enter(final_layer_norm)) h = final_layer_norm.call(at.In(h));
-        return scope.MoveToOuter(h);
+        Tensor? positionBias = null;
+        foreach (var b in block) (h, positionBias) = b.call(h, attentionMask, positionBias);
+        return scope.MoveToOuter(final_layer_norm.call(h));
     }
 }
 
@@ -340,7 +342,7 @@ public sealed class T5Stack : nn.Module
 /// transformers' T5EncoderModel. The token embedding is shared.weight (encoder.embed_tokens is the same module and is
 /// not saved separately). No embedding scaling, no dropout at inference.
 /// </summary>
-public sealed class T5EncoderModel : nn.Module
+public sealed class T5EncoderModel : nn.Module<(Tensor InputIds, Tensor? AttentionMask), Tensor>
 {
     public readonly EmbeddingTable shared;
     public readonly T5Stack encoder;
@@ -359,11 +361,13 @@ public sealed class T5EncoderModel : nn.Module
     /// <param name="inputIds">[B, S] int64 token ids.</param>
     /// <param name="attentionMask">Optional [B, S] mask (1 keep, 0 pad). FLUX passes none.</param>
     /// <returns>last_hidden_state [B, S, d_model].</returns>
-    public Tensor forward(Tensor inputIds, Tensor? attentionMask = null)
+    /// <remarks>The model's call: hooks registered on the model (a device map's placement, a benchmark's timing) run around it.</remarks>
+    public Tensor forward(Tensor inputIds, Tensor? attentionMask = null) => call((inputIds, attentionMask));
+
+    public override Tensor forward((Tensor InputIds, Tensor? AttentionMask) input)
     {
         using var scope = torch.NewDisposeScope();
-        Tensor embeds;
-        using (var at = UnitDispatch.Enter(shared)) embeds = shared.call(at.In(inputIds)); // [B, S, d_model]
-        return scope.MoveToOuter(UnitDispatch.ReturnTo(encoder.forward(embeds, attentionMask), inputIds));
+        var embeds = shared.call(input.InputIds); // [B, S, d_model]
+        return scope.MoveToOuter(encoder.call(embeds, input.AttentionMask));
     }
 }

@@ -1,7 +1,6 @@
 using System.Text.Json.Serialization;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models.Blocks;
-using Diffusion.Engine.Sharding;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -151,7 +150,7 @@ public sealed class UNet2DConditionConfig
 /// blocks (keeping every intermediate output as a skip connection), the cross-attention mid block, up blocks that
 /// consume the skips in reverse, GroupNorm + SiLU and conv_out. Predicts the noise (or v) for a latent batch.
 /// </summary>
-public sealed class UNet2DConditionModel : nn.Module
+public sealed class UNet2DConditionModel : nn.Module<(Tensor Sample, Tensor Timestep, Tensor EncoderHiddenStates, Tensor? TextEmbeds, Tensor? TimeIds), Tensor>
 {
     public readonly Conv2d conv_in;
     public readonly TimestepEmbedding time_embedding;
@@ -253,8 +252,13 @@ public sealed class UNet2DConditionModel : nn.Module
     /// <param name="textEmbeds">SDXL: [B, P] pooled text embeddings (diffusers' added_cond_kwargs["text_embeds"]); null otherwise.</param>
     /// <param name="timeIds">SDXL: [B, 6] original size, crop top-left, target size (added_cond_kwargs["time_ids"]); null otherwise.</param>
     /// <returns>[B, out_channels, h, w] model output (noise prediction for SD 1.x)</returns>
-    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null)
+    /// <remarks>The model's call: hooks registered on the model (a device map's placement, a benchmark's timing) run around it.</remarks>
+    public Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? textEmbeds = null, Tensor? timeIds = null) =>
+        call((sample, timestep, encoderHiddenStates, textEmbeds, timeIds));
+
+    public override Tensor forward((Tensor Sample, Tensor Timestep, Tensor EncoderHiddenStates, Tensor? TextEmbeds, Tensor? TimeIds) input)
     {
+        var (sample, timestep, encoderHiddenStates, textEmbeds, timeIds) = input;
         if (add_embedding is not null && (textEmbeds is null || timeIds is null))
             throw new DiffusionException("AddedConditionMissing", DiffusionErrorKind.InvalidArgument,
                 "This UNet (addition_embed_type \"text_time\", SDXL) needs the pooled text embeddings and the time ids; encode the prompts with the SDXL pipeline's two text encoders.", "Embedding");
@@ -267,35 +271,24 @@ public sealed class UNet2DConditionModel : nn.Module
         var timesteps = timestep.dim() == 0 ? timestep.unsqueeze(0) : timestep;
         timesteps = timesteps.to(sample.device).expand(sample.shape[0]); // [B]
         var tEmb = _timeProj.forward(timesteps).to_type(sample.dtype);  // [B, C0], computed in float32
-        // Each unit call goes through UnitDispatch (a no-op unless a device map placed the model across devices).
-        var input = sample;
-        Tensor emb;
-        using (var at = UnitDispatch.Enter(time_embedding)) emb = time_embedding.call(at.In(tEmb)); // [B, time_embed_dim]
+        var emb = time_embedding.call(tEmb); // [B, time_embed_dim]
         if (add_embedding is not null)
         {
             var timeEmbeds = _addTimeProj!.forward(timeIds!.flatten()).reshape(textEmbeds!.shape[0], -1); // [B*6, d] -> [B, 6d]
-            using var at = UnitDispatch.Enter(add_embedding);
-            var addEmbeds = torch.cat([at.In(textEmbeds!), at.In(timeEmbeds)], -1).to_type(emb.dtype); // [B, P + 6d]
+            var addEmbeds = torch.cat([textEmbeds!, timeEmbeds], -1).to_type(emb.dtype); // [B, P + 6d]
             var augEmb = add_embedding.call(addEmbeds);
             emb = emb + augEmb.to(emb.device); // [B, time_embed_dim]
         }
 
-        using (var at = UnitDispatch.Enter(conv_in)) sample = conv_in.call(at.In(sample));
+        sample = conv_in.call(sample);
         var skips = new List<Tensor> { sample };
         foreach (var block in down_blocks)
-            using (var at = UnitDispatch.Enter(block))
-            {
-                at.Move(ref sample, ref emb, ref encoderHiddenStates);
-                (sample, var states) = block.forward(sample, emb, encoderHiddenStates);
-                skips.AddRange(states);
-            }
+        {
+            (sample, var states) = block.call(sample, emb, encoderHiddenStates);
+            skips.AddRange(states);
+        }
 
-        if (mid_block is not null)
-            using (var at = UnitDispatch.Enter(mid_block))
-            {
-                at.Move(ref sample, ref emb, ref encoderHiddenStates);
-                sample = mid_block.forward(sample, emb, encoderHiddenStates);
-            }
+        if (mid_block is not null) sample = mid_block.call(sample, emb, encoderHiddenStates);
 
         for (int i = 0; i < up_blocks.Count; i++)
         {
@@ -304,13 +297,10 @@ public sealed class UNet2DConditionModel : nn.Module
             var blockSkips = skips.GetRange(skips.Count - block.ResnetCount, block.ResnetCount);
             skips.RemoveRange(skips.Count - block.ResnetCount, block.ResnetCount);
             long[]? upsampleSize = !isFinal && forwardUpsampleSize ? skips[^1].shape[2..] : null;
-            using var at = UnitDispatch.Enter(block);
-            at.Move(ref sample, ref emb, ref encoderHiddenStates);
-            sample = block.forward(sample, blockSkips.Select(at.In).ToList(), emb, encoderHiddenStates, upsampleSize);
+            sample = block.call(sample, blockSkips, emb, encoderHiddenStates, upsampleSize);
         }
 
-        using (var at = UnitDispatch.Enter(conv_norm_out)) sample = F.silu(conv_norm_out.call(at.In(sample)));
-        using (var at = UnitDispatch.Enter(conv_out)) sample = conv_out.call(at.In(sample));
-        return scope.MoveToOuter(UnitDispatch.ReturnTo(sample, input));
+        sample = F.silu(conv_norm_out.call(sample));
+        return scope.MoveToOuter(conv_out.call(sample));
     }
 }

@@ -1,5 +1,6 @@
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
+using Diffusion.Engine.Placement;
 using Diffusion.Engine.Sharding;
 using Diffusion.Engine.Tokenizers;
 using TorchSharp;

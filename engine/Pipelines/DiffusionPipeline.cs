@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Diffusion.Engine.Devices;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Placement;
 using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;

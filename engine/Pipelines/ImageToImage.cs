@@ -97,9 +97,8 @@ public static class ImageToImage
         {
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
-            using var at = Sharding.UnitDispatch.Enter(vae); // a VAE placed or offloaded by a device map
             var input = pixels.to(pipe.TorchDType, pipe.TorchDevice).to(vaeDType); // diffusers: image.to(dtype), then .float() to upcast
-            var (mean, logvar) = vae.Encode(at.In(input));
+            var (mean, logvar) = vae.Encode(input);
             var std = torch.exp(0.5 * logvar); // diffusers' DiagonalGaussianDistribution.std
             return new EncodedImage(mean.to(torch.CPU), std.to(torch.CPU))
             {

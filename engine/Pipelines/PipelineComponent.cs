@@ -1,4 +1,5 @@
 using Diffusion.Engine.Devices;
+using Diffusion.Engine.Placement;
 using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,6 +1,7 @@
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;
+using Diffusion.Engine.Placement;
 using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;

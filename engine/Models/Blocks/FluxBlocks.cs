@@ -71,7 +71,7 @@ public static class SinusoidalTimestep
 }
 
 /// <summary>diffusers' CombinedTimestepTextProjEmbeddings (FLUX.1-schnell): timestep + pooled text conditioning.</summary>
-public sealed class CombinedTimestepTextProjEmbeddings : nn.Module
+public sealed class CombinedTimestepTextProjEmbeddings : nn.Module<Tensor, Tensor, Tensor>
 {
     public readonly TimestepEmbedding timestep_embedder;
     public readonly PixArtAlphaTextProjection text_embedder;
@@ -84,7 +84,7 @@ public sealed class CombinedTimestepTextProjEmbeddings : nn.Module
     }
 
     /// <summary>timestep [B] (already ×1000), pooled [B, P] → [B, D].</summary>
-    public Tensor forward(Tensor timestep, Tensor pooledProjection)
+    public override Tensor forward(Tensor timestep, Tensor pooledProjection)
     {
         using var scope = torch.NewDisposeScope();
         var timestepsEmb = timestep_embedder.call(SinusoidalTimestep.Embed(timestep).to(pooledProjection.dtype));
@@ -94,7 +94,7 @@ public sealed class CombinedTimestepTextProjEmbeddings : nn.Module
 }
 
 /// <summary>diffusers' CombinedTimestepGuidanceTextProjEmbeddings (FLUX.1-dev): timestep + guidance + pooled text.</summary>
-public sealed class CombinedTimestepGuidanceTextProjEmbeddings : nn.Module
+public sealed class CombinedTimestepGuidanceTextProjEmbeddings : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
     public readonly TimestepEmbedding timestep_embedder;
     public readonly TimestepEmbedding guidance_embedder;
@@ -109,7 +109,7 @@ public sealed class CombinedTimestepGuidanceTextProjEmbeddings : nn.Module
     }
 
     /// <summary>timestep [B] and guidance [B] (both already ×1000), pooled [B, P] → [B, D].</summary>
-    public Tensor forward(Tensor timestep, Tensor guidance, Tensor pooledProjection)
+    public override Tensor forward(Tensor timestep, Tensor guidance, Tensor pooledProjection)
     {
         using var scope = torch.NewDisposeScope();
         var timestepsEmb = timestep_embedder.call(SinusoidalTimestep.Embed(timestep).to(pooledProjection.dtype));
@@ -168,7 +168,7 @@ public sealed class AdaLayerNormZeroSingle : nn.Module
 }
 
 /// <summary>diffusers' AdaLayerNormContinuous (layer_norm, no affine): norm(x) * (1 + scale) + shift, scale first in the projection.</summary>
-public sealed class AdaLayerNormContinuous : nn.Module
+public sealed class AdaLayerNormContinuous : nn.Module<Tensor, Tensor, Tensor>
 {
     public readonly Linear linear;
     private readonly long _dim;
@@ -182,7 +182,7 @@ public sealed class AdaLayerNormContinuous : nn.Module
         RegisterComponents();
     }
 
-    public Tensor forward(Tensor x, Tensor conditioningEmbedding)
+    public override Tensor forward(Tensor x, Tensor conditioningEmbedding)
     {
         using var scope = torch.NewDisposeScope();
         var chunks = linear.call(F.silu(conditioningEmbedding).to(x.dtype)).chunk(2, dim: 1);
@@ -332,7 +332,7 @@ public sealed class FluxAttention : nn.Module
 }
 
 /// <summary>diffusers' FluxTransformerBlock (double-stream, MMDiT): separate weights for image and text tokens, joint attention.</summary>
-public sealed class FluxTransformerBlock : nn.Module
+public sealed class FluxTransformerBlock : nn.Module<Tensor, Tensor, Tensor, Tensor, Tensor, (Tensor Encoder, Tensor Hidden)>
 {
     public readonly AdaLayerNormZero norm1;
     public readonly AdaLayerNormZero norm1_context;
@@ -353,7 +353,7 @@ public sealed class FluxTransformerBlock : nn.Module
     }
 
     /// <summary>hidden [B, L, D], encoder [B, S, D], temb [B, D] → (encoder, hidden).</summary>
-    public (Tensor Encoder, Tensor Hidden) forward(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor temb, Tensor ropeCos, Tensor ropeSin)
+    public override (Tensor Encoder, Tensor Hidden) forward(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor temb, Tensor ropeCos, Tensor ropeSin)
     {
         using var scope = torch.NewDisposeScope();
         var (normHidden, gateMsa, shiftMlp, scaleMlp, gateMlp) = norm1.forward(hiddenStates, temb);
@@ -375,7 +375,7 @@ public sealed class FluxTransformerBlock : nn.Module
 }
 
 /// <summary>diffusers' FluxSingleTransformerBlock: text and image tokens joined, attention and MLP in parallel.</summary>
-public sealed class FluxSingleTransformerBlock : nn.Module
+public sealed class FluxSingleTransformerBlock : nn.Module<Tensor, Tensor, Tensor, Tensor, Tensor, (Tensor Encoder, Tensor Hidden)>
 {
     public readonly AdaLayerNormZeroSingle norm;
     public readonly Linear proj_mlp;
@@ -393,7 +393,7 @@ public sealed class FluxSingleTransformerBlock : nn.Module
     }
 
     /// <summary>hidden [B, L, D], encoder [B, S, D], temb [B, D] → (encoder, hidden).</summary>
-    public (Tensor Encoder, Tensor Hidden) forward(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor temb, Tensor ropeCos, Tensor ropeSin)
+    public override (Tensor Encoder, Tensor Hidden) forward(Tensor hiddenStates, Tensor encoderHiddenStates, Tensor temb, Tensor ropeCos, Tensor ropeSin)
     {
         using var scope = torch.NewDisposeScope();
         long textLen = encoderHiddenStates.shape[1];

@@ -5,18 +5,18 @@ using static TorchSharp.torch;
 namespace Diffusion.Engine.Models.Blocks;
 
 /// <summary>A UNet down block: returns the downsampled features and every intermediate output kept for the skip connections.</summary>
-public abstract class UNetDownBlock : nn.Module
+public abstract class UNetDownBlock : nn.Module<Tensor, Tensor, Tensor, (Tensor Hidden, Tensor[] OutputStates)>
 {
     protected UNetDownBlock(string name) : base(name) { }
 
     /// <param name="hidden">[B, in, H, W]</param>
     /// <param name="temb">[B, temb]</param>
     /// <param name="encoderHiddenStates">[B, S_text, cross]</param>
-    public abstract (Tensor Hidden, Tensor[] OutputStates) forward(Tensor hidden, Tensor temb, Tensor encoderHiddenStates);
+    public abstract override (Tensor Hidden, Tensor[] OutputStates) forward(Tensor hidden, Tensor temb, Tensor encoderHiddenStates);
 }
 
 /// <summary>A UNet up block: consumes one skip connection per resnet (last first) and upsamples unless it is the final block.</summary>
-public abstract class UNetUpBlock : nn.Module
+public abstract class UNetUpBlock : nn.Module<Tensor, IReadOnlyList<Tensor>, Tensor, Tensor, long[]?, Tensor>
 {
     protected UNetUpBlock(string name) : base(name) { }
 
@@ -28,7 +28,7 @@ public abstract class UNetUpBlock : nn.Module
     /// <param name="temb">[B, temb]</param>
     /// <param name="encoderHiddenStates">[B, S_text, cross]</param>
     /// <param name="upsampleSize">explicit [h, w] for the upsampler when the latent size is not a multiple of the UNet's total downscale</param>
-    public abstract Tensor forward(Tensor hidden, IReadOnlyList<Tensor> skips, Tensor temb, Tensor encoderHiddenStates, long[]? upsampleSize);
+    public abstract override Tensor forward(Tensor hidden, IReadOnlyList<Tensor> skips, Tensor temb, Tensor encoderHiddenStates, long[]? upsampleSize);
 }
 
 /// <summary>diffusers' <c>DownBlock2D</c>: resnets, then an optional stride-2 conv downsampler.</summary>
@@ -108,7 +108,7 @@ public sealed class CrossAttnDownBlock2D : UNetDownBlock
 }
 
 /// <summary>diffusers' <c>UNetMidBlock2DCrossAttn</c>: resnet, then (Transformer2DModel, resnet) pairs.</summary>
-public sealed class UNetMidBlock2DCrossAttn : nn.Module
+public sealed class UNetMidBlock2DCrossAttn : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
     public readonly ModuleList<Transformer2DModel> attentions;
     public readonly ModuleList<ResnetBlock2D> resnets;
@@ -129,7 +129,7 @@ public sealed class UNetMidBlock2DCrossAttn : nn.Module
     /// <param name="hidden">[B, C, H, W]</param>
     /// <param name="temb">[B, temb]</param>
     /// <param name="encoderHiddenStates">[B, S_text, cross]</param>
-    public Tensor forward(Tensor hidden, Tensor temb, Tensor encoderHiddenStates)
+    public override Tensor forward(Tensor hidden, Tensor temb, Tensor encoderHiddenStates)
     {
         using var scope = torch.NewDisposeScope();
         hidden = resnets[0].forward(hidden, temb);

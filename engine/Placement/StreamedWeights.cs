@@ -3,7 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Sharding;
+namespace Diffusion.Engine.Placement;
 
 /// <summary>
 /// The weights of an offloaded module (a unit, or a whole component under model offload). At rest the module's
@@ -86,7 +86,7 @@ internal sealed class StreamedWeights : IDisposable
 
     /// <summary>
     /// Starts reading the disk weights into host memory on a worker thread, so that <see cref="In"/> finds them there
-    /// (the hooks call it for the next offloaded unit while the current one computes). No-op for host copies, when the
+    /// (the placement hooks call it for the next offloaded unit while the current one computes). No-op for host copies, when the
     /// weights are in, or when a read is under way.
     /// </summary>
     public void Prefetch()
@@ -128,7 +128,7 @@ internal sealed class StreamedWeights : IDisposable
                 }
                 using var read = staged?[i] ?? readHost!();
                 if (staged is not null) staged[i] = null!; // disposed here
-                if (UnitDispatch.SameDevice(read, _device)) p.set_(read); // CPU execution: the read tensor is the weight
+                if (TensorDevices.IsOn(read, _device)) p.set_(read); // CPU execution: the read tensor is the weight
                 else
                 {
                     using var copy = read.to(_device, non_blocking: _pin);
