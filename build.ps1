@@ -81,6 +81,16 @@ function Invoke-Build {
     if (Test-Path $aboutSource) { Copy-Item $aboutSource -Destination $moduleOut -Recurse -Force }
     $helpBuilder = Join-Path $root 'build/New-MamlHelp.ps1'
     if (Test-Path $helpBuilder) { & $helpBuilder -ModulePath $moduleOut -SourcePath (Join-Path $root 'module/help') }
+    # Test and benchmark support (tensor comparisons, the activation probe, the architecture benchmark): beside the
+    # module, not in it; the Pester tests and bench/ load it into the engine's load context.
+    $benchOut = Join-Path $out 'Diffusion.Bench'
+    Write-Host "Building test and benchmark support -> $benchOut"
+    Invoke-Native 'Bench support build' {
+        dotnet build (Join-Path $root 'bench/Diffusion.Bench/Diffusion.Bench.csproj') -c $Configuration --nologo -v q "-p:WithLibTorchCpu=$withCpu"
+    }
+    New-Item -ItemType Directory -Force $benchOut | Out-Null
+    $benchBin = Join-Path $root "bench/Diffusion.Bench/bin/$Configuration/net8.0/$rid"
+    Copy-Item (Join-Path $benchBin 'Diffusion.Bench.dll'), (Join-Path $benchBin 'Diffusion.Bench.pdb') $benchOut -Force
     Write-Host "Module ready: Import-Module $moduleOut"
 }
 

@@ -11,7 +11,9 @@ param(
     [string] $Device = 'cpu',
     [ValidateSet('Real', 'Tiny', 'Auto')] [string] $Profile = 'Auto',
     [int] $Repeat = 5,
-    [string] $OutFile
+    [string] $OutFile,
+    # The test and benchmark support assembly (ArchitectureBenchmark), which ./build.ps1 builds beside the module.
+    [string] $BenchAssembly = (Join-Path $PSScriptRoot '../out/Diffusion.Bench/Diffusion.Bench.dll')
 )
 $ErrorActionPreference = 'Stop'
 Import-Module (Resolve-Path $ModulePath).Path
@@ -19,8 +21,9 @@ $dev = Get-DiffusionDevice | Where-Object Name -eq ($Device -eq 'cuda' ? 'cuda:0
 if (-not $dev) { throw "No device '$Device' (see Get-DiffusionDevice)." }
 $engine = [System.Runtime.Loader.AssemblyLoadContext]::All | Where-Object Name -eq 'Diffusion.Engine'
 function Get-EngineType([string] $name) { foreach ($a in $engine.Assemblies) { $t = $a.GetType($name); if ($t) { return $t } } }
-$profileType = Get-EngineType 'Diffusion.Engine.Diagnostics.ArchitectureProfile'
-$benchType = Get-EngineType 'Diffusion.Engine.Diagnostics.ArchitectureBenchmark'
+$bench = $engine.LoadFromAssemblyPath((Resolve-Path $BenchAssembly).Path)
+$profileType = $bench.GetType('Diffusion.Bench.ArchitectureProfile', $true)
+$benchType = $bench.GetType('Diffusion.Bench.ArchitectureBenchmark', $true)
 $catalog = Get-EngineType 'Diffusion.Engine.Devices.DeviceCatalog'
 if ($Profile -eq 'Auto') { $Profile = if ($dev.Type -eq 'cuda') { 'Real' } else { 'Tiny' } }
 $p = if ($Profile -eq 'Real') { $profileType::Real() } else {

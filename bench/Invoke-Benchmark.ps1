@@ -21,7 +21,9 @@ param(
     # Worker processes for the data-parallel rows (default: the cores, 2 to 4).
     [int] $Processes = [Math]::Min(4, [Math]::Max(2, [Environment]::ProcessorCount)),
     # Prompts for the data-parallel rows.
-    [int] $Images = 8
+    [int] $Images = 8,
+    # The test and benchmark support assembly (ActivationProbe), which ./build.ps1 builds beside the module.
+    [string] $BenchAssembly = (Join-Path $PSScriptRoot '../out/Diffusion.Bench/Diffusion.Bench.dll')
 )
 $ErrorActionPreference = 'Stop'
 if ($LibTorchPath) { $env:DIFFUSION_LIBTORCH = $LibTorchPath }
@@ -32,7 +34,7 @@ New-Item -ItemType Directory -Force $outDir | Out-Null
 $resultFile = Join-Path $outDir 'results.json'
 
 $worker = {
-    param($ModulePath, $Fixtures, $Device, $Repeat, $ResultFile, $Processes, $Images)
+    param($ModulePath, $Fixtures, $Device, $Repeat, $ResultFile, $Processes, $Images, $BenchAssembly)
     $ErrorActionPreference = 'Stop'
     $ProgressPreference = 'SilentlyContinue' # the parent reads this process's output: no progress records in it
     Import-Module $ModulePath
@@ -114,7 +116,7 @@ $worker = {
 
         # The activation head-room estimate against what a forward really takes (CPU peak resident memory), for a
         # FLUX transformer of width 1024 (one block of each kind, random weights).
-        $probe = $engine.Assemblies.ForEach({ $_.GetType('Diffusion.Engine.Diagnostics.ActivationProbe') }).Where({ $_ })[0]
+        $probe = $engine.LoadFromAssemblyPath($BenchAssembly).GetType('Diffusion.Bench.ActivationProbe', $true)
         $probeConfig = '{"attention_head_dim":128,"axes_dims_rope":[16,56,56],"guidance_embeds":true,"in_channels":64,"joint_attention_dim":1024,"num_attention_heads":8,"num_layers":1,"num_single_layers":1,"patch_size":1,"pooled_projection_dim":256}'
         foreach ($case in @(@{ DType = 'float32'; Size = 768 }, @{ DType = 'bfloat16'; Size = 768 })) {
             $m = $probe::MeasureFlux($probeConfig, $case.DType, $case.Size, 512)
@@ -188,7 +190,7 @@ $worker = {
 }
 $pwsh = (Get-Process -Id $PID).Path
 $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
-$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$fixtures' '$Device' $Repeat '$resultFile' $Processes $Images"))
+$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$fixtures' '$Device' $Repeat '$resultFile' $Processes $Images '$((Resolve-Path $BenchAssembly).Path)'"))
 & $pwsh @pwshArgs -NoProfile -NonInteractive -EncodedCommand $encoded
 if ($LASTEXITCODE -ne 0) { throw "The benchmark failed (exit code $LASTEXITCODE)." }
 Write-Host "Results: $resultFile"

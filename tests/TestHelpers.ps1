@@ -18,7 +18,13 @@ function Get-EngineType([string] $name) {
     throw "No type $name in the engine's load context."
 }
 $script:SafeTensorsFile = Get-EngineType 'Diffusion.Engine.IO.SafeTensorsFile'
-$script:TensorComparison = Get-EngineType 'Diffusion.Engine.Diagnostics.TensorComparison'
+# Test support (TensorComparison) is not in the module: build.ps1 builds it beside it, into out/Diffusion.Bench.
+$script:BenchAssembly = if ($env:DIFFUSION_BENCH_ASSEMBLY) { $env:DIFFUSION_BENCH_ASSEMBLY } else { Join-Path $PSScriptRoot '../out/Diffusion.Bench/Diffusion.Bench.dll' }
+if (-not ($script:EngineContext.Assemblies | Where-Object { $_.GetName().Name -eq 'Diffusion.Bench' })) {
+    if (-not (Test-Path $script:BenchAssembly)) { throw "No test support assembly at '$script:BenchAssembly': run ./build.ps1 (it builds out/Diffusion.Bench), or set `$env:DIFFUSION_BENCH_ASSEMBLY." }
+    $null = $script:EngineContext.LoadFromAssemblyPath((Resolve-Path $script:BenchAssembly).Path)
+}
+$script:TensorComparison = Get-EngineType 'Diffusion.Bench.TensorComparison'
 $script:Torch = Get-EngineType 'TorchSharp.torch'
 $script:TensorType = Get-EngineType 'TorchSharp.torch+Tensor'
 $script:MemoryLedger = Get-EngineType 'Diffusion.Engine.Devices.MemoryLedger'

@@ -10,4 +10,4 @@ tar -C /tmp/pw -xJf .gpu/pwsh.tar.xz
 export DOTNET_ROOT=/tmp/dn PATH=/tmp/dn:$PATH DIFFUSION_LIBTORCH="$torch_dir/lib"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 log=${OUT:-/tmp}/bench.log
-dotnet /tmp/pw/unix/pwsh.dll -NoProfile -NonInteractive -File bench/Invoke-ArchitectureBenchmark.ps1 -ModulePath .gpu/module -Device cuda -Profile Real "$@" 2>&1 | tee "$log"
+dotnet /tmp/pw/unix/pwsh.dll -NoProfile -NonInteractive -File bench/Invoke-ArchitectureBenchmark.ps1 -ModulePath .gpu/module -BenchAssembly .gpu/bench/Diffusion.Bench.dll -Device cuda -Profile Real "$@" 2>&1 | tee "$log"

@@ -162,7 +162,7 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
             _parallel.Run();
             return;
         }
-        var seed = SeedPerPrompt ? Seed ?? NewSeed() : Seed;
+        var seed = SeedPerPrompt ? Seed ?? RandomSeed.Next() : Seed;
         var items = Items(SeedPerPrompt ? seed : null);
         _items = items;
         RequireDistinctOutputPaths(items);
@@ -398,8 +398,6 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
             Run(() => new OutputPathTemplate(ResolveTemplatePath(group.Key)).RequireDistinct(images, ProcessRank()));
         }
     }
-
-    internal static long NewSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
 
     private void Emit(DiffusionImage image, DiffusionLatent latent, string device, double seconds, string? outputPath)
     {

@@ -8,69 +8,12 @@ namespace Diffusion.Cmdlets;
 /// <summary>Loads a diffusers pipeline folder (all components, or only those a stage needs) on a device in a dtype.</summary>
 [Cmdlet(VerbsCommon.New, "DiffusionPipeline", SupportsShouldProcess = true)]
 [OutputType(typeof(DiffusionPipeline))]
-public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
+public sealed class NewDiffusionPipelineCommand : ModelPlacementCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("FullName", "ModelPath")]
-    [ArgumentCompleter(typeof(ModelPathCompleter))]
-    public string Path { get; set; } = "";
-
-    /// <summary>With a Hugging Face repo id as -Path: the branch, tag or commit to load (default main).</summary>
-    [Parameter]
-    [ValidateNotNullOrEmpty]
-    public string? Revision { get; set; }
-
-    [Parameter]
-    [ArgumentCompleter(typeof(DeviceCompleter))]
-    public string? Device { get; set; }
-
-    [Parameter]
-    [ValidateSet("float32", "float16", "bfloat16")]
-    public string DType { get; set; } = "float32";
-
-    /// <summary>Load only these components (e.g. text_encoder,text_encoder_2 for the encode stage).</summary>
-    [Parameter]
-    [ArgumentCompleter(typeof(ComponentCompleter))]
-    public string[]? Component { get; set; }
-
     [Parameter]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(SchedulerCompleter))]
     public string? Scheduler { get; set; }
-
-    /// <summary>diffusers' variant: the *.fp16.safetensors (etc.) weights of each component that has them.</summary>
-    [Parameter]
-    [ValidateNotNullOrEmpty]
-    public string? Variant { get; set; }
-
-    /// <summary>For a single-file checkpoint (-Path x.safetensors): the diffusers folder with its configs, tokenizers and scheduler.</summary>
-    [Parameter]
-    [ValidateNotNullOrEmpty]
-    public string? Config { get; set; }
-
-    /// <summary>auto, balanced, balanced_low_0, sequential, or a hashtable (module path or component -> device).</summary>
-    [Parameter]
-    [ArgumentCompleter(typeof(DeviceMapCompleter))]
-    public object? DeviceMap { get; set; }
-
-    /// <summary>Device -> memory for -DeviceMap, e.g. @{0='16GB'; 1='16GB'; cpu='64GB'}.</summary>
-    [Parameter]
-    public System.Collections.Hashtable? MaxMemory { get; set; }
-
-    /// <summary>model or sequential CPU offload onto -Device.</summary>
-    [Parameter]
-    [ValidateSet("model", "sequential")]
-    public string? Offload { get; set; }
-
-    /// <summary>The image height a device map keeps activation head-room for.</summary>
-    [Parameter]
-    [ValidateRange(16, 16384)]
-    public int? Height { get; set; }
-
-    /// <summary>The image width a device map keeps activation head-room for.</summary>
-    [Parameter]
-    [ValidateRange(16, 16384)]
-    public int? Width { get; set; }
 
     /// <summary>
     /// One folder per input item: a folder that cannot be planned or loaded is a non-terminating error for that item
@@ -81,13 +24,8 @@ public sealed class NewDiffusionPipelineCommand : DiffusionCmdlet
         if (!ModelResolution.ShouldDownload(this, Path, Revision, Variant, Component)) return; // -WhatIf on a repo id not in the cache fetches nothing
         if (!TryRun(() => ModelResolution.Resolve(this, Path, Revision, Variant, Component, StopToken), Path, out var path)) return;
         if (!TryRun(() => ModelConfigArgument.Resolve(this, path, Config, StopToken), Config, out var config)) return;
-        var options = new PipelineLoadOptions
-        {
-            Device = Device, DType = DType, Components = Component, Scheduler = Scheduler, Variant = Variant,
-            Config = config,
-            DeviceMap = DeviceMapArguments.Unwrap(DeviceMap), MaxMemory = DeviceMapArguments.Dictionary(MaxMemory), Offload = Offload,
-            Height = Height, Width = Width,
-        };
+        var options = PlacementOptions(config);
+        options.Scheduler = Scheduler;
         if (!TryRun(() => DiffusionPipeline.PlanComponents(path, options), null, out var plan)) return;
         Engine.Sharding.PipelineDevicePlan? placement = null;
         if ((options.DeviceMap is not null || Offload is not null || MaxMemory is not null)

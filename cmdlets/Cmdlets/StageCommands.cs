@@ -126,7 +126,7 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             ThrowTerminatingError(ArgumentError("SeedPerPromptBatch", "-BatchSize cannot be combined with -SeedPerPrompt: with a seed per prompt each embedding is denoised on its own.", "BatchSize"));
         var options = new DenoiseOptions
         {
-            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = SeedPerPrompt ? Seed ?? InvokeDiffusionCommand.NewSeed() : Seed, SeedPerPrompt = SeedPerPrompt,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, LoraScale = LoraScale, Seed = SeedPerPrompt ? Seed ?? RandomSeed.Next() : Seed, SeedPerPrompt = SeedPerPrompt,
             Height = Height, Width = Width, Scheduler = Scheduler, CaptureSteps = IncludeSteps, InitialLatents = InitialLatent,
             InitImage = InitImage, Strength = Strength,
             OriginalSize = Pair(OriginalSize), CropCoordinates = Pair(CropCoordinates), TargetSize = Pair(TargetSize),

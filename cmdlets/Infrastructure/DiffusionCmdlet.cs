@@ -122,8 +122,9 @@ public abstract class DiffusionCmdlet : PSCmdlet
             ErrorDetails = new ErrorDetails(e.Message),
         };
 
-    protected static ErrorRecord ArgumentError(string errorId, string message, object? target) =>
-        new(new ArgumentException(message), errorId, ErrorCategory.InvalidArgument, target)
+    /// <summary>The error record of a cmdlet-side argument problem (a missing folder is ObjectNotFound, the rest InvalidArgument).</summary>
+    internal static ErrorRecord ArgumentError(string errorId, string message, object? target, ErrorCategory category = ErrorCategory.InvalidArgument) =>
+        new(new ArgumentException(message), errorId, category, target)
         {
             ErrorDetails = new ErrorDetails(message),
         };

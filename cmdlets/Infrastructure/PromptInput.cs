@@ -40,17 +40,14 @@ internal sealed class PromptInput
         bool given = cmdlet.MyInvocation.BoundParameters.ContainsKey(parameter);
         if (cmdlet.MyInvocation.ExpectingInput)
         {
-            if (given) cmdlet.ThrowTerminatingError(Error("PromptAndPipelineInput", "Give the prompts either with -Prompt or through the pipeline, not both."));
+            if (given) cmdlet.ThrowTerminatingError(DiffusionCmdlet.ArgumentError("PromptAndPipelineInput", "Give the prompts either with -Prompt or through the pipeline, not both.", "Prompt"));
             AddObject(cmdlet, piped);
         }
         else if (given) Add(cmdlet, prompts);
         else
-            cmdlet.ThrowTerminatingError(Error("PromptMissing",
-                "No prompt: give -Prompt 'text', or pipe prompts (Get-Content prompts.txt | ..., or Import-Csv prompts.csv with a Prompt column)."));
+            cmdlet.ThrowTerminatingError(DiffusionCmdlet.ArgumentError("PromptMissing",
+                "No prompt: give -Prompt 'text', or pipe prompts (Get-Content prompts.txt | ..., or Import-Csv prompts.csv with a Prompt column).", "Prompt"));
     }
-
-    private static ErrorRecord Error(string id, string message) =>
-        new(new ArgumentException(message), id, ErrorCategory.InvalidArgument, "Prompt") { ErrorDetails = new ErrorDetails(message) };
 
     /// <summary>Prompts given as strings (-Prompt, or strings bound by the pipeline).</summary>
     public void Add(PSCmdlet cmdlet, string?[]? items)

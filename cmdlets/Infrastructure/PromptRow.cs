@@ -44,7 +44,7 @@ internal sealed record PromptRow
 
         var get = Getter(item!, value);
         if (!get.Has("Prompt"))
-            return new(null, None, Error("PromptPropertyMissing",
+            return new(null, None, DiffusionCmdlet.ArgumentError("PromptPropertyMissing",
                 $"Input #{position} is a {TypeName(item!, value)} without a Prompt property{get.Describe()}, so no image is made for it. " +
                 "Pipe strings, or objects with a Prompt property (an Import-Csv file with a Prompt column, @{Prompt='...'}, [pscustomobject]@{Prompt='...'}).", item));
         try
@@ -65,7 +65,7 @@ internal sealed record PromptRow
         }
         catch (RowValueException e)
         {
-            return new(null, None, Error("PromptRowValueInvalid", e.Message, item));
+            return new(null, None, DiffusionCmdlet.ArgumentError("PromptRowValueInvalid", e.Message, item));
         }
     }
 
@@ -88,9 +88,6 @@ internal sealed record PromptRow
             throw new RowValueException($"Row #{position}: {name} {raw} is outside {min}..{max}, so no image is made for this row.");
         return number;
     }
-
-    private static ErrorRecord Error(string id, string message, object? target) =>
-        new(new ArgumentException(message), id, ErrorCategory.InvalidArgument, target) { ErrorDetails = new ErrorDetails(message) };
 
     private static string TypeName(object item, object value) =>
         value is PSCustomObject || (item is PSObject { BaseObject: PSCustomObject }) ? "PSCustomObject" : value.GetType().Name;

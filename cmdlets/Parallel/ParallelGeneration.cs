@@ -90,12 +90,12 @@ internal sealed class ParallelGeneration
         // A repo id is resolved (downloaded) once, here: the workers get the local snapshot folder.
         var modelPath = _cmd.RunEngine(() => ModelResolution.Resolve(_cmd, _cmd.Path, _cmd.Revision, _cmd.Variant, null, _cmd.StopToken));
         if (!Directory.Exists(modelPath) && !(File.Exists(modelPath) && _cmd.Config is not null))
-            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ModelFolderNotFound", ErrorCategory.ObjectNotFound,
-                $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath));
+            _cmd.ThrowTerminatingError(DiffusionCmdlet.ArgumentError("ModelFolderNotFound",
+                $"The model folder '{modelPath}' does not exist. Give the folder that holds model_index.json.", modelPath, ErrorCategory.ObjectNotFound));
         _config = _cmd.RunEngine(() => ModelConfigArgument.Resolve(_cmd, modelPath, _cmd.Config, _cmd.StopToken)); // once here, not an error per worker
         var template = OutputTemplate();
         var negatives = _cmd.NegativePromptsKept is not { } given ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, given));
-        long seed = _cmd.Seed ?? InvokeDiffusionCommand.NewSeed();
+        long seed = _cmd.Seed ?? RandomSeed.Next();
         // {index} keeps the images apart unless its format cuts it; check as the one-process path does (rank 0: two
         // prompts may run on one worker), per template: rows may bring their own OutputPath, resolved here.
         var rowTemplates = _rows.Select(r => r.OutputPath is null ? null : _cmd.ResolveTemplatePath(r.OutputPath)).ToList();
@@ -206,11 +206,11 @@ internal sealed class ParallelGeneration
     private OutputPathTemplate OutputTemplate()
     {
         if (_cmd.OutputPath is null)
-            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelOutputPathMissing", ErrorCategory.InvalidArgument,
+            _cmd.ThrowTerminatingError(DiffusionCmdlet.ArgumentError("ParallelOutputPathMissing",
                 "A parallel run saves the images in the worker processes: give -OutputPath, a folder or a template with {index} (e.g. 'out/{index:0000}.png').", "OutputPath"));
         var template = _cmd.RunEngine(() => new OutputPathTemplate(_cmd.ResolveTemplatePath(_cmd.OutputPath!)));
         if (!template.Uses("index"))
-            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelOutputPathNeedsIndex", ErrorCategory.InvalidArgument,
+            _cmd.ThrowTerminatingError(DiffusionCmdlet.ArgumentError("ParallelOutputPathNeedsIndex",
                 $"-OutputPath '{_cmd.OutputPath}' has no {{index}}: the processes' images would collide. Add {{index}} (e.g. 'out/{{index:0000}}-{{seed}}.png') or give a folder.", "OutputPath"));
         return template;
     }
@@ -405,7 +405,7 @@ internal sealed class ParallelGeneration
     private string OneForAll(string[] values, string parameter)
     {
         if (values.Length != 1)
-            _cmd.ThrowTerminatingError(DiffusionCmdletErrors.Create("ParallelPrompt2PerPrompt", ErrorCategory.InvalidArgument,
+            _cmd.ThrowTerminatingError(DiffusionCmdlet.ArgumentError("ParallelPrompt2PerPrompt",
                 $"A parallel run takes one -{parameter} for all prompts (its workers each get a share of the prompts); got {values.Length}. Give one, or run without -NumProcesses.", parameter));
         return values[0];
     }
@@ -422,11 +422,4 @@ internal sealed class ParallelGeneration
                 "A parallel run reads -InitImage in every worker: give it as a file path (or Get-Item output), not as an image object. Save the image first (Save-DiffusionImage).", "InitImage"),
         };
     }
-}
-
-/// <summary>ErrorRecords for cmdlet-side argument problems.</summary>
-internal static class DiffusionCmdletErrors
-{
-    public static ErrorRecord Create(string errorId, ErrorCategory category, string message, object? target) =>
-        new(new ArgumentException(message), errorId, category, target) { ErrorDetails = new ErrorDetails(message) };
 }

@@ -1,6 +1,7 @@
 using Diffusion.Cmdlets.Infrastructure;
 using Diffusion.Engine;
 using Diffusion.Engine.Devices;
+using Diffusion.Engine.Parallel;
 
 namespace Diffusion.Cmdlets.Parallel;
 

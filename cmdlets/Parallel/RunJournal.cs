@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Diffusion.Engine;
 using Diffusion.Engine.Imaging;
+using Diffusion.Engine.Parallel;
 
 namespace Diffusion.Cmdlets.Parallel;
 

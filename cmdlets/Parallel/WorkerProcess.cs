@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Management.Automation;
 using System.Management.Automation.Runspaces;
 using System.Reflection;
+using Diffusion.Engine.Parallel;
 
 namespace Diffusion.Cmdlets.Parallel;
 
@@ -21,11 +22,6 @@ public sealed record WorkerFailure(int ProcessRank, string Device, int? ProcessI
 {
     public override string ToString() => $"rank {ProcessRank} ({Device}{(ProcessId is null ? "" : $", pid {ProcessId}")}): {Message}";
 }
-
-/// <summary>What one worker process is started with.</summary>
-/// <param name="Device">The device as the user named it (cpu, cuda:1), or null when the worker picks its own (cuda:LOCAL_RANK or cpu).</param>
-/// <param name="Environment">Variables set on the started process (RANK, WORLD_SIZE, LOCAL_RANK, CUDA_VISIBLE_DEVICES, ...).</param>
-internal sealed record WorkerLaunch(int Rank, int WorldSize, string? Device, IReadOnlyDictionary<string, string> Environment);
 
 /// <summary>
 /// One worker: a pwsh process (the same pwsh as this one) running a PowerShell remoting server over its stdin and

@@ -105,16 +105,6 @@ public sealed class AutoencoderKL : nn.Module
         RegisterComponents();
     }
 
-    /// <summary>Builds the VAE from a diffusers folder (config.json + safetensors), loads the weights strictly and sets eval mode.</summary>
-    public static AutoencoderKL FromPretrained(string componentDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
-    {
-        var config = AutoencoderKLConfig.Load(Path.Combine(componentDir, "config.json"));
-        var model = MetaModules.Build(() => new AutoencoderKL(config));
-        WeightLoader.LoadInto(model, componentDir, device ?? CPU, dtype);
-        model.eval();
-        return model;
-    }
-
     /// <summary>The posterior's mean and clamped log-variance (diffusers' <c>encode(x).latent_dist</c>).</summary>
     /// <param name="x">[B, in_channels, H, W] image in [-1, 1]</param>
     /// <returns>each [B, latent_channels, H/f, W/f], unscaled (apply (z - shift) * scaling_factor for the denoiser)</returns>

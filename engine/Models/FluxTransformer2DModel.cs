@@ -89,16 +89,6 @@ public sealed class FluxTransformer2DModel : nn.Module<(Tensor HiddenStates, Ten
         RegisterComponents();
     }
 
-    /// <summary>Builds the model from a diffusers component folder (config.json + safetensors) in <paramref name="dtype"/> on <paramref name="device"/>.</summary>
-    public static FluxTransformer2DModel FromPretrained(string componentDir, Device device, ScalarType dtype)
-    {
-        var config = FluxTransformer2DConfig.Load(Path.Combine(componentDir, "config.json"));
-        var model = MetaModules.Build(() => new FluxTransformer2DModel(config));
-        WeightLoader.LoadInto(model, componentDir, device, dtype);
-        model.eval();
-        return model;
-    }
-
     /// <summary>
     /// One denoising evaluation. hiddenStates [B, L, in_channels] packed latents; encoderHiddenStates [B, S, joint];
     /// pooledProjections [B, pooled]; timestep [B] as the pipeline passes it (t/1000, multiplied by 1000 here);

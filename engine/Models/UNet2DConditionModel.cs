@@ -236,16 +236,6 @@ public sealed class UNet2DConditionModel : nn.Module<(Tensor Sample, Tensor Time
         RegisterComponents();
     }
 
-    /// <summary>Builds the UNet from a diffusers folder (config.json + safetensors), loads the weights strictly and sets eval mode.</summary>
-    public static UNet2DConditionModel FromPretrained(string componentDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
-    {
-        var config = UNet2DConditionConfig.Load(Path.Combine(componentDir, "config.json"));
-        var model = MetaModules.Build(() => new UNet2DConditionModel(config));
-        WeightLoader.LoadInto(model, componentDir, device ?? CPU, dtype);
-        model.eval();
-        return model;
-    }
-
     /// <param name="sample">[B, in_channels, h, w] noisy latents</param>
     /// <param name="timestep">0-dim, [1] or [B] timesteps (any numeric dtype)</param>
     /// <param name="encoderHiddenStates">[B, S, cross_attention_dim] text embeddings</param>

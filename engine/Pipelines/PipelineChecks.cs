@@ -116,8 +116,6 @@ internal static class PipelineChecks
         return torch.cat(o.InitialLatents.Select(l => l.Latents).ToArray(), 0);
     }
 
-    public static long RandomSeed() => Random.Shared.NextInt64(0, uint.MaxValue);
-
     /// <summary>
     /// The seed of a denoise run: -Seed (random when none), plus the prompt's index with SeedPerPrompt. Seeds are taken
     /// modulo 2^64, as torch's manual_seed takes them: a signed seed s is the generator of s + 2^64 when negative, so
@@ -125,7 +123,7 @@ internal static class PipelineChecks
     /// </summary>
     public static long RunSeed(DenoiseOptions o, IReadOnlyList<DiffusionEmbedding> batch)
     {
-        long seed = o.Seed ?? RandomSeed();
+        long seed = o.Seed ?? RandomSeed.Next();
         if (!o.SeedPerPrompt) return seed;
         if (batch.Count != 1)
             throw new DiffusionException("SeedPerPromptBatch", DiffusionErrorKind.InvalidArgument,

@@ -46,7 +46,7 @@ public sealed class DDIMScheduler : IScheduler
             "linspace" => Numpy.Linspace(0, trainSteps - 1, numInferenceSteps).Select(t => (long)Numpy.Round(t)).Reverse().ToArray(),
             "leading" => Enumerable.Range(0, numInferenceSteps).Select(i => (long)i * (trainSteps / numInferenceSteps) + Config.StepsOffset).Reverse().ToArray(),
             "trailing" => Numpy.Arange(trainSteps, 0, -(double)trainSteps / numInferenceSteps).Select(t => (long)Numpy.Round(t) - 1).ToArray(),
-            _ => throw PNDMScheduler.TimestepSpacingNotSupported(_timestepSpacing, Name),
+            _ => throw SchedulerErrors.TimestepSpacingNotSupported(_timestepSpacing, Name),
         };
         Timesteps = timesteps.Select(t => (float)t).ToArray();
     }
@@ -56,13 +56,13 @@ public sealed class DDIMScheduler : IScheduler
     /// <summary>diffusers' <c>add_noise</c>: sqrt(alpha_cumprod[t]) x + sqrt(1 - alpha_cumprod[t]) noise, in float32 like its tensors.</summary>
     public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
     {
-        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (Timesteps.Length == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         return NoiseAddition.WithAlphaCumprod(_alphasCumprod[(long)Timesteps[stepIndex]], original, noise);
     }
 
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
-        if (_numInferenceSteps == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (_numInferenceSteps == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         using var scope = NewDisposeScope();
         long timestep = (long)Timesteps[stepIndex];
         long prevTimestep = timestep - Config.NumTrainTimesteps / _numInferenceSteps;

@@ -81,7 +81,7 @@ public sealed class DPMSolverMultistepScheduler : IScheduler
             "leading" => Enumerable.Range(0, numInferenceSteps + 1).Select(i => (double)i * (lastTimestep / (numInferenceSteps + 1)))
                 .Reverse().SkipLast(1).Select(t => t + Config.StepsOffset).ToArray(),
             "trailing" => Numpy.Arange(lastTimestep, 0, -(double)trainSteps / numInferenceSteps).Select(t => Numpy.Round(t) - 1).ToArray(),
-            _ => throw PNDMScheduler.TimestepSpacingNotSupported(_timestepSpacing, Name),
+            _ => throw SchedulerErrors.TimestepSpacingNotSupported(_timestepSpacing, Name),
         };
 
         var logSigmas = SigmaSchedules.Log(_trainingSigmas);
@@ -130,7 +130,7 @@ public sealed class DPMSolverMultistepScheduler : IScheduler
     /// <summary>diffusers' <c>add_noise</c> with a begin index: alpha_t x + sigma_t noise at sigmas[begin_index].</summary>
     public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
     {
-        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (Timesteps.Length == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         using var scope = NewDisposeScope();
         var (alphaT, sigmaT, _) = AlphaSigmaLambda(stepIndex);
         return scope.MoveToOuter(alphaT.to(original.dtype, original.device) * original + sigmaT.to(original.dtype, original.device) * noise);
@@ -138,7 +138,7 @@ public sealed class DPMSolverMultistepScheduler : IScheduler
 
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
-        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (Timesteps.Length == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         using var scope = NewDisposeScope();
         int steps = Timesteps.Length;
         bool lowerOrderFinal = stepIndex == steps - 1

@@ -95,7 +95,7 @@ public sealed class EulerDiscreteScheduler : IScheduler
     /// <summary>diffusers' <c>add_noise</c> with a begin index: x + noise * sigmas[begin_index].</summary>
     public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
     {
-        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (Timesteps.Length == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         return NoiseAddition.WithSigma(_sigmas[stepIndex], original, noise);
     }
 

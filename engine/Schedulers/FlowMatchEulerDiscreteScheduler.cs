@@ -85,7 +85,7 @@ public sealed class FlowMatchEulerDiscreteScheduler : IScheduler
     /// <summary>diffusers' <c>scale_noise</c> with a begin index: sigma noise + (1 - sigma) x at sigmas[begin_index].</summary>
     public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
     {
-        if (_sigmas.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (_sigmas.Length == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         using var scope = NewDisposeScope();
         var sigma = tensor(_sigmas[stepIndex]).to(original.dtype, original.device);
         return scope.MoveToOuter(sigma * noise + (1.0 - sigma) * original);
@@ -93,7 +93,7 @@ public sealed class FlowMatchEulerDiscreteScheduler : IScheduler
 
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
-        if (_sigmas.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (_sigmas.Length == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         using var scope = NewDisposeScope();
         sample = sample.to(ScalarType.Float32);
         var sigma = tensor(_sigmas[stepIndex]);

@@ -48,7 +48,7 @@ public sealed class PNDMScheduler : IScheduler
             "linspace" => Numpy.Linspace(0, trainSteps - 1, numInferenceSteps).Select(t => (long)Numpy.Round(t)).ToArray(),
             "leading" => Enumerable.Range(0, numInferenceSteps).Select(i => (long)i * (trainSteps / numInferenceSteps) + Config.StepsOffset).ToArray(),
             "trailing" => Numpy.Arange(trainSteps, 0, -(double)trainSteps / numInferenceSteps).Select(t => (long)Numpy.Round(t) - 1).Reverse().ToArray(),
-            _ => throw TimestepSpacingNotSupported(_timestepSpacing, Name),
+            _ => throw SchedulerErrors.TimestepSpacingNotSupported(_timestepSpacing, Name),
         };
         // PLMS timesteps: the second-to-last timestep repeats (the first PLMS step needs two evaluations), descending.
         long[] repeated = ascending.Length >= 2 ? [ascending[^2]] : [];
@@ -61,13 +61,13 @@ public sealed class PNDMScheduler : IScheduler
     /// <summary>diffusers' <c>add_noise</c>: sqrt(alpha_cumprod[t]) x + sqrt(1 - alpha_cumprod[t]) noise, in float32 like its tensors.</summary>
     public Tensor AddNoise(Tensor original, Tensor noise, int stepIndex)
     {
-        if (Timesteps.Length == 0) throw PNDMScheduler.StepBeforeSetTimesteps(Name);
+        if (Timesteps.Length == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         return NoiseAddition.WithAlphaCumprod(_alphasCumprod[(long)Timesteps[stepIndex]], original, noise);
     }
 
     public Tensor Step(Tensor modelOutput, int stepIndex, Tensor sample, Generator? generator = null)
     {
-        if (_numInferenceSteps == 0) throw StepBeforeSetTimesteps(Name);
+        if (_numInferenceSteps == 0) throw SchedulerErrors.StepBeforeSetTimesteps(Name);
         using var scope = NewDisposeScope();
         long timestep = (long)Timesteps[stepIndex];
         long prevTimestep = timestep - Config.NumTrainTimesteps / _numInferenceSteps;
@@ -129,12 +129,4 @@ public sealed class PNDMScheduler : IScheduler
         _curSample = null;
         _counter = 0;
     }
-
-    internal static DiffusionException TimestepSpacingNotSupported(string spacing, string scheduler) =>
-        new("SchedulerTimestepSpacingNotSupported", DiffusionErrorKind.NotSupported,
-            $"timestep_spacing '{spacing}' is not supported by {scheduler}; use 'linspace', 'leading' or 'trailing'.", "timestep_spacing");
-
-    internal static DiffusionException StepBeforeSetTimesteps(string scheduler) =>
-        new("SchedulerNotReady", DiffusionErrorKind.InvalidOperation,
-            $"{scheduler}.Step was called before SetTimesteps; set the number of inference steps first.");
 }

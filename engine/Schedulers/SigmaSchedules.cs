@@ -63,7 +63,7 @@ internal static class SigmaSchedules
         "linspace" => Numpy.Linspace(0, trainSteps - 1, numInferenceSteps).Select(t => (float)t).Reverse().ToArray(),
         "leading" => Enumerable.Range(0, numInferenceSteps).Select(i => (float)(i * (trainSteps / numInferenceSteps)) + stepsOffset).Reverse().ToArray(),
         "trailing" => Numpy.Arange(trainSteps, 0, -(double)trainSteps / numInferenceSteps).Select(t => (float)Numpy.Round(t) - 1).ToArray(),
-        _ => throw PNDMScheduler.TimestepSpacingNotSupported(spacing, scheduler),
+        _ => throw SchedulerErrors.TimestepSpacingNotSupported(spacing, scheduler),
     };
 
     /// <summary>init_noise_sigma of sigma-based schedulers: the largest sigma, or sqrt(max^2 + 1) for "leading" spacing.</summary>

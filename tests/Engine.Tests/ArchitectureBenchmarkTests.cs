@@ -1,4 +1,4 @@
-using Diffusion.Engine.Diagnostics;
+using Diffusion.Bench;
 using TorchSharp;
 using Xunit;
 

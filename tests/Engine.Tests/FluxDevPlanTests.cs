@@ -6,7 +6,11 @@ using Xunit;
 
 namespace Diffusion.Engine.Tests;
 
-/// <summary>Building models on the meta device changes torch's process-wide default device: run alone.</summary>
+/// <summary>
+/// The full-size tests (FLUX.1-dev, SDXL base, the key approvals): they run one at a time, the largest module trees the
+/// engine tests build. Building on the meta device is per thread (<see cref="Models.Construction"/>), not torch's
+/// process-wide default device, so this is about load on a small machine, not about other tests' tensors.
+/// </summary>
 [CollectionDefinition(nameof(MetaDeviceCollection), DisableParallelization = true)]
 public sealed class MetaDeviceCollection;
 
@@ -56,7 +60,7 @@ public sealed class FluxDevPlanTests : IClassFixture<FluxDevPlanTests.Folder>
         var gpu = t.Devices.Single(d => d.Device == "cuda:0");
         Assert.True(gpu.Weights > 12_000_000_000L, $"only {gpu.Weights} bytes of weights on the GPU");
         Assert.True(gpu.Weights + gpu.ActivationHeadroom + gpu.StreamingBuffer <= 16_000_000_000L);
-        Assert.True(gpu.ActivationHeadroom > 500_000_000L, $"activation head-room {gpu.ActivationHeadroom} for 1024x1024 bf16"); // 4608 tokens x 3072 x ~60 bytes
+        Assert.True(gpu.ActivationHeadroom > 500_000_000L, $"activation head-room {gpu.ActivationHeadroom} for 1024x1024 bf16"); // 4608 tokens x 3072 x ~60 bytes counted, x1.4 margin
         Assert.Equal(t.OffloadedUnits.Max(u => t.Layout.Find(u)!.Bytes), gpu.StreamingBuffer);
         Assert.DoesNotContain("disk", t.UnitDevices.Values);
         Assert.All(t.OffloadedUnits, u => Assert.Equal("cpu", t.UnitDevices[u]));

@@ -34,7 +34,7 @@ public class FluxTransformerTests
         long batch = promptEmbeds.shape[0];
         int textLen = (int)promptEmbeds.shape[1];
 
-        using var model = FluxTransformer2DModel.FromPretrained(Fixtures.PathOf("flux-tiny", "transformer"), CPU, ScalarType.Float32);
+        using var model = FixtureModels.Load<FluxTransformer2DModel>("flux-tiny", "transformer");
         using var _ = torch.no_grad();
 
         var txtIds = FluxLatents.TextIds(textLen);
@@ -68,9 +68,8 @@ public class FluxTransformerTests
     {
         using var scope = torch.NewDisposeScope();
         var refs = Fixtures.Tensors("flux-tiny-ref-a.safetensors");
-        var dir = Fixtures.PathOf("flux-tiny", "transformer");
-        using var fp32 = FluxTransformer2DModel.FromPretrained(dir, CPU, ScalarType.Float32);
-        using var bf16 = FluxTransformer2DModel.FromPretrained(dir, CPU, ScalarType.BFloat16);
+        using var fp32 = FixtureModels.Load<FluxTransformer2DModel>("flux-tiny", "transformer");
+        using var bf16 = FixtureModels.Load<FluxTransformer2DModel>("flux-tiny", "transformer", ScalarType.BFloat16);
         using var _ = torch.no_grad();
         var hidden = refs["step0_latents"];
         var imgIds = FluxLatents.PrepareLatentImageIds(8, 8);

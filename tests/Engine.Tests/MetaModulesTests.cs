@@ -119,7 +119,7 @@ public class MetaModulesTests
     {
         using var _ = torch.no_grad();
         var dir = Fixtures.PathOf("sd-tiny", "unet");
-        using var model = UNet2DConditionModel.FromPretrained(dir, CPU, dtype);
+        using var model = FixtureModels.Load<UNet2DConditionModel>("sd-tiny", "unet", dtype);
         Assert.False(MetaModules.HasMetaTensors(model));
         using var file = SafeTensorsFile.Open(Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
         var state = model.state_dict();

@@ -40,7 +40,7 @@ public class ShardedExecutionTests
     public void FluxTransformerSplitAcrossCpuAndDiskEqualsTheUnshardedRun()
     {
         var dir = Fixtures.PathOf("flux-tiny", "transformer");
-        using var plain = FluxTransformer2DModel.FromPretrained(dir, Cpu, ScalarType.Float32);
+        using var plain = FixtureModels.Load<FluxTransformer2DModel>("flux-tiny", "transformer");
         var config = FluxTransformer2DConfig.Load(Path.Combine(dir, "config.json"));
         using var sharded = new FluxTransformer2DModel(config);
         var units = Units(dir, "FluxTransformer2DModel", new()
@@ -98,7 +98,7 @@ public class ShardedExecutionTests
     public void UNetSplitAcrossCpuAndDiskEqualsTheUnshardedRun()
     {
         var dir = Fixtures.PathOf("sd-tiny", "unet");
-        using var plain = UNet2DConditionModel.FromPretrained(dir);
+        using var plain = FixtureModels.Load<UNet2DConditionModel>("sd-tiny", "unet");
         using var sharded = new UNet2DConditionModel(UNet2DConditionConfig.Load(Path.Combine(dir, "config.json")));
         var units = Units(dir, "UNet2DConditionModel", new()
         {
@@ -154,7 +154,7 @@ public class ShardedExecutionTests
     public void ModelOffloadBringsTheWholeModelInAndSendsThePreviousOneBack()
     {
         var dir = Fixtures.PathOf("flux-tiny", "transformer");
-        using var plain = FluxTransformer2DModel.FromPretrained(dir, Cpu, ScalarType.Float32);
+        using var plain = FixtureModels.Load<FluxTransformer2DModel>("flux-tiny", "transformer");
         using var model = new FluxTransformer2DModel(FluxTransformer2DConfig.Load(Path.Combine(dir, "config.json")));
         model.eval();
         var chain = new OffloadChain();

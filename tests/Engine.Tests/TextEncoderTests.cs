@@ -14,23 +14,11 @@ public class TextEncoderTests(ITestOutputHelper output)
 {
     private const double Rtol = 1e-4, Atol = 1e-5;
 
-    private static CLIPTextModel LoadClip(string pipeline, ScalarType dtype = ScalarType.Float32)
-    {
-        var dir = Fixtures.PathOf(pipeline, "text_encoder");
-        var model = MetaModules.Build(() => new CLIPTextModel(CLIPTextConfig.Load(Path.Combine(dir, "config.json"))));
-        WeightLoader.LoadInto(model, dir, CPU, dtype);
-        model.eval();
-        return model;
-    }
+    private static CLIPTextModel LoadClip(string pipeline, ScalarType dtype = ScalarType.Float32) =>
+        FixtureModels.Load<CLIPTextModel>(pipeline, "text_encoder", dtype);
 
-    private static T5EncoderModel LoadT5(ScalarType dtype = ScalarType.Float32)
-    {
-        var dir = Fixtures.PathOf("flux-tiny", "text_encoder_2");
-        var model = MetaModules.Build(() => new T5EncoderModel(T5Config.Load(Path.Combine(dir, "config.json"))));
-        WeightLoader.LoadInto(model, dir, CPU, dtype);
-        model.eval();
-        return model;
-    }
+    private static T5EncoderModel LoadT5(ScalarType dtype = ScalarType.Float32) =>
+        FixtureModels.Load<T5EncoderModel>("flux-tiny", "text_encoder_2", dtype);
 
     private static double MaxAbsDiff(Tensor expected, Tensor actual)
     {

@@ -16,9 +16,9 @@ public class UNetVaeTests
 
     public UNetVaeTests(ITestOutputHelper output) => _output = output;
 
-    private static readonly Lazy<UNet2DConditionModel> SdUNet = new(() => UNet2DConditionModel.FromPretrained(Fixtures.PathOf("sd-tiny", "unet")));
-    private static readonly Lazy<AutoencoderKL> SdVae = new(() => AutoencoderKL.FromPretrained(Fixtures.PathOf("sd-tiny", "vae")));
-    private static readonly Lazy<AutoencoderKL> FluxVae = new(() => AutoencoderKL.FromPretrained(Fixtures.PathOf("flux-tiny", "vae")));
+    private static readonly Lazy<UNet2DConditionModel> SdUNet = new(() => FixtureModels.Load<UNet2DConditionModel>("sd-tiny", "unet"));
+    private static readonly Lazy<AutoencoderKL> SdVae = new(() => FixtureModels.Load<AutoencoderKL>("sd-tiny", "vae"));
+    private static readonly Lazy<AutoencoderKL> FluxVae = new(() => FixtureModels.Load<AutoencoderKL>("flux-tiny", "vae"));
 
     private static double MaxAbsDiff(Tensor expected, Tensor actual)
     {
@@ -207,7 +207,7 @@ public class UNetVaeTests
     public void HalfPrecisionUNetStaysCloseToFloat32(ScalarType dtype, double atol)
     {
         var reference = SdUNet.Value;
-        using var half = UNet2DConditionModel.FromPretrained(Fixtures.PathOf("sd-tiny", "unet"), CPU, dtype);
+        using var half = FixtureModels.Load<UNet2DConditionModel>("sd-tiny", "unet", dtype);
         var refs = Fixtures.Tensors("sd-tiny-ref-ddim.safetensors");
         using var _ = torch.no_grad();
         using var scope = torch.NewDisposeScope();

@@ -1,7 +1,8 @@
+using Diffusion.Engine;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Diagnostics;
+namespace Diffusion.Bench;
 
 /// <summary>How far two tensors are apart (e.g. float16 vs float32 output, or ours vs a diffusers reference).</summary>
 public sealed record TensorComparison(string Name, long[] Shape, double MaxAbsDifference, double MaxRelativeDifference,

@@ -1,11 +1,13 @@
 using System.Diagnostics;
+using Diffusion.Engine;
+using Diffusion.Engine.Devices;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;
 using Diffusion.Engine.Schedulers;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Diagnostics;
+namespace Diffusion.Bench;
 
 /// <summary>One benchmark row: median milliseconds, and the diffusers reference (one H100, eager) where there is one.</summary>
 public sealed record BenchmarkRow(string Model, string Row, double Milliseconds, double? ReferenceMilliseconds, string Note)
@@ -116,7 +118,7 @@ public static class ArchitectureBenchmark
             Add(sd, "whole image (SD)", Median(() => SdImage(unet, clip, vae, scheduler, p, device, sdType), device, Math.Min(repeat, 3)),
                 $"{p.SdSteps} steps, CFG, encode + denoise + decode");
         }
-        Devices.MemoryCleaner.Flush();
+        MemoryCleaner.Flush();
 
         // FLUX.1-dev: transformer, T5, VAE.
         log?.Invoke("building the FLUX models");
@@ -147,7 +149,7 @@ public static class ArchitectureBenchmark
                 FluxImage(transformer, vae, scheduler, p, context, pooled, g, imgIds, txtIds, device, fluxType), device, Math.Min(repeat, 3)),
                 $"{p.FluxSteps} steps, denoise + decode (text embeddings given)");
         }
-        Devices.MemoryCleaner.Flush();
+        MemoryCleaner.Flush();
         return rows;
     }
 

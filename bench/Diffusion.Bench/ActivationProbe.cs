@@ -1,12 +1,13 @@
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using Diffusion.Engine;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;
 using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Diagnostics;
+namespace Diffusion.Bench;
 
 /// <summary>
 /// For the benchmark: the activation memory one FLUX transformer forward really takes on the CPU, next to
@@ -17,7 +18,7 @@ namespace Diffusion.Engine.Diagnostics;
 public static class ActivationProbe
 {
     [DllImport("libc", EntryPoint = "malloc_trim")]
-    internal static extern int MallocTrim(nuint pad);
+    public static extern int MallocTrim(nuint pad);
 
     /// <summary>(measured bytes, estimated bytes) for a FLUX transformer of the given config (random weights) at size x size; null off Linux.</summary>
     public static (long Measured, long Estimated)? MeasureFlux(string configJson, string dtype, int size, int textLength = 512)
@@ -61,7 +62,7 @@ public static class ActivationProbe
     }
 
     /// <summary>A /proc/self/status figure in bytes (VmRSS, VmHWM, ...).</summary>
-    internal static long Status(string key)
+    public static long Status(string key)
     {
         var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith(key + ":", StringComparison.Ordinal));
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
