@@ -165,7 +165,7 @@ public class PlacementFromOutsideTests
     public void AForwardThatThrowsLeavesItsStreamedWeightsInOnlyUntilTheNextCall()
     {
         var dir = Fixtures.PathOf("flux-tiny", "transformer");
-        using var plain = FluxTransformer2DModel.FromPretrained(dir, Cpu, ScalarType.Float32);
+        using var plain = FixtureModels.Load<FluxTransformer2DModel>("flux-tiny", "transformer");
         var config = FluxTransformer2DConfig.Load(Path.Combine(dir, "config.json"));
         using var model = new FluxTransformer2DModel(config);
         model.eval();
@@ -202,7 +202,7 @@ public class PlacementFromOutsideTests
     public void TheVaeIsPlacedThroughItsEncoderDecoderAndQuantConvs()
     {
         var dir = Fixtures.PathOf("sd-tiny", "vae");
-        using var plain = AutoencoderKL.FromPretrained(dir);
+        using var plain = FixtureModels.Load<AutoencoderKL>("sd-tiny", "vae");
         using var vae = new AutoencoderKL(AutoencoderKLConfig.Load(Path.Combine(dir, "config.json")));
         vae.eval();
         using var placed = ShardedLoader.Load(vae, WeightLoader.FindWeightFiles(dir), ScalarType.Float32, null, [new UnitSpec("", "disk", true)], Cpu, _ => Cpu);
