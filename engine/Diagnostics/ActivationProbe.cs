@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Text.Json;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;
 using Diffusion.Engine.Sharding;
@@ -53,7 +52,7 @@ public static class ActivationProbe
             long rest = Status("VmRSS");
             Forward();
             long peak = Status("VmHWM");
-            var estimate = ActivationEstimator.For("FluxTransformer2DModel", JsonDocument.Parse(configJson).RootElement, dtype,
+            var estimate = ActivationEstimator.For(FluxTransformer2DModel.Registration.ClassName, config, dtype,
                 new ActivationRequest(size, size, TextLength: textLength));
             return (peak - rest, estimate.Bytes);
         }
