@@ -75,7 +75,8 @@ $worker = {
 
     # Device maps. Planning reads safetensors headers only: FLUX.1-dev at full size, written as a header-only copy.
     $engine = [System.Runtime.Loader.AssemblyLoadContext]::All | Where-Object Name -eq 'Diffusion.Engine'
-    $writer = $engine.Assemblies.ForEach({ $_.GetType('Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint') }).Where({ $_ })[0]
+    $benchSupport = $engine.LoadFromAssemblyPath($BenchAssembly) # header-only checkpoints and the activation probe (not in the module)
+    $writer = $benchSupport.GetType('Diffusion.Bench.HeaderOnlyCheckpoint', $true)
     $fluxDev = Join-Path ([IO.Path]::GetTempPath()) "diffusion-bench-flux-dev-$PID"
     try {
         $null = $writer::WriteFluxDev($fluxDev, 'BF16')
@@ -116,7 +117,7 @@ $worker = {
 
         # The activation head-room estimate against what a forward really takes (CPU peak resident memory), for a
         # FLUX transformer of width 1024 (one block of each kind, random weights).
-        $probe = $engine.LoadFromAssemblyPath($BenchAssembly).GetType('Diffusion.Bench.ActivationProbe', $true)
+        $probe = $benchSupport.GetType('Diffusion.Bench.ActivationProbe', $true)
         $probeConfig = '{"attention_head_dim":128,"axes_dims_rope":[16,56,56],"guidance_embeds":true,"in_channels":64,"joint_attention_dim":1024,"num_attention_heads":8,"num_layers":1,"num_single_layers":1,"patch_size":1,"pooled_projection_dim":256}'
         foreach ($case in @(@{ DType = 'float32'; Size = 768 }, @{ DType = 'bfloat16'; Size = 768 })) {
             $m = $probe::MeasureFlux($probeConfig, $case.DType, $case.Size, 512)

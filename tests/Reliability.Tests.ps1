@@ -231,7 +231,7 @@ Describe 'Seeds and prompt numbering' {
 Describe 'Ctrl+C during New-DiffusionPipeline' {
     BeforeAll {
         # SD 1.5's UNet as published (3.4 GB of float32), its data a sparse hole: slow enough to stop mid-way.
-        $script:BigUnet = (Get-EngineType 'Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint')::WriteStableDiffusion15Unet((Join-Path $script:Temp 'sd15-unet'))
+        $script:BigUnet = (Get-EngineType 'Diffusion.Bench.HeaderOnlyCheckpoint')::WriteStableDiffusion15Unet((Join-Path $script:Temp 'sd15-unet'))
         function Get-Resident { [Diagnostics.Process]::GetCurrentProcess().WorkingSet64 }
     }
 
@@ -265,7 +265,7 @@ Describe 'Ctrl+C during New-DiffusionPipeline' {
 
 Describe 'What cannot fit is refused before it is allocated' {
     BeforeAll {
-        $script:Checkpoints = Get-EngineType 'Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint'
+        $script:Checkpoints = Get-EngineType 'Diffusion.Bench.HeaderOnlyCheckpoint'
         function Get-Resident { [Diagnostics.Process]::GetCurrentProcess().WorkingSet64 }
     }
 

@@ -96,7 +96,7 @@ Describe 'Pipeline-level balanced' {
 
 Describe 'Plans for GPUs without GPUs' {
     BeforeAll {
-        $writer = Get-EngineType 'Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint'
+        $writer = Get-EngineType 'Diffusion.Bench.HeaderOnlyCheckpoint'
         $script:FluxDev = $writer::WriteFluxDev((Join-Path $script:Temp 'FLUX.1-dev'), 'BF16')
     }
 

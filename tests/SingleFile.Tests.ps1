@@ -226,7 +226,7 @@ Describe 'Single-file errors' {
             foreach ($i in 0..18) { $tensors.Add((& $entry "double_blocks.$i.img_attn.qkv.weight" @(9216, 3072))) }
             foreach ($i in 0..37) { $tensors.Add((& $entry "single_blocks.$i.linear1.weight" @(21504, 3072))) }
             $file = Join-Path $dir 'flux1-dev.safetensors'
-            (Get-EngineType 'Diffusion.Engine.Diagnostics.HeaderOnlyCheckpoint')::WriteSparse($file, $tensors)
+            (Get-EngineType 'Diffusion.Bench.HeaderOnlyCheckpoint')::WriteSparse($file, $tensors)
             { New-DiffusionPipeline $file -Component transformer } |
                 Should -Throw -ErrorId 'SingleFileConfigNeeded,Diffusion.Cmdlets.NewDiffusionPipelineCommand' -ExpectedMessage '*FLUX.1-dev*black-forest-labs/FLUX.1-dev*-Config*'
         } finally { Remove-TempFolder $dir }

@@ -54,7 +54,7 @@ public static class ActivationProbe
             long rest = Status("VmRSS");
             Forward();
             long peak = Status("VmHWM");
-            var estimate = ActivationEstimator.For("FluxTransformer2DModel", JsonDocument.Parse(configJson).RootElement, dtype,
+            var estimate = ActivationEstimator.For(FluxTransformer2DModel.Registration.ClassName, config, dtype,
                 new ActivationRequest(size, size, TextLength: textLength));
             return (peak - rest, estimate.Bytes);
         }

@@ -47,14 +47,17 @@ public sealed class ArchitectureProfile
          "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": true}
         """;
 
-    /// <summary>SD 1.5 (UNet, CLIP ViT-L text, VAE) and FLUX.1-dev (transformer, T5-XXL, 16-channel VAE): the configs' defaults.</summary>
+    /// <summary>SD 1.5 (UNet, CLIP ViT-L text, VAE) and FLUX.1-dev (transformer, T5-XXL, 16-channel VAE): their published configs.</summary>
     public static ArchitectureProfile Real() => new()
     {
         Name = "SD 1.5 + FLUX.1-dev (random weights)", IsReal = true,
-        FluxVae = new AutoencoderKLConfig
-        {
-            LatentChannels = 16, UseQuantConv = false, UsePostQuantConv = false, ScalingFactor = 0.3611, ShiftFactor = 0.1159,
-        },
+        Unet = UNet2DConditionConfig.FromJson(HeaderOnlyCheckpoint.StableDiffusion15Unet, "stable-diffusion-v1-5/unet/config.json"),
+        // FLUX.1's CLIP text encoder is SD 1.5's (openai/clip-vit-large-patch14's text tower).
+        Clip = CLIPTextConfig.FromJson(HeaderOnlyCheckpoint.FluxDev["text_encoder"].Config, "FLUX.1-dev/text_encoder/config.json"),
+        SdVae = AutoencoderKLConfig.FromJson(HeaderOnlyCheckpoint.StableDiffusion15Vae, "stable-diffusion-v1-5/vae/config.json"),
+        Flux = FluxTransformer2DConfig.FromJson(HeaderOnlyCheckpoint.FluxDev["transformer"].Config, "FLUX.1-dev/transformer/config.json"),
+        T5 = T5Config.FromJson(HeaderOnlyCheckpoint.FluxDev["text_encoder_2"].Config, "FLUX.1-dev/text_encoder_2/config.json"),
+        FluxVae = AutoencoderKLConfig.FromJson(HeaderOnlyCheckpoint.FluxDev["vae"].Config, "FLUX.1-dev/vae/config.json"),
         SdScheduler = Sd15Scheduler, FluxScheduler = FluxDevScheduler,
     };
 

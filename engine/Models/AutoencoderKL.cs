@@ -8,26 +8,25 @@ using static TorchSharp.torch;
 namespace Diffusion.Engine.Models;
 
 /// <summary>
-/// The VAE's config.json (diffusers <c>AutoencoderKL</c>), with Stable Diffusion 1.5's values as defaults.
+/// The VAE's config.json (diffusers <c>AutoencoderKL</c>); a key that is absent takes diffusers' default (its
+/// <c>__init__</c>'s: one level of 64 channels, not SD's four; every published VAE config lists them).
 /// <c>scaling_factor</c> and <c>shift_factor</c> are for the pipeline (latents = (z - shift) * scale);
 /// <c>force_upcast</c> tells a half-precision pipeline to decode in float32.
 /// </summary>
-public sealed class AutoencoderKLConfig
+public sealed class AutoencoderKLConfig : IModelConfig
 {
     private const string ModelName = "AutoencoderKL";
 
     [JsonPropertyName("in_channels")] public int InChannels { get; set; } = 3;
     [JsonPropertyName("out_channels")] public int OutChannels { get; set; } = 3;
-    [JsonPropertyName("down_block_types")] public string[] DownBlockTypes { get; set; } =
-        ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"];
-    [JsonPropertyName("up_block_types")] public string[] UpBlockTypes { get; set; } =
-        ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"];
-    [JsonPropertyName("block_out_channels")] public int[] BlockOutChannels { get; set; } = [128, 256, 512, 512];
-    [JsonPropertyName("layers_per_block")] public int LayersPerBlock { get; set; } = 2;
+    [JsonPropertyName("down_block_types")] public string[] DownBlockTypes { get; set; } = ["DownEncoderBlock2D"];
+    [JsonPropertyName("up_block_types")] public string[] UpBlockTypes { get; set; } = ["UpDecoderBlock2D"];
+    [JsonPropertyName("block_out_channels")] public int[] BlockOutChannels { get; set; } = [64];
+    [JsonPropertyName("layers_per_block")] public int LayersPerBlock { get; set; } = 1;
     [JsonPropertyName("act_fn")] public string ActFn { get; set; } = "silu";
     [JsonPropertyName("latent_channels")] public int LatentChannels { get; set; } = 4;
     [JsonPropertyName("norm_num_groups")] public int NormNumGroups { get; set; } = 32;
-    [JsonPropertyName("sample_size")] public OneOrList<int> SampleSize { get; set; } = 512;
+    [JsonPropertyName("sample_size")] public OneOrList<int> SampleSize { get; set; } = 32;
     [JsonPropertyName("scaling_factor")] public double ScalingFactor { get; set; } = 0.18215;
     [JsonPropertyName("shift_factor")] public double? ShiftFactor { get; set; }
     [JsonPropertyName("latents_mean")] public double[]? LatentsMean { get; set; }
@@ -43,10 +42,16 @@ public sealed class AutoencoderKLConfig
     /// <summary>How many times the VAE halves the image size: 2^(len(block_out_channels) - 1) (8 for SD and FLUX).</summary>
     [JsonIgnore] public int ScaleFactor => 1 << (BlockOutChannels.Length - 1);
 
-    public static AutoencoderKLConfig Load(string configJsonPath)
+    public static AutoencoderKLConfig Load(string configJsonPath) =>
+        Checked(ModelConfigJson.Read<AutoencoderKLConfig>(configJsonPath, ModelName), Path.GetFullPath(configJsonPath));
+
+    /// <summary>A config from its JSON text; <paramref name="source"/> names it in messages.</summary>
+    public static AutoencoderKLConfig FromJson(string json, string source = "config.json") =>
+        Checked(ModelConfigJson.Parse<AutoencoderKLConfig>(json, source, ModelName), source);
+
+    private static AutoencoderKLConfig Checked(AutoencoderKLConfig config, string source)
     {
-        var config = ModelConfigJson.Read<AutoencoderKLConfig>(configJsonPath, ModelName);
-        config.SourcePath = Path.GetFullPath(configJsonPath);
+        config.SourcePath = source;
         config.Validate();
         return config;
     }
@@ -83,7 +88,7 @@ public sealed class AutoencoderKLConfig
 /// of a diagonal Gaussian over latents (through <c>quant_conv</c> when the config has one) and a <see cref="Decoder"/>
 /// back to pixels (after <c>post_quant_conv</c> when present). Images are [B, 3, H, W] in [-1, 1].
 /// </summary>
-public sealed class AutoencoderKL : nn.Module
+public sealed partial class AutoencoderKL : nn.Module
 {
     public readonly Encoder encoder;
     public readonly Decoder decoder;

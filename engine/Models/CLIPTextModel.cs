@@ -9,28 +9,41 @@ using F = TorchSharp.torch.nn.functional;
 namespace Diffusion.Engine.Models;
 
 /// <summary>
-/// config.json of transformers' CLIPTextModel. Defaults are Stable Diffusion 1.5's text encoder
-/// (openai/clip-vit-large-patch14's text tower, with its legacy eos_token_id 2).
+/// config.json of transformers' CLIPTextModel. A key that is absent takes transformers' CLIPTextConfig default
+/// (openai/clip-vit-base-patch32's text tower: 512 wide, 8 heads, eos_token_id 49407); SD 1.5's and FLUX.1's
+/// config.json list every key (768 wide, 12 heads, the legacy eos_token_id 2).
 /// </summary>
-public sealed class CLIPTextConfig
+public sealed class CLIPTextConfig : IModelConfig
 {
+    private const string ModelName = "CLIP text encoder";
+
     [JsonPropertyName("vocab_size")] public long VocabSize { get; set; } = 49408;
-    [JsonPropertyName("hidden_size")] public long HiddenSize { get; set; } = 768;
-    [JsonPropertyName("intermediate_size")] public long IntermediateSize { get; set; } = 3072;
-    [JsonPropertyName("projection_dim")] public long ProjectionDim { get; set; } = 768;
+    [JsonPropertyName("hidden_size")] public long HiddenSize { get; set; } = 512;
+    [JsonPropertyName("intermediate_size")] public long IntermediateSize { get; set; } = 2048;
+    [JsonPropertyName("projection_dim")] public long ProjectionDim { get; set; } = 512;
     [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; set; } = 12;
-    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; set; } = 12;
+    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; set; } = 8;
     [JsonPropertyName("max_position_embeddings")] public long MaxPositionEmbeddings { get; set; } = 77;
     [JsonPropertyName("hidden_act")] public string HiddenAct { get; set; } = "quick_gelu";
     [JsonPropertyName("layer_norm_eps")] public double LayerNormEps { get; set; } = 1e-5;
     [JsonPropertyName("pad_token_id")] public long PadTokenId { get; set; } = 1;
-    [JsonPropertyName("bos_token_id")] public long BosTokenId { get; set; } = 0;
-    [JsonPropertyName("eos_token_id")] public long EosTokenId { get; set; } = 2;
+    [JsonPropertyName("bos_token_id")] public long BosTokenId { get; set; } = 49406;
+    [JsonPropertyName("eos_token_id")] public long EosTokenId { get; set; } = 49407;
 
-    public static CLIPTextConfig Load(string configJsonPath)
+    /// <summary>Where this config was read from (for error messages); "config.json" when built in code.</summary>
+    [JsonIgnore] public string SourcePath { get; private set; } = "config.json";
+
+    public static CLIPTextConfig Load(string configJsonPath) =>
+        Checked(ModelConfigJson.Read<CLIPTextConfig>(configJsonPath, ModelName), Path.GetFullPath(configJsonPath));
+
+    /// <summary>A config from its JSON text; <paramref name="source"/> names it in messages.</summary>
+    public static CLIPTextConfig FromJson(string json, string source = "config.json") =>
+        Checked(ModelConfigJson.Parse<CLIPTextConfig>(json, source, ModelName), source);
+
+    private static CLIPTextConfig Checked(CLIPTextConfig config, string source)
     {
-        var config = ModelConfigJson.Read<CLIPTextConfig>(configJsonPath, "CLIP text encoder");
-        config.Validate(configJsonPath);
+        config.SourcePath = source;
+        config.Validate(source);
         return config;
     }
 
@@ -201,7 +214,7 @@ public sealed class CLIPEncoder : nn.Module<Tensor, IReadOnlyList<Tensor>>
 /// transformers' CLIPTextModel (5.x layout: embeddings, encoder, final_layer_norm at the top level, as its
 /// save_pretrained writes them). Causal self-attention; pooled output at the EOS token.
 /// </summary>
-public sealed class CLIPTextModel : nn.Module<(Tensor InputIds, int ClipSkip, bool SdxlHiddenState), (Tensor LastHiddenState, Tensor PooledOutput)>
+public sealed partial class CLIPTextModel : nn.Module<(Tensor InputIds, int ClipSkip, bool SdxlHiddenState), (Tensor LastHiddenState, Tensor PooledOutput)>
 {
     /// <summary>
     /// Checkpoint key -> module key: checkpoints saved before transformers 5.6 (SD 1.5, FLUX.1) prefix every key with

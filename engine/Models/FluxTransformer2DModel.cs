@@ -8,9 +8,15 @@ using static TorchSharp.torch;
 
 namespace Diffusion.Engine.Models;
 
-/// <summary>The transformer's config.json (diffusers FluxTransformer2DModel). Defaults are FLUX.1-dev's.</summary>
-public sealed class FluxTransformer2DConfig
+/// <summary>
+/// The transformer's config.json (diffusers FluxTransformer2DModel). A key that is absent takes diffusers' default:
+/// FLUX.1's shape, without the guidance embedder (guidance_embeds false, as FLUX.1-schnell; FLUX.1-dev's config.json
+/// sets it true).
+/// </summary>
+public sealed class FluxTransformer2DConfig : IModelConfig
 {
+    private const string ModelName = "FLUX transformer";
+
     [JsonPropertyName("patch_size")] public int PatchSize { get; set; } = 1;
     [JsonPropertyName("in_channels")] public int InChannels { get; set; } = 64;
     [JsonPropertyName("out_channels")] public int? OutChannels { get; set; }
@@ -21,16 +27,26 @@ public sealed class FluxTransformer2DConfig
     [JsonPropertyName("joint_attention_dim")] public int JointAttentionDim { get; set; } = 4096;
     [JsonPropertyName("pooled_projection_dim")] public int PooledProjectionDim { get; set; } = 768;
     /// <summary>True for guidance-distilled models (FLUX.1-dev), false for FLUX.1-schnell.</summary>
-    [JsonPropertyName("guidance_embeds")] public bool GuidanceEmbeds { get; set; } = true;
+    [JsonPropertyName("guidance_embeds")] public bool GuidanceEmbeds { get; set; }
     [JsonPropertyName("axes_dims_rope")] public int[] AxesDimsRope { get; set; } = [16, 56, 56];
 
     [JsonIgnore] public int InnerDim => NumAttentionHeads * AttentionHeadDim;
     [JsonIgnore] public int EffectiveOutChannels => OutChannels ?? InChannels;
 
-    public static FluxTransformer2DConfig Load(string configJsonPath)
+    /// <summary>Where this config was read from (for error messages); "config.json" when built in code.</summary>
+    [JsonIgnore] public string SourcePath { get; private set; } = "config.json";
+
+    public static FluxTransformer2DConfig Load(string configJsonPath) =>
+        Checked(ModelConfigJson.Read<FluxTransformer2DConfig>(configJsonPath, ModelName), Path.GetFullPath(configJsonPath));
+
+    /// <summary>A config from its JSON text; <paramref name="source"/> names it in messages.</summary>
+    public static FluxTransformer2DConfig FromJson(string json, string source = "config.json") =>
+        Checked(ModelConfigJson.Parse<FluxTransformer2DConfig>(json, source, ModelName), source);
+
+    private static FluxTransformer2DConfig Checked(FluxTransformer2DConfig config, string source)
     {
-        var config = ModelConfigJson.Read<FluxTransformer2DConfig>(configJsonPath, "FLUX transformer");
-        config.Validate(configJsonPath);
+        config.SourcePath = source;
+        config.Validate(source);
         return config;
     }
 
@@ -56,7 +72,7 @@ public sealed class FluxTransformer2DConfig
 /// tokens [B, S, joint] go through double-stream blocks, then single-stream blocks over the joined sequence, and come
 /// out as the velocity [B, L, 64]. Module fields are named as the checkpoint keys.
 /// </summary>
-public sealed class FluxTransformer2DModel : nn.Module<(Tensor HiddenStates, Tensor EncoderHiddenStates, Tensor PooledProjections, Tensor Timestep, Tensor ImgIds, Tensor TxtIds, Tensor? Guidance, (Tensor Cos, Tensor Sin)? Rotary), Tensor>
+public sealed partial class FluxTransformer2DModel : nn.Module<(Tensor HiddenStates, Tensor EncoderHiddenStates, Tensor PooledProjections, Tensor Timestep, Tensor ImgIds, Tensor TxtIds, Tensor? Guidance, (Tensor Cos, Tensor Sin)? Rotary), Tensor>
 {
     /// <summary>CombinedTimestepGuidanceTextProjEmbeddings (guidance_embeds) or CombinedTimestepTextProjEmbeddings.</summary>
     public readonly nn.Module time_text_embed;

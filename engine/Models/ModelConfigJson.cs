@@ -14,17 +14,23 @@ internal static class ModelConfigJson
             throw new DiffusionException("ModelConfigNotFound", DiffusionErrorKind.ObjectNotFound,
                 $"The {modelName} config '{configJsonPath}' does not exist. A diffusers model folder has a config.json beside its weights; " +
                 "check the path or download the model again.", configJsonPath);
+        return Parse<T>(File.ReadAllText(configJsonPath), configJsonPath, modelName);
+    }
+
+    /// <summary>A config's JSON text (<paramref name="source"/>: where it came from, for messages) into its config class.</summary>
+    public static T Parse<T>(string json, string source, string modelName)
+    {
         try
         {
-            return JsonSerializer.Deserialize<T>(File.ReadAllText(configJsonPath), Options)
+            return JsonSerializer.Deserialize<T>(json, Options)
                 ?? throw new JsonException("the file holds null instead of an object");
         }
         catch (JsonException e)
         {
             var where = string.IsNullOrEmpty(e.Path) ? "" : $" at {e.Path}";
             throw new DiffusionException("ModelConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The {modelName} config '{configJsonPath}' is not valid{where}: {e.Message} Restore the file from the model's original download.",
-                configJsonPath, e);
+                $"The {modelName} config '{source}' is not valid{where}: {e.Message} Restore the file from the model's original download.",
+                source, e);
         }
     }
 

@@ -10,21 +10,25 @@ using F = TorchSharp.torch.nn.functional;
 namespace Diffusion.Engine.Models;
 
 /// <summary>
-/// config.json of transformers' T5EncoderModel. Defaults are google/t5-v1_1-xxl (FLUX.1's text_encoder_2).
+/// config.json of transformers' T5EncoderModel. A key that is absent takes transformers' T5Config default (t5-small:
+/// 512 wide, 6 layers, the ungated "relu" feed-forward, which this engine refuses); FLUX.1's google/t5-v1_1-xxl
+/// config.json lists every key.
 /// </summary>
-public sealed class T5Config
+public sealed class T5Config : IModelConfig
 {
+    private const string ModelName = "T5 text encoder";
+
     [JsonPropertyName("vocab_size")] public long VocabSize { get; set; } = 32128;
-    [JsonPropertyName("d_model")] public long DModel { get; set; } = 4096;
+    [JsonPropertyName("d_model")] public long DModel { get; set; } = 512;
     [JsonPropertyName("d_kv")] public long DKv { get; set; } = 64;
-    [JsonPropertyName("d_ff")] public long DFf { get; set; } = 10240;
-    [JsonPropertyName("num_layers")] public int NumLayers { get; set; } = 24;
-    [JsonPropertyName("num_heads")] public long NumHeads { get; set; } = 64;
+    [JsonPropertyName("d_ff")] public long DFf { get; set; } = 2048;
+    [JsonPropertyName("num_layers")] public int NumLayers { get; set; } = 6;
+    [JsonPropertyName("num_heads")] public long NumHeads { get; set; } = 8;
     [JsonPropertyName("relative_attention_num_buckets")] public long RelativeAttentionNumBuckets { get; set; } = 32;
     [JsonPropertyName("relative_attention_max_distance")] public long RelativeAttentionMaxDistance { get; set; } = 128;
     [JsonPropertyName("layer_norm_epsilon")] public double LayerNormEpsilon { get; set; } = 1e-6;
     /// <summary>"gated-gelu" (v1.1) or "[gated-]act"; transformers' T5Config derives the activation and the gating from it.</summary>
-    [JsonPropertyName("feed_forward_proj")] public string FeedForwardProj { get; set; } = "gated-gelu";
+    [JsonPropertyName("feed_forward_proj")] public string FeedForwardProj { get; set; } = "relu";
     [JsonPropertyName("pad_token_id")] public long PadTokenId { get; set; } = 0;
     [JsonPropertyName("eos_token_id")] public long EosTokenId { get; set; } = 1;
 
@@ -35,10 +39,20 @@ public sealed class T5Config
     [JsonIgnore]
     public bool IsGatedAct => FeedForwardProj.Split('-')[0] == "gated";
 
-    public static T5Config Load(string configJsonPath)
+    /// <summary>Where this config was read from (for error messages); "config.json" when built in code.</summary>
+    [JsonIgnore] public string SourcePath { get; private set; } = "config.json";
+
+    public static T5Config Load(string configJsonPath) =>
+        Checked(ModelConfigJson.Read<T5Config>(configJsonPath, ModelName), Path.GetFullPath(configJsonPath));
+
+    /// <summary>A config from its JSON text; <paramref name="source"/> names it in messages.</summary>
+    public static T5Config FromJson(string json, string source = "config.json") =>
+        Checked(ModelConfigJson.Parse<T5Config>(json, source, ModelName), source);
+
+    private static T5Config Checked(T5Config config, string source)
     {
-        var config = ModelConfigJson.Read<T5Config>(configJsonPath, "T5 text encoder");
-        config.Validate(configJsonPath);
+        config.SourcePath = source;
+        config.Validate(source);
         return config;
     }
 
@@ -342,7 +356,7 @@ public sealed class T5Stack : nn.Module<Tensor, Tensor?, Tensor>
 /// transformers' T5EncoderModel. The token embedding is shared.weight (encoder.embed_tokens is the same module and is
 /// not saved separately). No embedding scaling, no dropout at inference.
 /// </summary>
-public sealed class T5EncoderModel : nn.Module<(Tensor InputIds, Tensor? AttentionMask), Tensor>
+public sealed partial class T5EncoderModel : nn.Module<(Tensor InputIds, Tensor? AttentionMask), Tensor>
 {
     public readonly EmbeddingTable shared;
     public readonly T5Stack encoder;

@@ -9,15 +9,16 @@ using F = TorchSharp.torch.nn.functional;
 namespace Diffusion.Engine.Models;
 
 /// <summary>
-/// The UNet's config.json (diffusers <c>UNet2DConditionModel</c>), with Stable Diffusion 1.5's values as defaults.
+/// The UNet's config.json (diffusers <c>UNet2DConditionModel</c>); a key that is absent takes diffusers' default
+/// (its <c>__init__</c>'s: SD 1.5's layout, but no sample_size and a cross_attention_dim of 1280).
 /// Keys that only matter for training (dropout) or that diffusers ignores for these blocks with its default
 /// attention processor (upcast_attention, resnet_skip_time_act, resnet_out_scale_factor) are read but have no effect.
 /// </summary>
-public sealed class UNet2DConditionConfig
+public sealed class UNet2DConditionConfig : IModelConfig
 {
     private const string ModelName = "UNet2DConditionModel";
 
-    [JsonPropertyName("sample_size")] public OneOrList<int>? SampleSize { get; set; } = 64;
+    [JsonPropertyName("sample_size")] public OneOrList<int>? SampleSize { get; set; }
     [JsonPropertyName("in_channels")] public int InChannels { get; set; } = 4;
     [JsonPropertyName("out_channels")] public int OutChannels { get; set; } = 4;
     [JsonPropertyName("center_input_sample")] public bool CenterInputSample { get; set; }
@@ -37,7 +38,7 @@ public sealed class UNet2DConditionConfig
     [JsonPropertyName("act_fn")] public string ActFn { get; set; } = "silu";
     [JsonPropertyName("norm_num_groups")] public int? NormNumGroups { get; set; } = 32;
     [JsonPropertyName("norm_eps")] public double NormEps { get; set; } = 1e-5;
-    [JsonPropertyName("cross_attention_dim")] public OneOrList<int> CrossAttentionDim { get; set; } = 768;
+    [JsonPropertyName("cross_attention_dim")] public OneOrList<int> CrossAttentionDim { get; set; } = 1280;
     [JsonPropertyName("transformer_layers_per_block")] public OneOrList<int> TransformerLayersPerBlock { get; set; } = 1;
     [JsonPropertyName("reverse_transformer_layers_per_block")] public int[][]? ReverseTransformerLayersPerBlock { get; set; }
     [JsonPropertyName("encoder_hid_dim")] public int? EncoderHidDim { get; set; }
@@ -71,10 +72,16 @@ public sealed class UNet2DConditionConfig
     /// <summary>Where this config was read from (for error messages); "config.json" when built in code.</summary>
     [JsonIgnore] public string SourcePath { get; private set; } = "config.json";
 
-    public static UNet2DConditionConfig Load(string configJsonPath)
+    public static UNet2DConditionConfig Load(string configJsonPath) =>
+        Checked(ModelConfigJson.Read<UNet2DConditionConfig>(configJsonPath, ModelName), Path.GetFullPath(configJsonPath));
+
+    /// <summary>A config from its JSON text; <paramref name="source"/> names it in messages.</summary>
+    public static UNet2DConditionConfig FromJson(string json, string source = "config.json") =>
+        Checked(ModelConfigJson.Parse<UNet2DConditionConfig>(json, source, ModelName), source);
+
+    private static UNet2DConditionConfig Checked(UNet2DConditionConfig config, string source)
     {
-        var config = ModelConfigJson.Read<UNet2DConditionConfig>(configJsonPath, ModelName);
-        config.SourcePath = Path.GetFullPath(configJsonPath);
+        config.SourcePath = source;
         config.Validate();
         return config;
     }
@@ -150,7 +157,7 @@ public sealed class UNet2DConditionConfig
 /// blocks (keeping every intermediate output as a skip connection), the cross-attention mid block, up blocks that
 /// consume the skips in reverse, GroupNorm + SiLU and conv_out. Predicts the noise (or v) for a latent batch.
 /// </summary>
-public sealed class UNet2DConditionModel : nn.Module<(Tensor Sample, Tensor Timestep, Tensor EncoderHiddenStates, Tensor? TextEmbeds, Tensor? TimeIds), Tensor>
+public sealed partial class UNet2DConditionModel : nn.Module<(Tensor Sample, Tensor Timestep, Tensor EncoderHiddenStates, Tensor? TextEmbeds, Tensor? TimeIds), Tensor>
 {
     public readonly Conv2d conv_in;
     public readonly TimestepEmbedding time_embedding;

@@ -11,8 +11,8 @@ namespace Diffusion.Engine.Pipelines;
 /// <summary>Builds a component from its folder by the class model_index.json names, and loads its weights strictly.</summary>
 internal static class ComponentLoader
 {
-    public static readonly string[] ModelClasses =
-        ["CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UNet2DConditionModel", "AutoencoderKL", "FluxTransformer2DModel"];
+    /// <summary>The model classes a component can be (the registered ones: <see cref="Models.ModelClasses"/>).</summary>
+    public static readonly string[] ModelClasses = [.. Models.ModelClasses.Names];
 
     /// <param name="placement">Where a model's units go (a device map or CPU offload); null: the whole model on <paramref name="device"/>.</param>
     /// <param name="weights">Where model weights come from (the folder's files, or a single-file checkpoint), and the folder with the configs.</param>
@@ -21,22 +21,19 @@ internal static class ComponentLoader
         var folder = weights.Folder;
         var dir = folder.ComponentPath(spec.Name);
         PlacedModel? placed = null;
-        string Config() => folder.ComponentFile(spec.Name, "config.json");
         // Models are built on the meta device (no memory, no random initial weights); loading gives each tensor its weight.
-        nn.Module LoadModel(Func<nn.Module> construct, Func<string, string>? moduleKey = null) =>
-            LoadWeights(MetaModules.Build(construct), () => weights.For(spec, moduleKey), weights.FromSingleFile(spec) ? weights.SingleFile!.Path : dir,
-                device, dtype, placement, out placed);
+        nn.Module LoadModel(ModelClass model)
+        {
+            var config = weights.ConfigOf(spec);
+            return LoadWeights(MetaModules.Build(() => model.Build(config)), () => weights.For(spec, model.ModuleKey, config),
+                weights.FromSingleFile(spec) ? weights.SingleFile!.Path : dir, device, dtype, placement, out placed);
+        }
         object instance = spec.ClassName switch
         {
             "CLIPTokenizer" or "CLIPTokenizerFast" => CLIPTokenizer.FromFolder(dir),
             "T5Tokenizer" or "T5TokenizerFast" => T5Tokenizer.FromFolder(dir),
             var c when c.EndsWith("Scheduler", StringComparison.Ordinal) => folder.ComponentFile(spec.Name, "scheduler_config.json"),
-            "CLIPTextModel" => LoadModel(() => new CLIPTextModel(CLIPTextConfig.Load(Config())), CLIPTextModel.ModuleKey),
-            "CLIPTextModelWithProjection" => LoadModel(() => new CLIPTextModel(CLIPTextConfig.Load(Config()), withProjection: true), CLIPTextModel.ModuleKey),
-            "T5EncoderModel" => LoadModel(() => new T5EncoderModel(T5Config.Load(Config()))),
-            "UNet2DConditionModel" => LoadModel(() => new UNet2DConditionModel(UNet2DConditionConfig.Load(Config()))),
-            "AutoencoderKL" => LoadModel(() => new AutoencoderKL(AutoencoderKLConfig.Load(Config()))),
-            "FluxTransformer2DModel" => LoadModel(() => new FluxTransformer2DModel(FluxTransformer2DConfig.Load(Config()))),
+            var c when Models.ModelClasses.Find(c) is { } model => LoadModel(model),
             _ => throw new DiffusionException("UnknownComponentClass", DiffusionErrorKind.NotSupported,
                 $"The component '{spec.Name}' in '{folder.Path}' is a {spec.Library}.{spec.ClassName}, which this module cannot load. " +
                 $"Supported: {string.Join(", ", ModelClasses)}, CLIPTokenizer, T5Tokenizer(Fast) and the schedulers.", spec.Name),

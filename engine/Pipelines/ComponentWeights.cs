@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 using Diffusion.Engine.SingleFile;
 
 namespace Diffusion.Engine.Pipelines;
@@ -55,11 +55,11 @@ internal sealed class ComponentWeights
     /// </summary>
     public void Check(IReadOnlyList<ComponentSpec> specs)
     {
-        var models = specs.Where(s => ComponentLoader.ModelClasses.Contains(s.ClassName)).ToList();
+        var models = specs.Where(s => ModelClasses.IsModel(s.ClassName)).ToList();
         if (SingleFile is null)
         {
             WeightVariants.RequireSomewhere(Folder.Path,
-                Folder.Components.Values.Where(s => ComponentLoader.ModelClasses.Contains(s.ClassName)).Select(s => Path.Combine(Folder.Path, s.Name)), Variant);
+                Folder.Components.Values.Where(s => ModelClasses.IsModel(s.ClassName)).Select(s => Path.Combine(Folder.Path, s.Name)), Variant);
             return;
         }
         var missing = models.Where(s => !SingleFile.Holds(s.ClassName) && !IsTextEncoder(s.ClassName)).ToList();
@@ -72,23 +72,25 @@ internal sealed class ComponentWeights
             SingleFile.Path);
     }
 
-    private static bool IsTextEncoder(string className) => className is "CLIPTextModel" or "CLIPTextModelWithProjection" or "T5EncoderModel";
+    /// <summary>transformers' models (the text encoders) that a single file lacks come from the -Config folder, as diffusers' from_single_file loads them.</summary>
+    private static bool IsTextEncoder(string className) => ModelClasses.Find(className)?.Library == "transformers";
 
     /// <summary>Whether this component's weights come from the single file.</summary>
     public bool FromSingleFile(ComponentSpec spec) => SingleFile?.Holds(spec.ClassName) == true;
 
     /// <summary>The weights of a model component, under the module's keys (<paramref name="moduleKey"/> renames a folder file's keys).</summary>
-    public WeightSource For(ComponentSpec spec, Func<string, string>? moduleKey)
+    /// <param name="config">The component's typed config, for a single file's key map; null: read from the folder's config.json.</param>
+    public WeightSource For(ComponentSpec spec, Func<string, string>? moduleKey, IModelConfig? config = null)
     {
         if (FromSingleFile(spec))
-        {
-            var configPath = Folder.ComponentFile(spec.Name, "config.json");
-            using var config = JsonDocument.Parse(RegularFile.ReadAllText(configPath));
-            return SingleFile!.Source(spec.ClassName, config.RootElement.Clone());
-        }
+            return SingleFile!.Source(spec.ClassName, config ?? ConfigOf(spec));
         return WeightSource.FromFiles(WeightLoader.FindWeightFiles(Folder.ComponentPath(spec.Name), Variant), moduleKey);
     }
 
+    /// <summary>The typed config of a model component: its config.json in the folder (for a single file, the -Config folder's).</summary>
+    public IModelConfig ConfigOf(ComponentSpec spec) =>
+        ModelClasses.For(spec.ClassName, spec.Name).ReadConfig(Folder.ComponentFile(spec.Name, "config.json"));
+
     /// <summary>The module-key renaming of a class's folder files (transformers 5 dropped CLIPTextModel's "text_model." level).</summary>
-    public static Func<string, string>? ModuleKeyOf(string className) => className is "CLIPTextModel" or "CLIPTextModelWithProjection" ? Models.CLIPTextModel.ModuleKey : null;
+    public static Func<string, string>? ModuleKeyOf(string className) => ModelClasses.Find(className)?.ModuleKey;
 }

@@ -1,5 +1,5 @@
 using System.Collections;
-using System.Text.Json;
+using Diffusion.Engine.Models;
 using Diffusion.Engine.Sharding;
 
 namespace Diffusion.Engine.Pipelines;
@@ -57,8 +57,8 @@ internal static class DevicePlanning
         var request = Request(folder, family, o);
         var components = models.Select(s =>
         {
-            var config = ReadConfig(folder, s.Name);
-            var source = weights.For(s, ComponentWeights.ModuleKeyOf(s.ClassName)); // the folder's files or the single file's key map: headers only
+            var config = weights.ConfigOf(s); // the typed config.json
+            var source = weights.For(s, ComponentWeights.ModuleKeyOf(s.ClassName), config); // the folder's files or the single file's key map: headers only
             return new ComponentForPlan(s.Name, ModuleLayouts.FromSource(source, s.ClassName, dtype, config),
                 ActivationEstimator.For(s.ClassName, config, dtype, request));
         }).ToList();
@@ -126,23 +126,12 @@ internal static class DevicePlanning
     /// <summary>The image the plan keeps head-room for: -Height/-Width, else the model's default size; batch 1.</summary>
     private static ActivationRequest Request(DiffusersFolder folder, IPipelineFamily family, PipelineLoadOptions o)
     {
-        int vsf = 8;
-        if (ReadConfig(folder, "vae") is JsonElement vae && vae.TryGetProperty("block_out_channels", out var b) && b.ValueKind == JsonValueKind.Array)
-            vsf = 1 << (b.GetArrayLength() - 1);
+        int vsf = DiffusionPipeline.VaeScaleFactorOf(folder);
         int size = family.DefaultImageSize(folder, vsf);
         int height = o.Height ?? size, width = o.Width ?? size;
         if (height <= 0 || width <= 0)
             throw new DiffusionException("InvalidImageSize", DiffusionErrorKind.InvalidArgument,
                 $"-Height {height} / -Width {width}: the image size a device map plans for must be positive.", "Height");
         return new ActivationRequest(height, width, VaeScaleFactor: vsf);
-    }
-
-    private static JsonElement? ReadConfig(DiffusersFolder folder, string component)
-    {
-        if (!folder.Components.ContainsKey(component)) return null;
-        var path = Path.Combine(folder.Path, component, "config.json");
-        if (!File.Exists(path)) return null;
-        try { return JsonDocument.Parse(IO.RegularFile.ReadAllText(path)).RootElement.Clone(); }
-        catch (JsonException) { return null; }
     }
 }

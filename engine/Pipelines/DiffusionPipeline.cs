@@ -234,12 +234,16 @@ public sealed class DiffusionPipeline : IDisposable
     /// </summary>
     internal int VaeScaleFactor => _vaeScaleFactor ??= ReadVaeScaleFactor();
 
-    private int ReadVaeScaleFactor()
+    private int ReadVaeScaleFactor() => VaeScaleFactorOf(Folder);
+
+    /// <summary>
+    /// diffusers' <c>vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)</c>, from the typed VAE config; 8,
+    /// diffusers' default, when the pipeline has no vae (not declared, or a partial snapshot without its config).
+    /// </summary>
+    internal static int VaeScaleFactorOf(DiffusersFolder folder)
     {
-        // No VAE (not declared, or a partial snapshot without its folder): 8, diffusers' default when the pipeline has no vae.
-        if (!Folder.Components.ContainsKey("vae") || !File.Exists(System.IO.Path.Combine(Folder.Path, "vae", "config.json"))) return 8;
-        var cfg = ReadConfig("vae");
-        return cfg.TryGetProperty("block_out_channels", out var b) ? 1 << (b.GetArrayLength() - 1) : 8;
+        if (!folder.Components.ContainsKey("vae") || !File.Exists(System.IO.Path.Combine(folder.Path, "vae", "config.json"))) return 8;
+        return Models.AutoencoderKLConfig.Load(folder.ComponentFile("vae", "config.json")).ScaleFactor;
     }
 
     public void Dispose()

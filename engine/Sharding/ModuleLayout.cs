@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 
 namespace Diffusion.Engine.Sharding;
 
@@ -82,32 +82,38 @@ public sealed class ModuleLayout
     public IEnumerable<string> TensorsOf(string unitPath) => _unitOfTensor.Where(kv => kv.Value == unitPath).Select(kv => kv.Key);
 }
 
+/// <summary>
+/// How a model class splits into units (its registration gives them: <see cref="ModelClass"/>): the children of each
+/// container in execution order (module path → child names), the block lists (path → the class of block N) and the
+/// single blocks (path → class), each block a unit placed whole; <paramref name="SpecialDType"/> gives the dtype a
+/// tensor is kept in when it is not the load dtype (tensor name, load dtype → dtype).
+/// </summary>
+internal sealed record LayoutRules(
+    Dictionary<string, string[]> Containers,
+    Dictionary<string, Func<int, string>> BlockLists,
+    Dictionary<string, string> SingleBlocks,
+    Func<string, string, string>? SpecialDType = null);
+
 /// <summary>How each supported model class splits into units, and layouts built from headers.</summary>
 public static class ModuleLayouts
 {
-    /// <summary>The children of a container, in execution order; block lists are numbered blocks of one class each.</summary>
-    private sealed record Rules(
-        Dictionary<string, string[]> Containers,
-        Dictionary<string, Func<int, string>> BlockLists,
-        Dictionary<string, string> SingleBlocks,
-        Func<string, string, string>? SpecialDType = null);
-
-    /// <summary>Layout of a component folder: its safetensors headers (single or sharded, of <paramref name="variant"/> if given) and config.json.</summary>
+    /// <summary>Layout of a component folder: its safetensors headers (single or sharded, of <paramref name="variant"/> if given) and config.json (absent: the class's defaults).</summary>
     public static ModuleLayout FromComponentFolder(string componentDir, string className, string dtype, string? variant = null)
     {
-        Func<string, string>? moduleKey = className is "CLIPTextModel" or "CLIPTextModelWithProjection" ? Models.CLIPTextModel.ModuleKey : null;
-        var source = WeightSource.FromFiles(WeightLoader.FindWeightFiles(componentDir, variant), moduleKey);
+        var model = ModelClasses.Find(className);
+        var source = WeightSource.FromFiles(WeightLoader.FindWeightFiles(componentDir, variant), model?.ModuleKey);
         var configPath = Path.Combine(componentDir, "config.json");
-        JsonElement? config = File.Exists(configPath) ? ReadJson(configPath) : null;
+        var config = model is not null && File.Exists(configPath) ? model.ReadConfig(configPath) : null;
         return FromSource(source, className, dtype, config);
     }
 
-    /// <summary>Layout from a weight source's headers (a folder's files or a single-file checkpoint's key map) and the model's config.</summary>
-    public static ModuleLayout FromSource(WeightSource source, string className, string dtype, JsonElement? config) =>
+    /// <summary>Layout from a weight source's headers (a folder's files or a single-file checkpoint's key map) and the model's typed config.</summary>
+    public static ModuleLayout FromSource(WeightSource source, string className, string dtype, IModelConfig? config) =>
         FromTensors(className, source.Describe(), dtype, config);
 
     /// <summary>Layout from a list of tensors (module keys, checkpoint dtypes and shapes); dtype is the one the model will be loaded in.</summary>
-    public static ModuleLayout FromTensors(string className, IEnumerable<TensorEntry> tensors, string dtype, JsonElement? config = null)
+    /// <param name="config">The model's typed config (null: the class's defaults); its registration gives the no-split units.</param>
+    public static ModuleLayout FromTensors(string className, IEnumerable<TensorEntry> tensors, string dtype, IModelConfig? config = null)
     {
         var rules = RulesFor(className, config);
         var list = tensors.ToList();
@@ -134,36 +140,12 @@ public static class ModuleLayouts
         return new ModuleLayout(className, dtype, root, unitOf, MeanLeafBytes(moduleBytes), list.Sum(t => t.Elements));
     }
 
-    /// <summary>Splittable classes and their no-split blocks; other classes (the VAE) are one unit.</summary>
-    private static Rules? RulesFor(string className, JsonElement? config) => className switch
-    {
-        "FluxTransformer2DModel" => new Rules(
-            new() { [""] = ["time_text_embed", "context_embedder", "x_embedder", "transformer_blocks", "single_transformer_blocks", "norm_out", "proj_out"] },
-            new() { ["transformer_blocks"] = _ => "FluxTransformerBlock", ["single_transformer_blocks"] = _ => "FluxSingleTransformerBlock" },
-            new()),
-        "UNet2DConditionModel" => new Rules(
-            new() { [""] = ["conv_in", "time_embedding", "add_embedding", "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out"] },
-            new()
-            {
-                ["down_blocks"] = i => ConfigString(config, "down_block_types", i, "CrossAttnDownBlock2D"),
-                ["up_blocks"] = i => ConfigString(config, "up_block_types", i, "CrossAttnUpBlock2D"),
-            },
-            new() { ["mid_block"] = ConfigString(config, "mid_block_type", -1, "UNetMidBlock2DCrossAttn") }),
-        "T5EncoderModel" => new Rules(
-            new() { [""] = ["shared", "encoder"], ["encoder"] = ["block", "final_layer_norm"] },
-            new() { ["encoder.block"] = _ => "T5Block" },
-            new(),
-            // transformers keeps T5's feed-forward output projection (wo) in float32 when the model is loaded in float16.
-            (name, target) => target == "float16" && name.EndsWith(".wo.weight", StringComparison.Ordinal) ? "float32" : target),
-        "CLIPTextModel" or "CLIPTextModelWithProjection" => new Rules(
-            new() { [""] = ["embeddings", "encoder", "final_layer_norm", "text_projection"], ["encoder"] = ["layers"] },
-            new() { ["encoder.layers"] = _ => "CLIPEncoderLayer" },
-            new()),
-        _ => null,
-    };
+    /// <summary>The no-split units of a registered class (<see cref="ModelClass"/>); other classes (the VAE, unknown ones) are one unit.</summary>
+    private static LayoutRules? RulesFor(string className, IModelConfig? config) =>
+        ModelClasses.Find(className) is { } model ? model.Layout(config ?? model.DefaultConfig()) : null;
 
     /// <summary>Finds or creates the nodes from the root down to the unit holding the tensor.</summary>
-    private static LayoutNode Walk(LayoutNode root, string tensorName, Rules rules, Dictionary<string, LayoutNode> nodes)
+    private static LayoutNode Walk(LayoutNode root, string tensorName, LayoutRules rules, Dictionary<string, LayoutNode> nodes)
     {
         var parts = tensorName.Split('.');
         var node = root;
@@ -202,7 +184,7 @@ public static class ModuleLayouts
     }
 
     /// <summary>Children in execution order: the rule's order, blocks by number, anything else after, by name.</summary>
-    private static void Order(LayoutNode node, Rules rules)
+    private static void Order(LayoutNode node, LayoutRules rules)
     {
         if (node.IsUnit) return;
         var named = rules.Containers.GetValueOrDefault(node.Path) ?? [];
@@ -225,7 +207,7 @@ public static class ModuleLayouts
         }
     }
 
-    private static int ElementSize(TensorEntry t, string dtype, Rules? rules)
+    private static int ElementSize(TensorEntry t, string dtype, LayoutRules? rules)
     {
         int stored = DTypes.ElementSize(t.DType);
         if (t.DType is not ("F32" or "F16" or "BF16" or "F64")) return Math.Max(stored, 1); // integers keep their type
@@ -262,21 +244,4 @@ public static class ModuleLayouts
 
     private static string Parent(string path) => path.LastIndexOf('.') is var i && i < 0 ? "" : path[..i];
     private static string Join(string a, string b) => a.Length == 0 ? b : a + "." + b;
-
-    private static string ConfigString(JsonElement? config, string key, int index, string fallback)
-    {
-        if (config is not JsonElement c || !c.TryGetProperty(key, out var v)) return fallback;
-        if (index < 0) return v.ValueKind == JsonValueKind.String ? v.GetString()! : fallback;
-        return v.ValueKind == JsonValueKind.Array && index < v.GetArrayLength() && v[index].ValueKind == JsonValueKind.String ? v[index].GetString()! : fallback;
-    }
-
-    private static JsonElement ReadJson(string path)
-    {
-        try { return JsonDocument.Parse(IO.RegularFile.ReadAllText(path)).RootElement.Clone(); }
-        catch (JsonException e)
-        {
-            throw new DiffusionException("ModelConfigInvalid", DiffusionErrorKind.InvalidData,
-                $"The config '{path}' is not valid JSON ({e.Message}). Restore the file from the model's original download.", path, e);
-        }
-    }
 }

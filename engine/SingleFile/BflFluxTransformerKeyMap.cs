@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 
 namespace Diffusion.Engine.SingleFile;
 
@@ -36,7 +36,7 @@ internal sealed class BflFluxTransformerKeyMap : KeyMap
         ["modulation.lin"] = "norm.linear", ["norm.query_norm"] = "attn.norm_q", ["norm.key_norm"] = "attn.norm_k", ["linear2"] = "proj_out",
     };
 
-    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, JsonElement config, string prefix, string file)
+    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, IModelConfig config, string prefix, string file)
     {
         var result = new List<KeyMapping>();
         var unknown = new List<string>();

@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 
 namespace Diffusion.Engine.SingleFile;
 
@@ -13,8 +13,11 @@ public sealed record KeyMapping(string ModuleKey, string SourceKey, long[] Shape
 /// </summary>
 internal abstract class KeyMap
 {
-    /// <summary>The mappings for the tensors of <paramref name="stored"/> (keys without the prefix); unknown keys throw.</summary>
-    public abstract IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, JsonElement config, string prefix, string file);
+    /// <summary>
+    /// The mappings for the tensors of <paramref name="stored"/> (keys without the prefix); unknown keys throw.
+    /// <paramref name="config"/> is the model's typed config (the -Config folder's config.json).
+    /// </summary>
+    public abstract IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, IModelConfig config, string prefix, string file);
 
     /// <summary>The module tensor is the stored one as it is.</summary>
     protected static KeyMapping Same(string moduleKey, string sourceKey, SafeTensorInfo info) => new(moduleKey, sourceKey, info.Shape);
@@ -31,9 +34,4 @@ internal abstract class KeyMap
             "The checkpoint is a variant of the architecture this module does not convert, or it is damaged; convert it with diffusers (from_single_file, then save_pretrained) and load the folder.", file);
     }
 
-    protected static int ConfigInt(JsonElement config, string key, int fallback) =>
-        config.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt32() : fallback;
-
-    protected static int ConfigArrayLength(JsonElement config, string key, int fallback) =>
-        config.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Array ? v.GetArrayLength() : fallback;
 }

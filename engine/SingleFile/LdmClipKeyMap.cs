@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 
 namespace Diffusion.Engine.SingleFile;
 
@@ -11,7 +11,7 @@ namespace Diffusion.Engine.SingleFile;
 /// </summary>
 internal sealed class LdmClipKeyMap : KeyMap
 {
-    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, JsonElement config, string prefix, string file)
+    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, IModelConfig config, string prefix, string file)
     {
         var result = new List<KeyMapping>();
         var unknown = new List<string>();

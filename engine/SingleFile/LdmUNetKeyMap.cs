@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 
 namespace Diffusion.Engine.SingleFile;
 
@@ -19,11 +19,16 @@ internal sealed class LdmUNetKeyMap : KeyMap
         ["input_blocks.0.0"] = "conv_in", ["out.0"] = "conv_norm_out", ["out.2"] = "conv_out",
     };
 
-    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, JsonElement config, string prefix, string file)
+    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, IModelConfig config, string prefix, string file)
     {
-        int perBlock = ConfigInt(config, "layers_per_block", 2) + 1;
-        string? labelEmbedding = config.TryGetProperty("addition_embed_type", out var a) && a.ValueKind == JsonValueKind.String && a.GetString() == "text_time" ? "add_embedding"
-            : config.TryGetProperty("class_embed_type", out var c) && c.ValueKind == JsonValueKind.String && c.GetString() is "timestep" or "projection" ? "class_embedding" : null;
+        var unet = (UNet2DConditionConfig)config;
+        var layers = unet.LayersPerBlock.PerBlock(unet.DownBlockTypes.Length, "layers_per_block", unet.SourcePath);
+        if (layers.Distinct().Count() > 1) // LDM numbers input_blocks as layers_per_block + 1 per level; diffusers' converter takes one value too
+            throw ModelConfigJson.Unsupported("UNet2DConditionModel", unet.SourcePath, "layers_per_block", unet.LayersPerBlock,
+                $"the LDM single-file layout of '{file}' has one layers_per_block for every level; give the config of the model the file was saved from.");
+        int perBlock = layers[0] + 1;
+        string? labelEmbedding = unet.AdditionEmbedType == "text_time" ? "add_embedding"
+            : unet.ClassEmbedType is "timestep" or "projection" ? "class_embedding" : null;
         var unknown = new List<string>();
         var result = new List<KeyMapping>();
         foreach (var (key, info) in stored)

@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 
 namespace Diffusion.Engine.SingleFile;
 
@@ -17,9 +17,9 @@ internal sealed class LdmVaeKeyMap : KeyMap
         ["norm"] = "group_norm", ["q"] = "to_q", ["k"] = "to_k", ["v"] = "to_v", ["proj_out"] = "to_out.0",
     };
 
-    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, JsonElement config, string prefix, string file)
+    public override IEnumerable<KeyMapping> Map(IReadOnlyDictionary<string, SafeTensorInfo> stored, IModelConfig config, string prefix, string file)
     {
-        int levels = ConfigArrayLength(config, "up_block_types", 4);
+        int levels = ((AutoencoderKLConfig)config).UpBlockTypes.Length;
         var unknown = new List<string>();
         var result = new List<KeyMapping>();
         foreach (var (key, info) in stored)

@@ -1,5 +1,5 @@
-using System.Text.Json;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Models;
 
 namespace Diffusion.Engine.SingleFile;
 
@@ -65,15 +65,15 @@ public sealed class SingleFileCheckpoint
         switch (layout)
         {
             case SingleFileLayout.CompVisLdm:
-                models["UNet2DConditionModel"] = LdmUNet;
-                if (LdmVaePrefixes.FirstOrDefault(p => header.Keys.Any(k => k.StartsWith(p, StringComparison.Ordinal))) is { } vae) models["AutoencoderKL"] = vae;
-                if (header.Keys.Any(k => k.StartsWith(LdmClip, StringComparison.Ordinal))) models["CLIPTextModel"] = LdmClip;
+                models[UNet2DConditionModel.Registration.ClassName] = LdmUNet;
+                if (LdmVaePrefixes.FirstOrDefault(p => header.Keys.Any(k => k.StartsWith(p, StringComparison.Ordinal))) is { } vae) models[AutoencoderKL.Registration.ClassName] = vae;
+                if (header.Keys.Any(k => k.StartsWith(LdmClip, StringComparison.Ordinal))) models[CLIPTextModel.Registration.ClassName] = LdmClip;
                 break;
             case SingleFileLayout.BflFluxTransformer:
-                models["FluxTransformer2DModel"] = header.Keys.Any(k => k.StartsWith(LdmUNet + "double_blocks.", StringComparison.Ordinal)) ? LdmUNet : "";
+                models[FluxTransformer2DModel.Registration.ClassName] = header.Keys.Any(k => k.StartsWith(LdmUNet + "double_blocks.", StringComparison.Ordinal)) ? LdmUNet : "";
                 break;
             default:
-                models["AutoencoderKL"] = "";
+                models[AutoencoderKL.Registration.ClassName] = "";
                 break;
         }
         return new SingleFileCheckpoint(path, layout, header, models);
@@ -106,24 +106,23 @@ public sealed class SingleFileCheckpoint
     /// <summary>Whether the file holds the weights of a model of this class.</summary>
     public bool Holds(string className) => Models.ContainsKey(className);
 
-    /// <summary>The weights of a <paramref name="className"/> model (its diffusers config: <paramref name="config"/>) from this file.</summary>
-    public WeightSource Source(string className, JsonElement config)
+    /// <summary>
+    /// The weights of a <paramref name="className"/> model from this file, through its registration's key map;
+    /// <paramref name="config"/> is its typed diffusers config (null: the class's defaults).
+    /// </summary>
+    public WeightSource Source(string className, IModelConfig? config)
     {
         if (!Models.TryGetValue(className, out var prefix))
             throw new DiffusionException("SingleFileComponentMissing", DiffusionErrorKind.ObjectNotFound,
                 $"'{Path}' ({Describe(Layout)}) holds no {className} weights; it holds: {string.Join(", ", Models.Keys)}.", Path);
-        KeyMap map = className switch
-        {
-            "UNet2DConditionModel" => new LdmUNetKeyMap(),
-            "AutoencoderKL" => new LdmVaeKeyMap(),
-            "CLIPTextModel" => new LdmClipKeyMap(),
-            _ => new BflFluxTransformerKeyMap(),
-        };
+        var model = ModelClasses.For(className);
+        var map = model.SingleFileKeyMap
+            ?? throw new InvalidOperationException($"{className} is held by the {Layout} layout but has no single-file key map in its registration.");
         // A prefix "" takes every key; otherwise the keys under the prefix, without it (other models' keys, LDM's
         // scheduler buffers such as alphas_cumprod and model_ema.* are not this model's and are not read).
         var stored = Header.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal))
             .ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value, StringComparer.Ordinal);
-        var mappings = map.Map(stored, config, prefix, Path).ToList();
+        var mappings = map.Map(stored, config ?? model.DefaultConfig(), prefix, Path).ToList();
         return WeightSource.FromMap(Path, $"{Path} ({className})",
             file => mappings.Select(m => new MappedTensor(m.ModuleKey, file, m.SourceKey, m.Shape, m.Rows)));
     }

@@ -1,5 +1,5 @@
+using Diffusion.Bench;
 using System.Collections;
-using Diffusion.Engine.Diagnostics;
 using Diffusion.Engine.Pipelines;
 using Diffusion.Engine.Sharding;
 using Xunit;

@@ -131,10 +131,11 @@ public class FluxTransformerTests
     }
 
     [Fact]
-    public void DefaultConfigIsFluxDev()
+    public void DefaultConfigIsDiffusers()
     {
+        // diffusers' FluxTransformer2DModel defaults: FLUX.1's shape, guidance_embeds false (FLUX.1-dev's config.json sets it).
         var config = JsonSerializer.Deserialize<FluxTransformer2DConfig>("{}")!;
-        Assert.Equal((1, 64, 19, 38, 128, 24, 4096, 768, true), (config.PatchSize, config.InChannels, config.NumLayers, config.NumSingleLayers,
+        Assert.Equal((1, 64, 19, 38, 128, 24, 4096, 768, false), (config.PatchSize, config.InChannels, config.NumLayers, config.NumSingleLayers,
             config.AttentionHeadDim, config.NumAttentionHeads, config.JointAttentionDim, config.PooledProjectionDim, config.GuidanceEmbeds));
         Assert.Equal(new[] { 16, 56, 56 }, config.AxesDimsRope);
         Assert.Equal(3072, config.InnerDim);

@@ -1,6 +1,6 @@
+using Diffusion.Bench;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
-using Diffusion.Engine.Diagnostics;
 using Xunit;
 
 namespace Diffusion.Engine.Tests;

@@ -1,5 +1,4 @@
 using Diffusion.Bench;
-using Diffusion.Engine.Diagnostics;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using TorchSharp;

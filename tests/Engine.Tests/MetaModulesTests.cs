@@ -1,4 +1,4 @@
-using Diffusion.Engine.Diagnostics;
+using Diffusion.Bench;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using TorchSharp;

@@ -1,7 +1,7 @@
+using Diffusion.Bench;
 using System.Collections;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
-using Diffusion.Engine.Diagnostics;
 using Diffusion.Engine.Pipelines;
 using Diffusion.Engine.Sharding;
 using Xunit;

@@ -1,5 +1,5 @@
+using Diffusion.Bench;
 using System.Text.Json;
-using Diffusion.Engine.Diagnostics;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Sharding;
@@ -18,15 +18,15 @@ public class SingleFileTests
 {
     private static string SingleFile(string name) => Fixtures.PathOf("single-file", name);
 
-    private static JsonElement Config(string folder, string component) =>
-        JsonDocument.Parse(File.ReadAllText(Fixtures.PathOf(folder, component, "config.json"))).RootElement.Clone();
+    private static IModelConfig Config(string folder, string component, string className) =>
+        ModelClasses.For(className).ReadConfig(Fixtures.PathOf(folder, component, "config.json"));
 
     /// <summary>Every tensor the map gives equals the folder's tensor of that key, and the key sets are the same.</summary>
     private static void AssertConvertsToFolder(string file, string className, string folder, string component)
     {
         TorchBackend.EnsureLoaded();
         var checkpoint = SingleFileCheckpoint.Open(SingleFile(file));
-        var source = checkpoint.Source(className, Config(folder, component));
+        var source = checkpoint.Source(className, Config(folder, component, className));
         var folderFiles = WeightLoader.FindWeightFiles(Fixtures.PathOf(folder, component));
         Func<string, string> moduleKey = className == "CLIPTextModel" ? CLIPTextModel.ModuleKey : k => k;
         using var expected = SafeTensorsFile.Open(folderFiles.Single());
@@ -110,7 +110,7 @@ public class SingleFileTests
             tensors["model.diffusion_model.input_blocks.1.7.weight"] = torch.zeros(2);
             SafeTensorsWriter.Save(path, tensors);
         }
-        var e = Assert.Throws<DiffusionException>(() => SingleFileCheckpoint.Open(path).Source("UNet2DConditionModel", Config("sd-tiny", "unet")));
+        var e = Assert.Throws<DiffusionException>(() => SingleFileCheckpoint.Open(path).Source("UNet2DConditionModel", Config("sd-tiny", "unet", "UNet2DConditionModel")));
         Assert.Equal("SingleFileKeyUnknown", e.ErrorId);
         Assert.Contains("model.diffusion_model.input_blocks.1.7.weight", e.Message);
     }
@@ -166,7 +166,7 @@ public class SingleFileTests
         var checkpoint = SingleFileCheckpoint.Open(path);
         Assert.Equal(new KnownArchitecture("Stable Diffusion 1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", SingleFileLayout.CompVisLdm),
             KnownArchitectures.Detect(checkpoint.Header));
-        var config = JsonDocument.Parse(HeaderOnlyCheckpoint.StableDiffusion15Unet).RootElement.Clone();
+        var config = UNet2DConditionConfig.FromJson(HeaderOnlyCheckpoint.StableDiffusion15Unet);
         var entries = checkpoint.Source("UNet2DConditionModel", config).Describe();
         Assert.Equal(unet.Select(t => $"{t.Name} [{string.Join(",", t.Shape)}]").Order(StringComparer.Ordinal),
             entries.Select(t => $"{t.Name} [{string.Join(",", t.Shape)}]").Order(StringComparer.Ordinal));

@@ -188,13 +188,15 @@ public class TextEncoderTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void ConfigsDefaultToTheRealModelsAndRejectBadFiles()
+    public void ConfigsDefaultToTransformersDefaultsAndRejectBadFiles()
     {
+        // transformers' CLIPTextConfig() and T5Config() (openai/clip-vit-base-patch32's text tower, t5-small).
         var clip = new CLIPTextConfig();
-        Assert.Equal((49408L, 768L, 12, 12, "quick_gelu", 2L), (clip.VocabSize, clip.HiddenSize, clip.NumHiddenLayers, clip.NumAttentionHeads, clip.HiddenAct, clip.EosTokenId));
+        Assert.Equal((49408L, 512L, 2048L, 512L, 12, 8, "quick_gelu"), (clip.VocabSize, clip.HiddenSize, clip.IntermediateSize, clip.ProjectionDim, clip.NumHiddenLayers, clip.NumAttentionHeads, clip.HiddenAct));
+        Assert.Equal((1L, 49406L, 49407L), (clip.PadTokenId, clip.BosTokenId, clip.EosTokenId));
         var t5 = new T5Config();
-        Assert.Equal((32128L, 4096L, 10240L, 64L, 64L, 24), (t5.VocabSize, t5.DModel, t5.DFf, t5.DKv, t5.NumHeads, t5.NumLayers));
-        Assert.Equal(("gelu_new", true), (t5.DenseActFn, t5.IsGatedAct));
+        Assert.Equal((32128L, 512L, 2048L, 64L, 8L, 6), (t5.VocabSize, t5.DModel, t5.DFf, t5.DKv, t5.NumHeads, t5.NumLayers));
+        Assert.Equal(("relu", "relu", false), (t5.FeedForwardProj, t5.DenseActFn, t5.IsGatedAct));
 
         var missing = Path.Combine(Path.GetTempPath(), $"no-such-{Guid.NewGuid():N}", "config.json");
         Assert.Equal("ModelConfigNotFound", Assert.Throws<DiffusionException>(() => CLIPTextConfig.Load(missing)).ErrorId);

@@ -1,11 +1,12 @@
 using System.Text;
 using System.Text.Json;
+using Diffusion.Engine;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Diagnostics;
+namespace Diffusion.Bench;
 
 /// <summary>
 /// For tests and the benchmark: diffusers folders whose safetensors files have a real model's header (every tensor's
@@ -33,6 +34,10 @@ public static class HeaderOnlyCheckpoint
     /// <summary>Stable Diffusion 1.5's UNet config as published (stable-diffusion-v1-5/unet/config.json): 860M parameters.</summary>
     public const string StableDiffusion15Unet =
         """{"_class_name":"UNet2DConditionModel","act_fn":"silu","attention_head_dim":8,"block_out_channels":[320,640,1280,1280],"center_input_sample":false,"cross_attention_dim":768,"down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],"downsample_padding":1,"flip_sin_to_cos":true,"freq_shift":0,"in_channels":4,"layers_per_block":2,"mid_block_scale_factor":1,"norm_eps":1e-05,"norm_num_groups":32,"out_channels":4,"sample_size":64,"up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"]}""";
+
+    /// <summary>Stable Diffusion 1.5's VAE config as published (stable-diffusion-v1-5/vae/config.json; scaling_factor is diffusers' default 0.18215).</summary>
+    public const string StableDiffusion15Vae =
+        """{"_class_name":"AutoencoderKL","act_fn":"silu","block_out_channels":[128,256,512,512],"down_block_types":["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],"in_channels":3,"latent_channels":4,"layers_per_block":2,"norm_num_groups":32,"out_channels":3,"sample_size":512,"up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"]}""";
 
     /// <summary>A pipeline folder holding only SD 1.5's UNet (float32 header, as published), for load benchmarks.</summary>
     public static string WriteStableDiffusion15Unet(string folder)
@@ -82,19 +87,11 @@ public static class HeaderOnlyCheckpoint
     public static IReadOnlyList<(string Name, long[] Shape)> Shapes(string className, string configPath)
     {
         TorchBackend.EnsureLoaded();
-        using var model = MetaModules.Build(() => Build(className, configPath));
-        return model.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
+        var model = ModelClasses.For(className);
+        var config = model.ReadConfig(configPath);
+        using var module = MetaModules.Build(() => model.Build(config));
+        return module.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
     }
-
-    private static nn.Module Build(string className, string configPath) => className switch
-    {
-        "FluxTransformer2DModel" => new FluxTransformer2DModel(FluxTransformer2DConfig.Load(configPath)),
-        "UNet2DConditionModel" => new UNet2DConditionModel(UNet2DConditionConfig.Load(configPath)),
-        "AutoencoderKL" => new AutoencoderKL(AutoencoderKLConfig.Load(configPath)),
-        "T5EncoderModel" => new T5EncoderModel(T5Config.Load(configPath)),
-        "CLIPTextModel" => new CLIPTextModel(CLIPTextConfig.Load(configPath)),
-        _ => throw new ArgumentException($"No model class {className}.", nameof(className)),
-    };
 
     /// <summary>A safetensors file whose data section is a hole: the header is written, the file is extended to its full length.</summary>
     public static void WriteSparse(string path, IEnumerable<(string Name, string DType, long[] Shape)> tensors)

@@ -6,7 +6,7 @@ using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Diagnostics;
+namespace Diffusion.Bench;
 
 /// <summary>
 /// Per-block timing of a loaded pipeline's denoiser (the speed issue's per-block table): one model call of a denoising
