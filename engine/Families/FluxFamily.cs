@@ -89,13 +89,13 @@ internal sealed class FluxFamily : IPipelineFamily
     private static Tensor Ids(List<TokenizedPrompt> tokens, Device device) =>
         torch.tensor(tokens.SelectMany(t => t.Ids).ToArray(), [tokens.Count, tokens[0].Ids.Length], ScalarType.Int64, device: device);
 
-    /// <summary>512 for dev (guidance-distilled), 256 for schnell, as the model cards say.</summary>
-    private static int DefaultMaxSequenceLength(DiffusionPipeline pipe)
+    /// <summary>512 for dev (guidance-distilled: its transformer embeds the guidance), 256 for schnell, as the model cards say.</summary>
+    private int DefaultMaxSequenceLength(DiffusionPipeline pipe)
     {
         // No transformer config (a partial snapshot with only the text encoders): 512, diffusers' FluxPipeline default.
-        if (!pipe.Folder.Components.ContainsKey("transformer") || !File.Exists(System.IO.Path.Combine(pipe.Folder.Path, "transformer", "config.json"))) return 512;
-        var cfg = pipe.ReadConfig("transformer");
-        return cfg.TryGetProperty("guidance_embeds", out var g) && g.ValueKind == System.Text.Json.JsonValueKind.False ? 256 : 512;
+        var path = System.IO.Path.Combine(pipe.Folder.Path, DenoiserComponent, "config.json");
+        if (!pipe.Folder.Components.ContainsKey(DenoiserComponent) || !File.Exists(path)) return 512;
+        return FluxTransformer2DConfig.Load(path).GuidanceEmbeds ? 512 : 256;
     }
 
     /// <summary>The transformer run: packed noise, the rotary tables made once, flow-matching Euler steps along the predicted velocity.</summary>
@@ -123,7 +123,7 @@ internal sealed class FluxFamily : IPipelineFamily
         var device = pipe.TorchDevice; var dtype = pipe.TorchDType;
         int b = batch.Count;
         long packedTokens = (long)(height / (vsf * 2)) * (width / (vsf * 2));
-        PipelineChecks.RunFits(pipe, "FluxTransformer2DModel", transformer.Config, height, width, b,
+        PipelineChecks.RunFits(pipe, FluxTransformer2DModel.Registration.ClassName, transformer.Config, height, width, b,
             4L * b * packedTokens * transformer.Config.InChannels * 4, stage, textLength: (int)batch[0].PromptEmbeds.shape[1]);
 
         // 1. Conditioning and positions: T5 sequence, CLIP pooled, text ids (zeros), image ids (row, column).

@@ -100,7 +100,7 @@ internal class StableDiffusionFamily : IPipelineFamily
         long seed = PipelineChecks.RunSeed(o, batch);
         // Latents: the current ones, the model input (doubled for guidance) and the scheduler's working copies.
         long latentBytes = 6L * batch.Count * unet.Config.InChannels * (height / vsf) * (width / vsf) * 4;
-        PipelineChecks.RunFits(pipe, "UNet2DConditionModel", unet.Config, height, width, batch.Count, latentBytes, stage);
+        PipelineChecks.RunFits(pipe, UNet2DConditionModel.Registration.ClassName, unet.Config, height, width, batch.Count, latentBytes, stage);
         bool cfg = guidance > 1.0;
         if (rescale > 0 && !cfg)
             warn(new PipelineWarning($"-GuidanceRescale {rescale} has no effect without classifier-free guidance (-GuidanceScale {guidance} is not above 1)."));

@@ -219,13 +219,6 @@ public sealed class DiffusionPipeline : IDisposable
         return c.As<T>();
     }
 
-    /// <summary>Reads a value from a component's config.json without loading the component.</summary>
-    internal JsonElement ReadConfig(string component, string file = "config.json")
-    {
-        var p = Folder.ComponentFile(component, file);
-        return JsonDocument.Parse(IO.RegularFile.ReadAllText(p)).RootElement.Clone();
-    }
-
     private int? _vaeScaleFactor;
 
     /// <summary>

@@ -99,7 +99,7 @@ public static class Generation
                         $"Latent #{l.Index} was made by a {l.Family} pipeline; this VAE belongs to a {pipe.Family} pipeline ('{pipe.Path}'). Decode it with its own model's VAE.", "Latent");
             foreach (var l in items) family.CheckLatent(pipe, l);
             var vae = pipe.Require<Models.AutoencoderKL>("vae", "Decoding latents");
-            PipelineChecks.RunFits(pipe, "AutoencoderKL", vae.Config, items[0].Height, items[0].Width, items.Count,
+            PipelineChecks.RunFits(pipe, Models.AutoencoderKL.Registration.ClassName, vae.Config, items[0].Height, items[0].Width, items.Count,
                 items.Sum(l => l.Latents.numel() * 4L) + 3L * items.Count * items[0].Height * items[0].Width * 4 * 2, "Decoding latents");
             using var scope = torch.NewDisposeScope();
             var batch = torch.cat(items.Select(l => l.Latents.to(pipe.TorchDevice)).ToArray(), 0);
