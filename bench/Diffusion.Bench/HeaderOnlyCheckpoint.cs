@@ -89,7 +89,7 @@ public static class HeaderOnlyCheckpoint
         TorchBackend.EnsureLoaded();
         var model = ModelClasses.For(className);
         var config = model.ReadConfig(configPath);
-        using var module = MetaModules.Build(() => model.Build(config));
+        using var module = Construction.OnMeta(() => model.Build(config));
         return module.state_dict().Select(kv => (kv.Key, kv.Value.shape)).ToList();
     }
 

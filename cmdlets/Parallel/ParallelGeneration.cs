@@ -2,6 +2,7 @@ using System.Management.Automation;
 using Diffusion.Cmdlets.Infrastructure;
 using Diffusion.Engine;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Imaging;
 using Diffusion.Engine.Parallel;
 using Diffusion.Engine.Pipelines;
 

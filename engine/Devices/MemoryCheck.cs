@@ -1,4 +1,3 @@
-using Diffusion.Engine.Sharding;
 using TorchSharp;
 using static TorchSharp.torch;
 

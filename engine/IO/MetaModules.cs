@@ -1,5 +1,4 @@
 using System.Reflection;
-using Diffusion.Engine.Models;
 using TorchSharp;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
@@ -22,15 +21,6 @@ public static class MetaModules
     private static readonly MethodInfo RegisterBuffer = typeof(nn.Module).GetMethod("ConditionallyRegisterBuffer",
         BindingFlags.NonPublic | BindingFlags.Instance, [typeof(string), typeof(Tensor), typeof(bool)])
         ?? throw new MissingMethodException("TorchSharp's nn.Module.ConditionallyRegisterBuffer(string, Tensor, bool) is missing: this TorchSharp version is not supported.");
-
-    /// <summary>
-    /// Runs a model's constructor with the engine's construction device set to meta (on this thread only; see
-    /// <see cref="Construction"/>): shapes and dtypes, no memory, no random initial weights.
-    /// </summary>
-    public static T Build<T>(Func<T> construct) where T : nn.Module
-    {
-        using (Construction.On(torch.META)) return construct();
-    }
 
     /// <summary>Whether any parameter or buffer of the module is still on the meta device (has no data).</summary>
     public static bool HasMetaTensors(nn.Module module) =>

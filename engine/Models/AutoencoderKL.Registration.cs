@@ -1,5 +1,3 @@
-using Diffusion.Engine.Sharding;
-using Diffusion.Engine.SingleFile;
 
 namespace Diffusion.Engine.Models;
 
@@ -9,6 +7,6 @@ public sealed partial class AutoencoderKL
     public static ModelClass Registration { get; } = new ModelClass<AutoencoderKLConfig>(
         "AutoencoderKL", "diffusers",
         AutoencoderKLConfig.Load, AutoencoderKLConfig.FromJson, c => new AutoencoderKL(c),
-        layout: null, ActivationEstimator.VaeDecode,
+        layout: null, ActivationFormulas.VaeDecode,
         singleFileKeyMap: new LdmVaeKeyMap());
 }

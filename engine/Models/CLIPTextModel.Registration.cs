@@ -1,5 +1,3 @@
-using Diffusion.Engine.Sharding;
-using Diffusion.Engine.SingleFile;
 
 namespace Diffusion.Engine.Models;
 
@@ -22,7 +20,7 @@ public sealed partial class CLIPTextModel
             new() { [""] = ["embeddings", "encoder", "final_layer_norm", "text_projection"], ["encoder"] = ["layers"] },
             new() { ["encoder.layers"] = _ => "CLIPEncoderLayer" },
             new()),
-        ActivationEstimator.Clip,
+        ActivationFormulas.Clip,
         ModuleKey,
         // SD 1.x files hold CLIPTextModel only (SDXL's second encoder comes from the -Config folder, as in diffusers).
         withProjection ? null : new LdmClipKeyMap());

@@ -32,4 +32,13 @@ public static class Construction
             _dtype = dtype;
         }
     }
+
+    /// <summary>
+    /// Runs a model's constructor with the engine's construction device set to meta (on this thread only): shapes and dtypes, no memory, no random initial weights.
+    /// </summary>
+    public static T OnMeta<T>(Func<T> construct) where T : nn.Module
+    {
+        using (On(TorchSharp.torch.META)) return construct();
+    }
+
 }

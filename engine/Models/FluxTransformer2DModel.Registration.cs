@@ -1,5 +1,3 @@
-using Diffusion.Engine.Sharding;
-using Diffusion.Engine.SingleFile;
 
 namespace Diffusion.Engine.Models;
 
@@ -16,6 +14,6 @@ public sealed partial class FluxTransformer2DModel
             new() { [""] = ["time_text_embed", "context_embedder", "x_embedder", "transformer_blocks", "single_transformer_blocks", "norm_out", "proj_out"] },
             new() { ["transformer_blocks"] = _ => "FluxTransformerBlock", ["single_transformer_blocks"] = _ => "FluxSingleTransformerBlock" },
             new()),
-        ActivationEstimator.Flux,
+        ActivationFormulas.Flux,
         singleFileKeyMap: new BflFluxTransformerKeyMap());
 }

@@ -1,6 +1,5 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Diffusion.Engine.IO;
 using Diffusion.Engine.Models.Blocks;
 using TorchSharp;
 using TorchSharp.Modules;

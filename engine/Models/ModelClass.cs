@@ -1,5 +1,3 @@
-using Diffusion.Engine.Sharding;
-using Diffusion.Engine.SingleFile;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,4 +1,3 @@
-using Diffusion.Engine.Sharding;
 
 namespace Diffusion.Engine.Models;
 
@@ -14,5 +13,5 @@ public sealed partial class T5EncoderModel
             new(),
             // transformers keeps T5's feed-forward output projection (wo) in float32 when the model is loaded in float16.
             (name, target) => target == "float16" && name.EndsWith(".wo.weight", StringComparison.Ordinal) ? "float32" : target),
-        ActivationEstimator.T5);
+        ActivationFormulas.T5);
 }

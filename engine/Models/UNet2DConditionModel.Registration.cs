@@ -1,5 +1,3 @@
-using Diffusion.Engine.Sharding;
-using Diffusion.Engine.SingleFile;
 
 namespace Diffusion.Engine.Models;
 
@@ -21,6 +19,6 @@ public sealed partial class UNet2DConditionModel
                 ["up_blocks"] = i => i < c.UpBlockTypes.Length ? c.UpBlockTypes[i] : "CrossAttnUpBlock2D",
             },
             new() { ["mid_block"] = c.MidBlockType ?? "UNetMidBlock2DCrossAttn" }),
-        ActivationEstimator.UNet,
+        ActivationFormulas.UNet,
         singleFileKeyMap: new LdmUNetKeyMap());
 }

@@ -1,5 +1,4 @@
 using System.Text.Json.Serialization;
-using Diffusion.Engine.IO;
 using Diffusion.Engine.Models.Blocks;
 using TorchSharp;
 using TorchSharp.Modules;

@@ -25,7 +25,7 @@ internal static class ComponentLoader
         nn.Module LoadModel(ModelClass model)
         {
             var config = weights.ConfigOf(spec);
-            return LoadWeights(MetaModules.Build(() => model.Build(config)), () => weights.For(spec, model.ModuleKey, config),
+            return LoadWeights(Construction.OnMeta(() => model.Build(config)), () => weights.For(spec, model.ModuleKey, config),
                 weights.FromSingleFile(spec) ? weights.SingleFile!.Path : dir, device, dtype, placement, out placed);
         }
         object instance = spec.ClassName switch

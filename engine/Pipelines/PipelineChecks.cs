@@ -58,7 +58,7 @@ internal static class PipelineChecks
     {
         if (pipe.DevicePlan is not null) return;
         var estimate = Sharding.ActivationEstimator.For(className, (Models.IModelConfig)config, pipe.DType,
-            new Sharding.ActivationRequest(height, width, batch, textLength, pipe.VaeScaleFactor));
+            new Models.ActivationRequest(height, width, batch, textLength, pipe.VaeScaleFactor));
         Devices.MemoryCheck.RequireRoom(pipe.TorchDevice, estimate.Bytes + latentBytes, $"{stage} at {width}x{height} (batch {batch})",
             "Use a smaller -Height/-Width or -BatchSize, or spread the model with -DeviceMap or -Offload.");
     }

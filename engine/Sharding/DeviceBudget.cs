@@ -1,6 +1,8 @@
 using System.Collections;
 using System.Globalization;
 
+using Diffusion.Engine.Devices;
+
 namespace Diffusion.Engine.Sharding;
 
 /// <summary>How many bytes of weights a device may hold: "cuda:N", "cpu" or "disk" (disk: no limit when null).</summary>

@@ -1,6 +1,8 @@
 using System.Text;
 using System.Text.Json;
 
+using Diffusion.Engine.Devices;
+
 namespace Diffusion.Engine.Sharding;
 
 /// <summary>-DeviceMap strategies, as accelerate and diffusers name them.</summary>

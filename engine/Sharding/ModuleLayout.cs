@@ -1,13 +1,10 @@
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 
+using Diffusion.Engine.Devices;
+
 namespace Diffusion.Engine.Sharding;
 
-/// <summary>One tensor of a checkpoint as its header describes it, under the module's key.</summary>
-public sealed record TensorEntry(string Name, string DType, long[] Shape)
-{
-    public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
-}
 
 /// <summary>
 /// A module of a model's tree as the planner sees it. A unit is placed whole on one device: a no-split block
@@ -81,18 +78,6 @@ public sealed class ModuleLayout
 
     public IEnumerable<string> TensorsOf(string unitPath) => _unitOfTensor.Where(kv => kv.Value == unitPath).Select(kv => kv.Key);
 }
-
-/// <summary>
-/// How a model class splits into units (its registration gives them: <see cref="ModelClass"/>): the children of each
-/// container in execution order (module path → child names), the block lists (path → the class of block N) and the
-/// single blocks (path → class), each block a unit placed whole; <paramref name="SpecialDType"/> gives the dtype a
-/// tensor is kept in when it is not the load dtype (tensor name, load dtype → dtype).
-/// </summary>
-internal sealed record LayoutRules(
-    Dictionary<string, string[]> Containers,
-    Dictionary<string, Func<int, string>> BlockLists,
-    Dictionary<string, string> SingleBlocks,
-    Func<string, string, string>? SpecialDType = null);
 
 /// <summary>How each supported model class splits into units, and layouts built from headers.</summary>
 public static class ModuleLayouts

@@ -1,6 +1,8 @@
 using System.Collections;
 using System.Text;
 
+using Diffusion.Engine.Devices;
+
 namespace Diffusion.Engine.Sharding;
 
 /// <summary>A model component to place: its layout and the activation memory it needs while it runs.</summary>

@@ -29,7 +29,7 @@ public sealed class LoadMemoryTests
         using var dir = new TempDirectory();
         File.WriteAllText(dir.File("config.json"), T5Config.Replace("\"d_model\": 1024", "\"d_model\": 4096").Replace("\"num_layers\": 2", "\"num_layers\": 1"));
         var config = Models.T5Config.Load(dir.File("config.json"));
-        long grew = PeakGrowth(() => { using var model = MetaModules.Build(() => new T5EncoderModel(config)); });
+        long grew = PeakGrowth(() => { using var model = Construction.OnMeta(() => new T5EncoderModel(config)); });
         Assert.True(grew < Slack, $"building on meta raised the peak resident size by {grew >> 20} MiB (the 32128x4096 table alone is 502 MiB)");
     }
 
@@ -43,7 +43,7 @@ public sealed class LoadMemoryTests
         T5EncoderModel? loaded = null;
         long grew = PeakGrowth(() =>
         {
-            var model = MetaModules.Build(() => new T5EncoderModel(config));
+            var model = Construction.OnMeta(() => new T5EncoderModel(config));
             WeightLoader.LoadInto(model, dir.Path, torch.CPU, ScalarType.Float32);
             loaded = model;
         });

@@ -41,7 +41,7 @@ public class MetaModulesTests
     public void BuildAllocatesNothingAndReplaceFillsEveryKindOfTensor()
     {
         using var _ = torch.no_grad();
-        using var m = MetaModules.Build(() => new Holder());
+        using var m = Construction.OnMeta(() => new Holder());
         Assert.All(AllTensors(m), t => Assert.Equal(DeviceType.META, t.device_type));
         Assert.True(MetaModules.HasMetaTensors(m));
 
@@ -76,7 +76,7 @@ public class MetaModulesTests
     public void BuildingOnMetaLeavesOtherThreadsOnTheirDevice()
     {
         DeviceType elsewhere = DeviceType.META;
-        using var m = MetaModules.Build(() =>
+        using var m = Construction.OnMeta(() =>
         {
             // Another thread creating tensors while this one builds (a second runspace generating, say).
             elsewhere = Task.Run(() => { using var t = torch.zeros(4); using var l = nn.Linear(2, 2); return l.weight.device_type; }).Result;
@@ -90,7 +90,7 @@ public class MetaModulesTests
     [Fact]
     public void ReplaceRefusesAWrongShapeAndNamesTheKey()
     {
-        using var m = MetaModules.Build(() => new Holder());
+        using var m = Construction.OnMeta(() => new Holder());
         var e = Assert.Throws<InvalidOperationException>(() =>
             MetaModules.Replace(m, (key, old, _) => key == "proj.weight" ? torch.zeros(3, 2) : torch.zeros(old.shape)));
         Assert.Contains("proj.weight", e.Message);
@@ -104,7 +104,7 @@ public class MetaModulesTests
         File.WriteAllText(dir.File("config.json"), HeaderOnlyCheckpoint.FluxDev["transformer"].Config);
         var config = FluxTransformer2DConfig.Load(dir.File("config.json"));
         long before = Environment.WorkingSet;
-        using var model = MetaModules.Build(() => new FluxTransformer2DModel(config));
+        using var model = Construction.OnMeta(() => new FluxTransformer2DModel(config));
         long grew = Environment.WorkingSet - before;
         long parameters = model.parameters().Sum(p => p.numel());
         Assert.InRange(parameters, 11_800_000_000L, 12_000_000_000L); // FLUX.1-dev: 11.9B (47.6 GB in float32)

@@ -39,7 +39,7 @@ public class ModelClassesTests
             Assert.Equal(spec.Library, model!.Library);
             var config = model.ReadConfig(folder.ComponentFile(spec.Name, "config.json"));
             Assert.IsType(model.ConfigType, config);
-            using var module = MetaModules.Build(() => model.Build(config));
+            using var module = Construction.OnMeta(() => model.Build(config));
             var built = module.state_dict().ToDictionary(kv => kv.Key, kv => string.Join(",", kv.Value.shape));
             var files = WeightLoader.FindWeightFiles(folder.ComponentPath(spec.Name), variant);
             var stored = new Dictionary<string, string>(StringComparer.Ordinal);

@@ -63,7 +63,7 @@ public class ModelConfigDefaultsTests
         TorchBackend.EnsureLoaded();
         foreach (var model in ModelClasses.All.Where(m => m.ClassName != "T5EncoderModel"))
         {
-            using var module = MetaModules.Build(() => model.Build(model.DefaultConfig()));
+            using var module = Construction.OnMeta(() => model.Build(model.DefaultConfig()));
             Assert.NotEmpty(module.state_dict());
         }
         // transformers' T5Config() is the original T5's ungated "relu" feed-forward, which this engine refuses by name.

@@ -1,5 +1,6 @@
 using System.Text;
 using Diffusion.Engine.IO;
+using Diffusion.Engine.Imaging;
 using Xunit;
 
 namespace Diffusion.Engine.Tests;

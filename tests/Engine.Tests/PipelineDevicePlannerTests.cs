@@ -1,3 +1,4 @@
+using Diffusion.Engine.IO;
 using System.Collections;
 using Diffusion.Engine.Sharding;
 using Xunit;

@@ -1,7 +1,6 @@
 using Diffusion.Engine.IO;
-using Diffusion.Engine.Models;
 
-namespace Diffusion.Engine.SingleFile;
+namespace Diffusion.Engine.Models;
 
 /// <summary>
 /// SD 1.x's text encoder (<c>cond_stage_model.transformer.*</c>, a transformers CLIPTextModel state dict) → this module's

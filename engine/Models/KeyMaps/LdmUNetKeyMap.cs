@@ -1,7 +1,6 @@
 using Diffusion.Engine.IO;
-using Diffusion.Engine.Models;
 
-namespace Diffusion.Engine.SingleFile;
+namespace Diffusion.Engine.Models;
 
 /// <summary>
 /// CompVis/LDM UNet (<c>model.diffusion_model.*</c>) → diffusers' UNet2DConditionModel, as diffusers'

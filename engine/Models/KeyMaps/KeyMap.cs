@@ -1,7 +1,6 @@
 using Diffusion.Engine.IO;
-using Diffusion.Engine.Models;
 
-namespace Diffusion.Engine.SingleFile;
+namespace Diffusion.Engine.Models;
 
 /// <summary>Where one module tensor comes from in a single-file checkpoint: a stored key, maybe some of its rows, maybe reshaped.</summary>
 public sealed record KeyMapping(string ModuleKey, string SourceKey, long[] Shape, IReadOnlyList<RowRange>? Rows = null);

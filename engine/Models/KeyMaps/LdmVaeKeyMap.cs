@@ -1,7 +1,6 @@
 using Diffusion.Engine.IO;
-using Diffusion.Engine.Models;
 
-namespace Diffusion.Engine.SingleFile;
+namespace Diffusion.Engine.Models;
 
 /// <summary>
 /// LDM autoencoder (SD's <c>first_stage_model.*</c>, BFL's <c>ae.safetensors</c>, the standalone SD VAEs) → diffusers'

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Diffusion.Engine.Sharding;
+namespace Diffusion.Engine.Devices;
 
 /// <summary>
 /// Memory sizes as users write them, with accelerate's rules (convert_file_size_to_int): a whole number is bytes; a

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace Diffusion.Engine.IO;
+namespace Diffusion.Engine.Imaging;
 
 /// <summary>
 /// Turns a -Path into one file path per image. The path may be a file ("out.png", "out.jpg", "out.webp"), a folder (an existing one, or one

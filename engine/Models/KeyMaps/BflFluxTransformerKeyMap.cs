@@ -1,7 +1,6 @@
 using Diffusion.Engine.IO;
-using Diffusion.Engine.Models;
 
-namespace Diffusion.Engine.SingleFile;
+namespace Diffusion.Engine.Models;
 
 /// <summary>
 /// Black Forest Labs' FLUX.1 transformer (<c>flux1-dev.safetensors</c>: double_blocks, single_blocks, img_in, ...) →
