@@ -122,7 +122,6 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
     [Parameter(ParameterSetName = PathSet)] [ValidateRange(0, 100)] public int Retry { get; set; }
 
     private readonly PromptInput _input = new();
-    private bool _confirmed;
     private IReadOnlyList<string> _prompts => _input.Prompts;
 
     /// <summary>-NegativePrompt for the prompts kept (one per kept prompt where one per received item was given).</summary>
@@ -132,25 +131,6 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
     internal bool IsParallel => NumProcesses.HasValue || (Device?.Length ?? 0) > 1;
 
     protected override void ProcessRecord() => _input.AddFromCommand(this, nameof(Prompt), Prompt, InputObject);
-
-    private EncodedImage? _initImage;
-    private IReadOnlyList<GenerationItem> _items = [];
-
-    /// <summary>Each item's entry of a one-for-all or one-per-prompt list (-Prompt2, -NegativePrompt2).</summary>
-    private string?[]? PerItem(string[]? values, IReadOnlyList<GenerationItem> items)
-    {
-        if (values is null) return null;
-        if (values.Length != 1 && values.Length != _prompts.Count)
-            ThrowTerminatingError(ArgumentError("Prompt2CountMismatch",
-                $"-Prompt2 / -NegativePrompt2 has {values.Length} entries for {_prompts.Count} prompts. Give one for all, or one per prompt.", "Prompt2"));
-        return items.Select(i => values.Length == 1 ? values[0] : values[IndexOfItem(i)]).ToArray();
-    }
-
-    private int IndexOfItem(GenerationItem item)
-    {
-        for (int k = 0; k < _items.Count; k++) if (ReferenceEquals(_items[k], item)) return k;
-        throw new InvalidOperationException("An item that this call did not make.");
-    }
 
     protected override void EndProcessing()
     {
@@ -162,17 +142,14 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
             _parallel.Run();
             return;
         }
-        var seed = SeedPerPrompt ? Seed ?? RandomSeed.Next() : Seed;
-        var items = Items(SeedPerPrompt ? seed : null);
-        _items = items;
-        RequireDistinctOutputPaths(items);
+        var request = Request();
+        Run(() => GenerationRunner.Check(request)); // output paths that collide, counts that do not match: before anything is loaded
         bool owned = ParameterSetName == PathSet;
         // -WhatIf / -Confirm: one decision for the whole call, before anything is loaded or generated (as the parallel
         // path does); the saves then need no second confirmation.
         var model = owned ? GetUnresolvedProviderPathFromPSPath(Path) : Pipeline.Path;
         var where = OutputPath is null ? "output the images" : $"save them as '{ResolveTemplatePath(OutputPath)}'";
         if (!ShouldProcess(model, $"Generate {_prompts.Count} image(s) with '{model}' and {where}")) return;
-        _confirmed = true;
         var loras = owned ? ResolvedLoras() : [];
         var clock = Stopwatch.StartNew();
         var pipeline = owned
@@ -194,10 +171,8 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
             if (InitImage is not null) init = Run(() => InitImageArgument.Encode(this, pipeline, InitImage, Height, Width));
             else if (Strength is not null)
                 WriteWarning("-Strength applies to img2img only; give the init image with -InitImage. It is ignored.");
-            _initImage = init;
-            if (SeedPerPrompt) GenerateEach(pipeline, owned, items);
-            else if (BatchPosition is int position) GenerateBatchPosition(pipeline, owned, items, position);
-            else GenerateBatches(pipeline, owned, items);
+            // A folder's own pipeline was loaded with -Scheduler; a given one runs with it for this call.
+            Generate(pipeline, request with { InitImage = init, Scheduler = owned ? null : Scheduler });
         }
         finally
         {
@@ -207,21 +182,32 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
     }
 
     /// <summary>
-    /// Each kept prompt with the values it is generated with: its row's own (an Import-Csv column, a hashtable key),
-    /// else the command line's. <paramref name="perPromptSeed"/> (with -SeedPerPrompt): the seed a prompt without its own gets is this + its index.
+    /// The call as the engine's request: each kept prompt with its row's own values (an Import-Csv column, a hashtable
+    /// key), the command line's for the rest. With -SeedPerPrompt the base seed is drawn here, once, so that the
+    /// output-path check and the run see the same seeds.
     /// </summary>
-    private IReadOnlyList<GenerationItem> Items(long? perPromptSeed)
+    private GenerationRequest Request()
     {
         var indices = PromptIndices();
-        var negatives = Run(() => Generation.ExpandNegatives(_prompts.Count, _input.Negatives(NegativePrompt)));
-        return _prompts.Select((prompt, k) =>
+        return new GenerationRequest
         {
-            var row = _input.Rows[k];
-            return new GenerationItem(prompt, indices[k], row.NegativePrompt ?? negatives[k],
-                row.Seed ?? (perPromptSeed is long b ? unchecked(b + indices[k]) : Seed),
-                row.Steps ?? Steps, row.GuidanceScale ?? GuidanceScale, row.Width ?? Width, row.Height ?? Height, row.OutputPath ?? OutputPath,
-                LoraRunKey(prompt));
-        }).ToList();
+            Prompts = _prompts.Select((prompt, k) =>
+            {
+                var row = _input.Rows[k];
+                return new GenerationPrompt(prompt, indices[k])
+                {
+                    NegativePrompt = row.NegativePrompt, Seed = row.Seed, Steps = row.Steps, GuidanceScale = row.GuidanceScale,
+                    Width = row.Width, Height = row.Height, OutputPath = row.OutputPath is { } own ? ResolveTemplatePath(own) : null,
+                };
+            }).ToList(),
+            NegativePrompts = _input.Negatives(NegativePrompt), Prompt2 = Prompt2, NegativePrompt2 = NegativePrompt2,
+            Seed = SeedPerPrompt ? Seed ?? RandomSeed.Next() : Seed, SeedPerPrompt = SeedPerPrompt, BatchSize = BatchSize, BatchPosition = BatchPosition,
+            Steps = Steps, GuidanceScale = GuidanceScale, GuidanceRescale = GuidanceRescale, Width = Width, Height = Height, Scheduler = Scheduler,
+            MaxSequenceLength = MaxSequenceLength, Strength = Strength, LoraScale = LoraScale, ParseLoraTags = ParseLoraTags,
+            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
+            OutputPath = OutputPath is null ? null : ResolveTemplatePath(OutputPath), Overwrite = Force, Quality = Quality, Rank = ProcessRank(),
+            SaveObserver = new WorkerSaveJournal(this, RunJournal.Worker),
+        };
     }
 
     private void CheckModes()
@@ -244,128 +230,17 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
     }
 
     /// <summary>
-    /// diffusers' batch call: the prompts encoded together, denoised in batches from one generator seeded with -Seed.
-    /// Consecutive rows with the same values (seed, steps, guidance, size, output path) share a run; a row with values of
-    /// its own runs on its own, so its values apply to it alone. A run that fails on its own values (a size that does
-    /// not fit the model, say) is an error for its prompts, and the others go on.
+    /// The engine's whole generation (<see cref="GenerationRunner"/>) on the pipeline thread: its progress as progress
+    /// records and -Verbose lines, each result written as it comes (an image, a saved file's result, or an error for
+    /// its prompts that lets the others go on), Ctrl+C as its cancellation.
     /// </summary>
-    private void GenerateBatches(DiffusionPipeline pipeline, bool owned, IReadOnlyList<GenerationItem> items)
+    private void Generate(DiffusionPipeline pipeline, GenerationRequest request)
     {
-        foreach (var group in Runs(items))
-        {
-            var options = new DenoiseOptions
-            {
-                Steps = group[0].Steps, GuidanceScale = group[0].GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = group[0].Seed,
-                Height = group[0].Height, Width = group[0].Width, Scheduler = owned ? null : Scheduler,
-                LoraScale = LoraScale, InitImage = _initImage, Strength = Strength,
-                OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
-            };
-            ForItems(group, () =>
-            {
-                options.ActiveLoras = ActiveLoras(group[0]);
-                var embeddings = Encode(pipeline, group);
-                try
-                {
-                    InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, BatchSize, latent =>
-                    {
-                        using (latent) Emit(Decode(pipeline, latent), latent, pipeline.Device, latent.Seconds, group[0].OutputPath);
-                    });
-                }
-                finally
-                {
-                    foreach (var e in embeddings) e.Dispose();
-                }
-            });
-        }
+        if (request.SeedPerPrompt) WorkerTestHooks.Arm();
+        var view = new GenerationProgressView(this, pipeline, request, inWorker: RunJournal.Worker is not null);
+        try { Run(() => GenerationRunner.Run(pipeline, request, Emit, view, StopToken, Warn)); }
+        finally { view.Complete(); }
     }
-
-    /// <summary>Consecutive items that can share one denoise run (the same values but prompt, negative prompt and index).</summary>
-    private static List<List<GenerationItem>> Runs(IReadOnlyList<GenerationItem> items)
-    {
-        var runs = new List<List<GenerationItem>>();
-        foreach (var item in items)
-        {
-            if (runs.Count > 0 && runs[^1][0].SharesRunWith(item)) runs[^1].Add(item);
-            else runs.Add([item]);
-        }
-        return runs;
-    }
-
-    /// <summary>-SeedPerPrompt: each prompt encoded, denoised and decoded on its own with its seed (Seed + its index, or its row's).</summary>
-    private void GenerateEach(DiffusionPipeline pipeline, bool owned, IReadOnlyList<GenerationItem> items)
-    {
-        WorkerTestHooks.Arm();
-        var progress = new ProgressRecord(1, $"Generating {items.Count} image(s), one seed per prompt", "starting");
-        bool inWorker = RunJournal.Worker is not null;
-        try
-        {
-            for (int k = 0; k < items.Count; k++)
-            {
-                var item = items[k];
-                progress.StatusDescription = $"image {k + 1}/{items.Count}";
-                progress.PercentComplete = 100 * k / items.Count;
-                WriteProgressSnapshot(progress);
-                var options = new DenoiseOptions
-                {
-                    Steps = item.Steps, GuidanceScale = item.GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = item.Seed,
-                    Height = item.Height, Width = item.Width, Scheduler = owned ? null : Scheduler,
-                    LoraScale = LoraScale, InitImage = _initImage, Strength = Strength,
-                    OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
-                };
-                int image = k + 1;
-                Action<DenoiseStep>? report = inWorker // a parallel run's worker tells the parent each step (see WorkerReports)
-                    ? s => WriteInformation(WorkerReports.Step(item.Index, image, items.Count, s.StepsDone, s.StepsAsked, pipeline.Device))
-                    : null;
-                var clock = Stopwatch.StartNew();
-                ForItems([item], () =>
-                {
-                    options.ActiveLoras = ActiveLoras(item);
-                    var embeddings = Encode(pipeline, [item]);
-                    try
-                    {
-                        InvokeDenoiseCommand.DenoiseBatches(this, pipeline, embeddings, options, 1, latent =>
-                        {
-                            using (latent) Emit(Decode(pipeline, latent), latent, pipeline.Device, clock.Elapsed.TotalSeconds, item.OutputPath);
-                        }, parentActivityId: progress.ActivityId, onStep: report);
-                    }
-                    finally
-                    {
-                        foreach (var e in embeddings) e.Dispose();
-                    }
-                });
-            }
-        }
-        finally
-        {
-            progress.RecordType = ProgressRecordType.Completed;
-            WriteProgressSnapshot(progress);
-        }
-    }
-
-    private IReadOnlyList<DiffusionEmbedding> Encode(DiffusionPipeline pipeline, IReadOnlyList<GenerationItem> items)
-    {
-        var clock = Stopwatch.StartNew();
-        var embeddings = Run(() => Generation.Encode(pipeline, items.Select(i => i.Prompt).ToList(), items.Select(i => i.NegativePrompt).ToList(),
-            new EncodeOptions
-            {
-                MaxSequenceLength = MaxSequenceLength, LoraScale = LoraScale, ActiveLoras = ActiveLoras(items[0]), StripLoraTags = ParseLoraTags, Prompt2 = PerItem(Prompt2, items), NegativePrompt2 = PerItem(NegativePrompt2, items),
-            }, Warn, indices: items.Select(i => i.Index).ToList()));
-        WriteVerbose($"Encoded {string.Join(", ", items.Select(i => $"#{i.Index}"))} in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
-        return embeddings;
-    }
-
-    private DiffusionImage Decode(DiffusionPipeline pipeline, DiffusionLatent latent)
-    {
-        var clock = Stopwatch.StartNew();
-        var image = Run(() => Generation.Decode(pipeline, [latent]))[0];
-        WriteVerbose($"Decoded #{latent.Index} in {VerboseReport.Seconds(clock.Elapsed.TotalSeconds)}.");
-        VerboseReport.Memory(this, "after decoding");
-        return image;
-    }
-
-    /// <summary>Generates some items; an error their own values cause is an error for them alone (see <see cref="DiffusionCmdlet.ForItem"/>).</summary>
-    private void ForItems(IReadOnlyList<GenerationItem> items, Action generate) =>
-        ForItem(items.Count == 1 ? items[0].Index : items.Select(i => i.Index).ToArray(), generate);
 
     /// <summary>
     /// Each kept prompt's index: its row's own Index (a Split-Prompt share's), else -PromptIndex (one per prompt
@@ -385,50 +260,56 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
     }
 
     /// <summary>
-    /// Before any model work: refuses an output path that gives two images of this call the same file (e.g. a plain
-    /// 'same.png' for two prompts), which would overwrite one with -Force or fail after generating it without. Images
-    /// are checked per template (rows may bring their own). Without a seed, {seed} is taken to differ per image.
+    /// One result of the generation: an error for its prompts (or, for a save that failed, its file) that lets the
+    /// others go on; an image; or with -OutputPath the saved image's result (or the image itself with -PassThru).
     /// </summary>
-    private void RequireDistinctOutputPaths(IReadOnlyList<GenerationItem> items)
+    private void Emit(GenerationResult result)
     {
-        foreach (var group in items.Where(i => i.OutputPath is not null).GroupBy(i => i.OutputPath!))
+        if (result.Error is { } error)
         {
-            if (group.Count() < 2) continue;
-            var images = group.Select(i => new OutputPathTemplate.PlannedImage(i.Index, i.Seed ?? i.Index, i.Prompt)).ToList();
-            Run(() => new OutputPathTemplate(ResolveTemplatePath(group.Key)).RequireDistinct(images, ProcessRank()));
-        }
-    }
-
-    private void Emit(DiffusionImage image, DiffusionLatent latent, string device, double seconds, string? outputPath)
-    {
-        if (outputPath is null)
-        {
-            WriteObject(image);
+            object target = result.Path ?? (result.Indices.Count == 1 ? result.Indices[0] : (object)result.Indices.ToArray());
+            WriteEngineError(error, target);
             return;
         }
-        int rank = ProcessRank();
-        var target = Run(() => new OutputPathTemplate(ResolveTemplatePath(outputPath)).Expand(image.Index, latent.Seed, latent.Prompt, rank));
-        if (!_confirmed && !ShouldProcess(target, $"Save image #{image.Index}")) return;
-        // In a worker of a parallel run, the run's journal records each save before the worker goes on (see RunJournal).
-        var journal = RunJournal.Worker;
-        if (journal is not null) Run(() => journal.BeforeSave(image.Index, target, latent.Seed, rank, device, seconds));
-        WorkerTestHooks.At(WorkerTestHooks.BeforeSave);
-        try { image.Save(target, overwrite: Force, Quality); }
-        catch (DiffusionException e)
+        if (result.Path is null)
         {
-            if (journal is not null) Run(() => journal.SaveFailed(image.Index, target, latent.Seed, rank, device, e.ErrorId));
-            WriteEngineError(e, target);
+            WriteObject(result.Image);
             return;
         }
-        WorkerTestHooks.At(WorkerTestHooks.AfterSave);
-        if (journal is not null) Run(() => journal.AfterSave(image.Index, target, latent.Seed, rank, device, seconds));
         WorkerTestHooks.At(WorkerTestHooks.BeforeResult);
-        if (PassThru) WriteObject(image);
+        if (PassThru) WriteObject(result.Image);
         else WriteObject(new DiffusionResult
         {
-            Index = image.Index, Prompt = latent.Prompt, Seed = latent.Seed, Path = target, ProcessRank = rank, Device = device, Seconds = seconds,
+            Index = result.Index, Prompt = result.Prompt, Seed = result.Seed, Path = result.Path, ProcessRank = ProcessRank(), Device = result.Device,
+            Seconds = result.Seconds,
         });
         WorkerTestHooks.At(WorkerTestHooks.AfterResult);
+    }
+
+    /// <summary>
+    /// Around each save: in a worker of a parallel run, the run's journal records it before the worker goes on (see
+    /// <see cref="RunJournal"/>); the parallel tests' kill points sit here too.
+    /// </summary>
+    private sealed class WorkerSaveJournal(InvokeDiffusionCommand cmdlet, RunJournal? journal) : IGenerationSaveObserver
+    {
+        private readonly int _rank = ProcessRank();
+
+        public void BeforeSave(GenerationResult image)
+        {
+            if (journal is not null) cmdlet.Run(() => journal.BeforeSave(image.Index, image.Path!, image.Seed, _rank, image.Device, image.Seconds));
+            WorkerTestHooks.At(WorkerTestHooks.BeforeSave);
+        }
+
+        public void AfterSave(GenerationResult image)
+        {
+            WorkerTestHooks.At(WorkerTestHooks.AfterSave);
+            if (journal is not null) cmdlet.Run(() => journal.AfterSave(image.Index, image.Path!, image.Seed, _rank, image.Device, image.Seconds));
+        }
+
+        public void SaveFailed(GenerationResult image, DiffusionException error)
+        {
+            if (journal is not null) cmdlet.Run(() => journal.SaveFailed(image.Index, image.Path!, image.Seed, _rank, image.Device, error.ErrorId));
+        }
     }
 
     /// <summary>This process's rank from the launcher's variables; 0 when there are none (or they do not parse).</summary>
@@ -443,17 +324,4 @@ public sealed partial class InvokeDiffusionCommand : DiffusionCmdlet
         base.StopProcessing();
         _parallel?.Stop();
     }
-}
-
-/// <summary>One prompt to generate and the values it is generated with (its row's own, else the command line's).</summary>
-internal sealed record GenerationItem(string Prompt, int Index, string? NegativePrompt, long? Seed, int? Steps, double? GuidanceScale,
-    int? Width, int? Height, string? OutputPath, string? LoraKey = null)
-{
-    /// <summary>
-    /// Whether the two can be denoised in one batch: everything but the prompt, negative prompt and index is the same
-    /// (with -ParseLoraTags, the prompts' LoRA tags too: <see cref="LoraKey"/>).
-    /// </summary>
-    public bool SharesRunWith(GenerationItem other) =>
-        Seed == other.Seed && Steps == other.Steps && GuidanceScale == other.GuidanceScale && Width == other.Width && Height == other.Height
-        && OutputPath == other.OutputPath && LoraKey == other.LoraKey;
 }

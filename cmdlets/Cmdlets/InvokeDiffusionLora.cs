@@ -9,7 +9,7 @@ namespace Diffusion.Cmdlets;
 /// <summary>
 /// Invoke-Diffusion's LoRAs: -Lora adds files to the pipeline the call loads (in every worker of a parallel run), and
 /// -ParseLoraTags reads A1111's <c>&lt;lora:name:scale&gt;</c> tags: each prompt runs with the LoRAs it tags, at their
-/// scales, and the others off (see <see cref="LoraTags"/>).
+/// scales, and the others off (the engine's <see cref="GenerationRequest.ParseLoraTags"/>, see <see cref="LoraTags"/>).
 /// </summary>
 public sealed partial class InvokeDiffusionCommand
 {
@@ -48,17 +48,5 @@ public sealed partial class InvokeDiffusionCommand
             var adapter = Run(() => LoraApplier.Add(pipeline, l.Path, null, l.Scale));
             WriteVerbose($"Added the LoRA {adapter}.");
         }
-    }
-
-    /// <summary>With -ParseLoraTags: the LoRAs an item's prompt tags, by name with their scales (none tagged: all off); else null.</summary>
-    private IReadOnlyDictionary<string, double>? ActiveLoras(GenerationItem item) =>
-        ParseLoraTags ? LoraTags.Parse(item.Prompt).Tags.ToDictionary(t => t.Name, t => t.Scale, StringComparer.OrdinalIgnoreCase) : null;
-
-    /// <summary>The part of an item's run key its tags make: prompts with other tags cannot share a batch. A tag that does not parse runs alone (and fails there).</summary>
-    private string? LoraRunKey(string prompt)
-    {
-        if (!ParseLoraTags) return null;
-        try { return LoraTags.Key(LoraTags.Parse(prompt).Tags); }
-        catch (DiffusionException) { return "invalid:" + Guid.NewGuid(); }
     }
 }

@@ -7,7 +7,8 @@ namespace Diffusion.Cmdlets;
 /// <summary>
 /// Invoke-Diffusion -BatchSize n -BatchPosition k: replays image k of a batch of n that shared one generator (what an
 /// image's "Batch size" / "Batch pos" parameters record). The prompt fills all n places, so the noise, the scheduler's
-/// draws and the batched kernels are those of the original batch; only the image at place k is kept.
+/// draws and the batched kernels are those of the original batch; only the image at place k is kept (the engine's
+/// <see cref="GenerationRequest.BatchPosition"/>).
 /// </summary>
 public sealed partial class InvokeDiffusionCommand
 {
@@ -24,36 +25,5 @@ public sealed partial class InvokeDiffusionCommand
             ThrowTerminatingError(ArgumentError("BatchPositionInvalid", $"-BatchPosition {position} needs -BatchSize greater than it: the batch the image was made in (its 'Batch size' parameter).", "BatchPosition"));
         if (_prompts.Count != 1)
             ThrowTerminatingError(ArgumentError("BatchPositionPrompts", $"-BatchPosition replays one image: give one prompt, not {_prompts.Count}.", "Prompt"));
-    }
-
-    private void GenerateBatchPosition(DiffusionPipeline pipeline, bool owned, IReadOnlyList<GenerationItem> items, int position)
-    {
-        int size = BatchSize!.Value;
-        var item = items[0];
-        var options = new DenoiseOptions
-        {
-            Steps = item.Steps, GuidanceScale = item.GuidanceScale, GuidanceRescale = GuidanceRescale, Seed = item.Seed,
-            Height = item.Height, Width = item.Width, Scheduler = owned ? null : Scheduler,
-            LoraScale = LoraScale, InitImage = _initImage, Strength = Strength,
-            OriginalSize = InvokeDenoiseCommand.Pair(OriginalSize), CropCoordinates = InvokeDenoiseCommand.Pair(CropCoordinates), TargetSize = InvokeDenoiseCommand.Pair(TargetSize),
-        };
-        options.ActiveLoras = ActiveLoras(item);
-        var embeddings = Encode(pipeline, [item]);
-        try
-        {
-            var batch = Enumerable.Repeat(embeddings[0], size).ToList();
-            InvokeDenoiseCommand.DenoiseBatches(this, pipeline, batch, options, size, latent =>
-            {
-                using (latent)
-                {
-                    if (latent.BatchPosition != position) return;
-                    Emit(Decode(pipeline, latent), latent, pipeline.Device, latent.Seconds, item.OutputPath);
-                }
-            });
-        }
-        finally
-        {
-            foreach (var e in embeddings) e.Dispose();
-        }
     }
 }

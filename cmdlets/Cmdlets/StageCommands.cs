@@ -133,45 +133,39 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
         };
         if (Strength is not null && InitImage is null)
             WriteWarning("-Strength applies to img2img only; give the init image with -InitImage (from ConvertTo-DiffusionLatent -Image). It is ignored.");
-        DenoiseBatches(this, Pipeline, _embeddings, options, SeedPerPrompt ? 1 : BatchSize, WriteObject);
+        DenoiseBatches(_embeddings, options, SeedPerPrompt ? 1 : BatchSize, WriteObject);
     }
 
     /// <summary>
-    /// Shared with Invoke-Diffusion: runs each batch with a progress bar and hands each latent to <paramref name="emit"/>
-    /// on the pipeline thread; Ctrl+C stops after the current step and frees the batch. The bar counts the steps asked
-    /// for as diffusers' progress bar does (PNDM's extra warm-up evaluation is not a step); <paramref name="onStep"/>
-    /// sees every evaluation. -Verbose says the scheduler, the settings, the seed and the time of each batch.
+    /// Runs each batch with a progress bar and hands each latent to <paramref name="emit"/> on the pipeline thread;
+    /// Ctrl+C stops after the current step and frees the batch. The bar counts the steps asked for as diffusers'
+    /// progress bar does (PNDM's extra warm-up evaluation is not a step). -Verbose says the scheduler, the settings,
+    /// the seed and the time of each batch (Invoke-Diffusion shows its batches the same way: <see cref="GenerationProgressView"/>).
     /// </summary>
-    internal static void DenoiseBatches(DiffusionCmdlet cmdlet, DiffusionPipeline pipeline,
-        IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize, Action<DiffusionLatent> emit, int parentActivityId = -1,
-        Action<DenoiseStep>? onStep = null)
+    private void DenoiseBatches(IReadOnlyList<DiffusionEmbedding> embeddings, DenoiseOptions options, int? batchSize, Action<DiffusionLatent> emit)
     {
         int size = batchSize ?? Math.Max(1, embeddings.Count);
         for (int start = 0; start < embeddings.Count; start += size)
         {
             var batch = embeddings.Skip(start).Take(size).ToList();
-            var run = cmdlet.RunEngine(() => Generation.Denoise(pipeline, batch, options, cmdlet.WarnAction));
-            var progress = new ProgressRecord(2, $"Denoising {batch.Count} image(s): {Describe(batch)}", "starting") { ParentActivityId = parentActivityId };
+            var run = Run(() => Generation.Denoise(Pipeline, batch, options, Warn));
+            var progress = DenoiseProgressText.Bar(batch.Select(e => e.Prompt).ToList(), -1);
             try
             {
                 using var steps = run.Steps.GetEnumerator();
                 var timesteps = new List<float>();
-                while (cmdlet.RunEngine(steps.MoveNext))
+                while (Run(steps.MoveNext))
                 {
                     var s = steps.Current;
                     timesteps.Add(s.Timestep);
-                    if (s.Index == 0) cmdlet.WriteVerbose(DescribeRun(pipeline, batch, options, s));
-                    progress.PercentComplete = 100 * s.StepsDone / Math.Max(1, s.StepsAsked);
-                    progress.StatusDescription = $"step {s.StepsDone}/{s.StepsAsked} (t={s.Timestep:0.###})";
-                    var perStep = s.Elapsed.TotalSeconds / (s.Index + 1);
-                    progress.SecondsRemaining = (int)Math.Ceiling(perStep * (s.Total - s.Index - 1));
-                    cmdlet.WriteProgressSnapshot(progress);
-                    onStep?.Invoke(s);
+                    if (s.Index == 0) WriteVerbose(DenoiseProgressText.Run(Pipeline, batch.Select(e => e.Index), options.Scheduler, s));
+                    DenoiseProgressText.Show(progress, s);
+                    WriteProgressSnapshot(progress);
                     if (s.Latents is not null && s.Index + 1 < s.Total)
                         foreach (var l in s.Latents) emit(l);
-                    cmdlet.StopIfAsked();
+                    StopIfAsked();
                 }
-                cmdlet.WriteDebug($"Timesteps run: {string.Join(", ", timesteps.Select(t => t.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture)))}.");
+                WriteDebug(DenoiseProgressText.Timesteps(timesteps));
             }
             catch
             {
@@ -182,38 +176,12 @@ public sealed class InvokeDenoiseCommand : DiffusionCmdlet
             finally
             {
                 progress.RecordType = ProgressRecordType.Completed;
-                cmdlet.WriteProgressSnapshot(progress);
+                WriteProgressSnapshot(progress);
             }
-            if (run.Results.Count > 0) cmdlet.WriteVerbose(DescribeResult(run.Results));
-            VerboseReport.Memory(cmdlet, "after denoising");
+            if (run.Results.Count > 0) WriteVerbose(DenoiseProgressText.Result(run.Results));
+            VerboseReport.Memory(this, "after denoising");
             foreach (var latent in run.Results) emit(latent);
         }
-    }
-
-    /// <summary>-Verbose at a run's first step: the images, device, dtype, steps and the scheduler with its key settings.</summary>
-    private static string DescribeRun(DiffusionPipeline pipeline, List<DiffusionEmbedding> batch, DenoiseOptions o, DenoiseStep first)
-    {
-        var evaluations = first.Total == first.StepsAsked ? "" : $" ({first.Total} model evaluations)";
-        return $"Denoising {Images(batch.Select(e => e.Index))} on {pipeline.Device} ({pipeline.DType}): {first.StepsAsked} steps{evaluations}; " +
-               $"scheduler {VerboseReport.Scheduler(pipeline, o.Scheduler) ?? "(none)"}.";
-    }
-
-    /// <summary>-Verbose after a run: size, guidance, the seed used and the time.</summary>
-    private static string DescribeResult(IReadOnlyList<DiffusionLatent> results)
-    {
-        var r = results[0];
-        var rescale = r.GuidanceRescale > 0 ? $", guidance_rescale {r.GuidanceRescale.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "";
-        return $"Denoised {Images(results.Select(l => l.Index))} ({r.Width}x{r.Height}, guidance {r.GuidanceScale.ToString(System.Globalization.CultureInfo.InvariantCulture)}{rescale}) " +
-               $"in {VerboseReport.Seconds(r.Seconds)} with seed {r.Seed}.";
-    }
-
-    private static string Images(IEnumerable<int> indices) => "image " + string.Join(", ", indices.Select(i => $"#{i}"));
-
-    private static string Describe(List<DiffusionEmbedding> batch)
-    {
-        var first = batch[0].Prompt;
-        if (first.Length > 40) first = first[..40] + "…";
-        return batch.Count == 1 ? $"'{first}'" : $"'{first}' and {batch.Count - 1} more";
     }
 }
 

@@ -10,7 +10,8 @@ namespace Diffusion.Cmdlets.Parallel;
 
 /// <summary>
 /// Invoke-Diffusion -NumProcesses / -Device a,b: splits the prompts between worker processes as accelerate does,
-/// each worker loads the model once and generates its prompts one by one with seed Seed + index (so the images do
+/// each worker loads the model once and generates its prompts one by one with seed Seed + index (Invoke-Diffusion
+/// -SeedPerPrompt, i.e. the engine's <see cref="GenerationRunner"/>, on its share; so the images do
 /// not depend on the split), saves them under names with the global index, and the results come back in prompt
 /// order. The prompts of a worker that fails are re-run on the surviving workers up to -Retry times; what still
 /// fails is reported, one error per prompt. What a worker that died had saved is read from the run's journal
@@ -97,14 +98,16 @@ internal sealed class ParallelGeneration
         var template = OutputTemplate();
         var negatives = _cmd.NegativePromptsKept is not { } given ? null : _cmd.RunEngine(() => Generation.ExpandNegatives(_prompts.Count, given));
         long seed = _cmd.Seed ?? RandomSeed.Next();
-        // {index} keeps the images apart unless its format cuts it; check as the one-process path does (rank 0: two
-        // prompts may run on one worker), per template: rows may bring their own OutputPath, resolved here.
+        // {index} keeps the images apart unless its format cuts it: the engine's check of the whole job as the workers'
+        // Invoke-Diffusion runs it (rank 0: two prompts may run on one worker), per template: rows may bring their own
+        // OutputPath, resolved here.
         var rowTemplates = _rows.Select(r => r.OutputPath is null ? null : _cmd.ResolveTemplatePath(r.OutputPath)).ToList();
-        foreach (var group in Enumerable.Range(0, _prompts.Count).GroupBy(k => rowTemplates[k] ?? template.Template))
+        var job = new GenerationRequest
         {
-            var images = group.Select(k => new OutputPathTemplate.PlannedImage(_positions[k], _rows[k].Seed ?? unchecked(seed + _positions[k]), _prompts[k])).ToList();
-            _cmd.RunEngine(() => { new OutputPathTemplate(group.Key).RequireDistinct(images, 0); return 0; });
-        }
+            Prompts = _prompts.Select((prompt, k) => new GenerationPrompt(prompt, _positions[k]) { Seed = _rows[k].Seed, OutputPath = rowTemplates[k] }).ToList(),
+            SeedPerPrompt = true, Seed = seed, OutputPath = template.Template,
+        };
+        _cmd.RunEngine(() => { GenerationRunner.Check(job); return 0; });
         _loras = _cmd.ResolvedLoras().Select(l => new System.Collections.Hashtable { ["Path"] = l.Path, ["Scale"] = l.Scale }).ToArray();
         var launches = ParallelLaunch.Plan(_cmd, _cmd.NumProcesses, _cmd.Device);
         if (!_cmd.ShouldProcess(template.Template, $"Generate {_prompts.Count} image(s) in {launches.Count} worker process(es)")) return;
