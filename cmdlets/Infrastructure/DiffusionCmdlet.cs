@@ -14,8 +14,6 @@ public abstract class DiffusionCmdlet : PSCmdlet
     /// <summary>Passes engine warnings to the user.</summary>
     protected Action<Diffusion.Engine.Pipelines.PipelineWarning> Warn => w => WriteWarning(w.Message);
 
-    internal Action<Diffusion.Engine.Pipelines.PipelineWarning> WarnAction => Warn;
-
     /// <summary>Ctrl+C between steps: stop cleanly.</summary>
     internal void StopIfAsked()
     {
@@ -59,7 +57,7 @@ public abstract class DiffusionCmdlet : PSCmdlet
     protected T Run<T>(Func<T> func)
     {
         try { return func(); }
-        catch (DiffusionException e) when (!(_itemDepth > 0 && IsItemError(e))) { ThrowTerminatingError(ToErrorRecord(e, null)); throw; }
+        catch (DiffusionException e) { ThrowTerminatingError(ToErrorRecord(e, null)); throw; }
         catch (OperationCanceledException) when (Stopping || _stop.IsCancellationRequested) { throw new PipelineStoppedException(); }
         catch (Exception e) when (NativeFailure.IsNative(e)) { ThrowTerminatingError(ToErrorRecord(NativeFailure.From(e, MyInvocation.MyCommand.Name), null)); throw; }
     }
@@ -82,25 +80,6 @@ public abstract class DiffusionCmdlet : PSCmdlet
         result = default!;
         return false;
     }
-
-    private int _itemDepth;
-
-    /// <summary>
-    /// Generates one item (or one run of items): an engine error its own values cause (an invalid argument or data, a
-    /// size that does not fit in memory, refused before allocating) is a non-terminating error for it, with
-    /// <paramref name="target"/>, and the next items go on. Other errors (a missing component, libtorch failures)
-    /// stay terminating: no item could go on after them.
-    /// </summary>
-    internal void ForItem(object? target, Action generate)
-    {
-        _itemDepth++;
-        try { generate(); }
-        catch (DiffusionException e) when (IsItemError(e)) { WriteError(ToErrorRecord(e, target)); }
-        finally { _itemDepth--; }
-    }
-
-    private static bool IsItemError(DiffusionException e) =>
-        e.Kind is DiffusionErrorKind.InvalidArgument or DiffusionErrorKind.InvalidData || e.ErrorId == "InsufficientMemory";
 
     /// <summary>
     /// Writes a copy of a progress record that the caller goes on updating: a caller that keeps the records it gets
