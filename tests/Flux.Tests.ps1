@@ -6,7 +6,7 @@ BeforeDiscovery {
 
 BeforeAll {
     . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
-    $script:FluxLatents = Get-EngineType 'Diffusion.Engine.Pipelines.FluxLatents'
+    $script:FluxLatents = Get-EngineType 'Diffusion.Engine.Families.FluxLatents'
 }
 
 Describe 'FLUX reference run <file>' -ForEach $script:Runs {

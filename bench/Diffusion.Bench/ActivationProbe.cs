@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using Diffusion.Engine.Families;
 using Diffusion.Engine;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Diffusion.Engine.Families;
 using Diffusion.Engine;
 using Diffusion.Engine.Devices;
 using Diffusion.Engine.Models;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Diffusion.Engine.Families;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Diffusion.Engine.Pipelines;
+namespace Diffusion.Engine.Families;
 
 /// <summary>
 /// FluxPipeline's latent helpers (diffusers pipeline_flux.py): the VAE latent [B, C, h, w] is cut into 2×2 patches and

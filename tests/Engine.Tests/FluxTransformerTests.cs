@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Diffusion.Engine.Families;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;

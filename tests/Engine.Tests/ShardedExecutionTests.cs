@@ -1,3 +1,4 @@
+using Diffusion.Engine.Families;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using Diffusion.Engine.Pipelines;

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Diffusion.Engine.Families;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Models;
 using TorchSharp;
