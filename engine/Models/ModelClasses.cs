@@ -1,16 +1,22 @@
+using System.Reflection;
+
 namespace Diffusion.Engine.Models;
 
 /// <summary>
-/// The model classes this engine builds, each registered once beside its model (<c>*.Registration.cs</c>). A class
-/// model_index.json names resolves here; anything else (tokenizers, schedulers) is not a model.
+/// The model classes this engine builds, each registered once beside its model (<c>*.Registration.cs</c>: a public
+/// static <see cref="ModelClass"/> property of the model's class), found here by reflection, so a new model class is
+/// its files and nothing else. A class model_index.json names resolves here; anything else (tokenizers, schedulers) is
+/// not a model.
 /// </summary>
 public static class ModelClasses
 {
-    public static IReadOnlyList<ModelClass> All { get; } =
-    [
-        CLIPTextModel.Registration, CLIPTextModel.WithProjectionRegistration, T5EncoderModel.Registration,
-        UNet2DConditionModel.Registration, AutoencoderKL.Registration, FluxTransformer2DModel.Registration,
-    ];
+    public static IReadOnlyList<ModelClass> All { get; } = typeof(ModelClasses).Assembly.GetTypes()
+        .Where(t => t.Namespace == typeof(ModelClasses).Namespace && t.IsClass)
+        .SelectMany(t => t.GetProperties(BindingFlags.Public | BindingFlags.Static | BindingFlags.DeclaredOnly))
+        .Where(p => p.PropertyType == typeof(ModelClass))
+        .Select(p => (ModelClass)p.GetValue(null)!)
+        .OrderBy(m => m.ClassName, StringComparer.Ordinal)
+        .ToList();
 
     private static readonly Dictionary<string, ModelClass> ByName = All.ToDictionary(m => m.ClassName, StringComparer.Ordinal);
 
