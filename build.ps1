@@ -31,7 +31,9 @@ param(
     # Build without the bundled libtorch-cpu natives (~600 MB), for machines that bring their own libtorch.
     [switch] $NoBundledLibTorch,
     # Pester tests to run (-Task Test): file name filters, e.g. 'Tokens'.
-    [string[]] $TestFilter
+    [string[]] $TestFilter,
+    # Bench: also the per-block rows at the real widths, from this folder's sd15w and fluxw (bench/sxs/make_wide_models.py).
+    [string] $WideModels
 )
 
 $ErrorActionPreference = 'Stop'
@@ -157,7 +159,7 @@ switch ($Task) {
     }
     'Bench' {
         Invoke-Build
-        & (Join-Path $root 'bench/Invoke-Benchmark.ps1') -ModulePath $moduleOut -Device $Device -LibTorchPath $LibTorchPath
+        & (Join-Path $root 'bench/Invoke-Benchmark.ps1') -ModulePath $moduleOut -Device $Device -LibTorchPath $LibTorchPath -WideModels $WideModels
         # The model-level table (real SD 1.5 / FLUX.1-dev architectures on CUDA, the tiny configs on CPU), in a fresh pwsh.
         $pwsh = (Get-Process -Id $PID).Path
         $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })

@@ -23,7 +23,10 @@ param(
     # Prompts for the data-parallel rows.
     [int] $Images = 8,
     # The test and benchmark support assembly (ActivationProbe), which ./build.ps1 builds beside the module.
-    [string] $BenchAssembly = (Join-Path $PSScriptRoot '../out/Diffusion.Bench/Diffusion.Bench.dll')
+    [string] $BenchAssembly = (Join-Path $PSScriptRoot '../out/Diffusion.Bench/Diffusion.Bench.dll'),
+    # Per-block rows at the real widths too: a folder with sd15w and fluxw (bench/sxs/make_wide_models.py, made in the
+    # CPU rig); without it the per-block rows are the tiny fixtures'.
+    [string] $WideModels = ''
 )
 $ErrorActionPreference = 'Stop'
 if ($LibTorchPath) { $env:DIFFUSION_LIBTORCH = $LibTorchPath }
@@ -34,7 +37,7 @@ New-Item -ItemType Directory -Force $outDir | Out-Null
 $resultFile = Join-Path $outDir 'results.json'
 
 $worker = {
-    param($ModulePath, $Fixtures, $Device, $Repeat, $ResultFile, $Processes, $Images, $BenchAssembly)
+    param($ModulePath, $Fixtures, $Device, $Repeat, $ResultFile, $Processes, $Images, $BenchAssembly, $WideModels)
     $ErrorActionPreference = 'Stop'
     $ProgressPreference = 'SilentlyContinue' # the parent reads this process's output: no progress records in it
     Import-Module $ModulePath
@@ -73,9 +76,29 @@ $worker = {
     Remove-DiffusionPipeline $pipe
     Clear-DiffusionMemory
 
-    # Device maps. Planning reads safetensors headers only: FLUX.1-dev at full size, written as a header-only copy.
     $engine = [System.Runtime.Loader.AssemblyLoadContext]::All | Where-Object Name -eq 'Diffusion.Engine'
-    $benchSupport = $engine.LoadFromAssemblyPath($BenchAssembly) # header-only checkpoints and the activation probe (not in the module)
+    $benchSupport = $engine.LoadFromAssemblyPath($BenchAssembly) # block timings, header-only checkpoints, the activation probe (not in the module)
+
+    # Per block (the speed issue): one denoiser call of a step, unit by unit (forward hooks on the units a device map
+    # places), plus the whole call and one scheduler step; median of -Repeat calls after a warm-up, random inputs of the
+    # step's shapes (SD: batch 2 for guidance, 77 tokens). bench/sxs/diffusers_blocks.py times the same units in diffusers.
+    $timings = $benchSupport.GetType('Diffusion.Bench.BlockTimings', $true)
+    $blockCases = @(@{ Model = "$Fixtures/sd-tiny"; Name = 'sd-tiny'; Component = 'unet'; Size = 128; Text = 77 }
+        @{ Model = "$Fixtures/flux-tiny"; Name = 'flux-tiny'; Component = 'transformer'; Size = 128; Text = 64 })
+    if ($WideModels) {
+        $blockCases += @{ Model = "$WideModels/sd15w"; Name = 'SD 1.5 UNet (sd15w)'; Component = 'unet'; Size = 512; Text = 77 }
+        $blockCases += @{ Model = "$WideModels/fluxw"; Name = 'FLUX width (fluxw)'; Component = 'transformer'; Size = 256; Text = 512 }
+    }
+    foreach ($case in $blockCases) {
+        $blockPipe = New-DiffusionPipeline $case.Model -Component $case.Component -Device $Device
+        try {
+            foreach ($unit in $timings::Measure($blockPipe, $case.Size, $case.Size, $Repeat, $case.Text)) {
+                Add-Row $case.Name "block $($unit.Key) ($($case.Size)x$($case.Size))" ($unit.Value * 1000) "median of $Repeat calls"
+            }
+        } finally { Remove-DiffusionPipeline $blockPipe; Clear-DiffusionMemory }
+    }
+
+    # Device maps. Planning reads safetensors headers only: FLUX.1-dev at full size, written as a header-only copy.
     $writer = $benchSupport.GetType('Diffusion.Bench.HeaderOnlyCheckpoint', $true)
     $fluxDev = Join-Path ([IO.Path]::GetTempPath()) "diffusion-bench-flux-dev-$PID"
     try {
@@ -191,7 +214,7 @@ $worker = {
 }
 $pwsh = (Get-Process -Id $PID).Path
 $pwshArgs = @(if ((Split-Path $pwsh -Leaf) -like 'dotnet*') { [Reflection.Assembly]::GetEntryAssembly().Location })
-$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$fixtures' '$Device' $Repeat '$resultFile' $Processes $Images '$((Resolve-Path $BenchAssembly).Path)'"))
+$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes("& { $worker } '$ModulePath' '$fixtures' '$Device' $Repeat '$resultFile' $Processes $Images '$((Resolve-Path $BenchAssembly).Path)' '$(if ($WideModels) { (Resolve-Path $WideModels).Path })'"))
 & $pwsh @pwshArgs -NoProfile -NonInteractive -EncodedCommand $encoded
 if ($LASTEXITCODE -ne 0) { throw "The benchmark failed (exit code $LASTEXITCODE)." }
 Write-Host "Results: $resultFile"
