@@ -51,7 +51,7 @@ public abstract class ModelClass
     /// <summary>The config of a config.json that gives no keys: every value the library's default.</summary>
     public abstract IModelConfig DefaultConfig();
 
-    /// <summary>Builds the model from its config on <see cref="Construction"/>'s device and dtype (the meta device inside <see cref="IO.MetaModules.Build"/>).</summary>
+    /// <summary>Builds the model from its config on <see cref="Construction"/>'s device and dtype (the meta device inside <see cref="Construction.OnMeta"/>).</summary>
     public abstract nn.Module Build(IModelConfig config);
 
     /// <summary>How the model splits into units for a device map (its no-split blocks), or null when it is placed whole.</summary>

@@ -16,7 +16,7 @@ public sealed record GenerationPrompt(string Prompt, int Index)
     public double? GuidanceScale { get; init; }
     public int? Width { get; init; }
     public int? Height { get; init; }
-    /// <summary>Its own output path (a full path or template, see <see cref="IO.OutputPathTemplate"/>).</summary>
+    /// <summary>Its own output path (a full path or template, see <see cref="Imaging.OutputPathTemplate"/>).</summary>
     public string? OutputPath { get; init; }
 }
 
@@ -76,7 +76,7 @@ public sealed record GenerationRequest
     /// <summary>A1111's &lt;lora:name:scale&gt; tags choose each prompt's LoRAs (the others off); prompts with other tags do not share a batch.</summary>
     public bool ParseLoraTags { get; init; }
 
-    /// <summary>Save each image here (a full path, folder or template: see <see cref="IO.OutputPathTemplate"/>); null: images only.</summary>
+    /// <summary>Save each image here (a full path, folder or template: see <see cref="Imaging.OutputPathTemplate"/>); null: images only.</summary>
     public string? OutputPath { get; init; }
     /// <summary>Replace a file that exists; without, such a save is an error for that image and nothing is overwritten.</summary>
     public bool Overwrite { get; init; }

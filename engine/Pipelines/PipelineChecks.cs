@@ -51,13 +51,13 @@ internal static class PipelineChecks
 
     /// <summary>
     /// Refuses a run whose latents and activations cannot fit on the pipeline's device (a device-mapped or offloaded
-    /// pipeline was planned for its size already). <paramref name="config"/> is the model's typed config (an <see cref="Models.IModelConfig"/>).
+    /// pipeline was planned for its size already). <paramref name="config"/> is the model's typed config.
     /// </summary>
-    public static void RunFits(DiffusionPipeline pipe, string className, object config, int height, int width, int batch,
+    public static void RunFits(DiffusionPipeline pipe, string className, Models.IModelConfig config, int height, int width, int batch,
         long latentBytes, string stage, int? textLength = null)
     {
         if (pipe.DevicePlan is not null) return;
-        var estimate = Sharding.ActivationEstimator.For(className, (Models.IModelConfig)config, pipe.DType,
+        var estimate = Sharding.ActivationEstimator.For(className, config, pipe.DType,
             new Models.ActivationRequest(height, width, batch, textLength, pipe.VaeScaleFactor));
         Devices.MemoryCheck.RequireRoom(pipe.TorchDevice, estimate.Bytes + latentBytes, $"{stage} at {width}x{height} (batch {batch})",
             "Use a smaller -Height/-Width or -BatchSize, or spread the model with -DeviceMap or -Offload.");
