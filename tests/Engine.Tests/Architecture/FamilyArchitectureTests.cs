@@ -1,5 +1,4 @@
 using System.Reflection;
-using System.Text.RegularExpressions;
 using Diffusion.Engine.Pipelines;
 using Xunit;
 
@@ -12,31 +11,6 @@ namespace Diffusion.Engine.Tests.Architecture;
 /// </summary>
 public class FamilyArchitectureTests
 {
-    internal static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Diffusion.psd1")) && Directory.Exists(Path.Combine(dir.FullName, "engine")))
-                return dir.FullName;
-        throw new InvalidOperationException($"No repository root (a folder with Diffusion.psd1 and engine/) above {AppContext.BaseDirectory}.");
-    }
-
-    /// <summary>The engine's C# sources (not build outputs), relative path -> text without comments.</summary>
-    internal static IEnumerable<(string Path, string Code)> EngineSources(string underEngine = "")
-    {
-        var root = RepoRoot();
-        var engine = Path.Combine(root, "engine", underEngine);
-        foreach (var file in Directory.EnumerateFiles(engine, "*.cs", SearchOption.AllDirectories))
-        {
-            var relative = Path.GetRelativePath(root, file).Replace('\\', '/');
-            if (relative.Contains("/obj/") || relative.Contains("/bin/")) continue;
-            yield return (relative, WithoutComments(File.ReadAllText(file)));
-        }
-    }
-
-    /// <summary>Source without // comments (doc comments included) and /* */ blocks: prose may name a family.</summary>
-    internal static string WithoutComments(string code) =>
-        Regex.Replace(Regex.Replace(code, @"/\*.*?\*/", "", RegexOptions.Singleline), @"(?<!:)//.*$", "", RegexOptions.Multiline);
-
     private static IEnumerable<string> ForbiddenNames()
     {
         foreach (var family in PipelineFamilies.All)
@@ -65,7 +39,7 @@ public class FamilyArchitectureTests
     {
         var forbidden = ForbiddenNames().ToList();
         Assert.Contains("\"StableDiffusionPipeline\"", forbidden); // the registry was read
-        var offences = EngineSources()
+        var offences = EngineSources.Code()
             .Where(s => !s.Path.StartsWith("engine/Families/", StringComparison.Ordinal))
             .SelectMany(s => forbidden.Where(name => s.Code.Contains(name, StringComparison.Ordinal)).Select(name => $"{s.Path}: {name}"))
             .ToList();
@@ -75,8 +49,8 @@ public class FamilyArchitectureTests
     [Fact]
     public void The_scan_sees_a_family_name_in_code_but_not_in_comments()
     {
-        Assert.Contains("\"FluxPipeline\"", WithoutComments("var x = \"FluxPipeline\"; // a FluxPipeline folder"));
-        Assert.DoesNotContain("FluxPipeline folder", WithoutComments("var x = 1; // a FluxPipeline folder"));
-        Assert.Contains("https://huggingface.co", WithoutComments("var u = \"https://huggingface.co\";"));
+        Assert.Contains("\"FluxPipeline\"", EngineSources.WithoutComments("var x = \"FluxPipeline\"; // a FluxPipeline folder"));
+        Assert.DoesNotContain("FluxPipeline folder", EngineSources.WithoutComments("var x = 1; // a FluxPipeline folder"));
+        Assert.Contains("https://huggingface.co", EngineSources.WithoutComments("var u = \"https://huggingface.co\";"));
     }
 }

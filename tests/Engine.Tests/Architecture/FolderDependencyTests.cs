@@ -16,7 +16,7 @@ public class FolderDependencyTests
     /// <summary>Folder namespace -> the folder namespaces its code names.</summary>
     internal static Dictionary<string, HashSet<string>> Dependencies()
     {
-        var sources = FamilyArchitectureTests.EngineSources().ToList();
+        var sources = EngineSources.Code().ToList();
         var folders = sources.Select(s => Namespace.Match(s.Code)).Where(m => m.Success && m.Groups[1].Success)
             .Select(m => m.Groups[1].Value).ToHashSet(StringComparer.Ordinal);
         var qualified = new Regex($@"(?<![\w.])({string.Join("|", folders)})\.[A-Z]");

@@ -24,29 +24,19 @@ public class PlacementArchitectureTests
         "at.In(", "at.Move(", "at.Device",
     ];
 
-    private static readonly Regex Comment = new(@"//[^\n]*|/\*.*?\*/", RegexOptions.Singleline | RegexOptions.Compiled);
-
     /// <summary>"file:line: identifier" for each forbidden identifier in the code of <paramref name="source"/> (comments ignored).</summary>
     public static IEnumerable<string> Violations(string file, string source)
     {
-        var lines = Comment.Replace(source, m => new string('\n', m.Value.Count(c => c == '\n'))).Split('\n');
+        var lines = EngineSources.WithoutComments(source).Split('\n');
         for (int i = 0; i < lines.Length; i++)
             foreach (var word in Forbidden)
                 if (Regex.IsMatch(lines[i], @"(?<![A-Za-z0-9_])" + Regex.Escape(word) + (char.IsLetterOrDigit(word[^1]) ? @"(?![A-Za-z0-9_])" : "")))
                     yield return $"{file}:{i + 1}: {word}";
     }
 
-    /// <summary>The repository root: the folder holding Diffusion.psd1, found by walking up from the test binary.</summary>
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Diffusion.psd1"))) return dir.FullName;
-        throw new DirectoryNotFoundException($"No folder above '{AppContext.BaseDirectory}' holds Diffusion.psd1 (the repository root).");
-    }
-
     private static string[] Sources(params string[] patterns)
     {
-        var root = RepoRoot();
+        var root = EngineSources.RepoRoot();
         return patterns.SelectMany(p =>
         {
             var dir = Path.Combine(root, Path.GetDirectoryName(p)!);
@@ -60,7 +50,7 @@ public class PlacementArchitectureTests
         var files = Sources("engine/Models/*.cs");
         Assert.Contains(files, f => f.EndsWith("FluxTransformer2DModel.cs", StringComparison.Ordinal));
         Assert.Contains(files, f => f.EndsWith(Path.Combine("Blocks", "UNet2DBlocks.cs"), StringComparison.Ordinal));
-        var found = files.SelectMany(f => Violations(Path.GetRelativePath(RepoRoot(), f), File.ReadAllText(f))).ToList();
+        var found = files.SelectMany(f => Violations(Path.GetRelativePath(EngineSources.RepoRoot(), f), File.ReadAllText(f))).ToList();
         Assert.True(found.Count == 0, "Model code refers to placement (placement is registered from outside, engine/Placement):\n" + string.Join("\n", found));
     }
 
@@ -70,7 +60,7 @@ public class PlacementArchitectureTests
         var files = Sources("engine/Families/*.cs", "engine/Pipelines/ImageToImage.cs");
         Assert.Contains(files, f => f.EndsWith("ImageToImage.cs", StringComparison.Ordinal));
         var placementTypes = new[] { "UnitDispatch", "UnitScope", "UnitPlacement", "StreamedWeights", "PlacedModel", "ForwardHooks", "Engine.Placement", "at.In(" };
-        var found = files.SelectMany(f => Violations(Path.GetRelativePath(RepoRoot(), f), File.ReadAllText(f)))
+        var found = files.SelectMany(f => Violations(Path.GetRelativePath(EngineSources.RepoRoot(), f), File.ReadAllText(f)))
             .Where(v => placementTypes.Any(t => v.EndsWith(": " + t, StringComparison.Ordinal))).ToList();
         Assert.True(found.Count == 0, "Family code places the VAE itself:\n" + string.Join("\n", found));
     }
