@@ -93,9 +93,8 @@ internal sealed class FluxFamily : IPipelineFamily
     private int DefaultMaxSequenceLength(DiffusionPipeline pipe)
     {
         // No transformer config (a partial snapshot with only the text encoders): 512, diffusers' FluxPipeline default.
-        var path = System.IO.Path.Combine(pipe.Folder.Path, DenoiserComponent, "config.json");
-        if (!pipe.Folder.Components.ContainsKey(DenoiserComponent) || !File.Exists(path)) return 512;
-        return FluxTransformer2DConfig.Load(path).GuidanceEmbeds ? 512 : 256;
+        var path = pipe.Folder.OptionalConfig(DenoiserComponent);
+        return path is null || FluxTransformer2DConfig.Load(path).GuidanceEmbeds ? 512 : 256;
     }
 
     /// <summary>The transformer run: packed noise, the rotary tables made once, flow-matching Euler steps along the predicted velocity.</summary>

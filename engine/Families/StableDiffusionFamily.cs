@@ -25,9 +25,8 @@ internal class StableDiffusionFamily : IPipelineFamily
     /// <summary>The UNet's sample_size (latent side) times the VAE's scale, as diffusers' default_sample_size; 64 without a UNet config.</summary>
     public int DefaultImageSize(DiffusersFolder folder, int vaeScaleFactor)
     {
-        var path = Path.Combine(folder.Path, DenoiserComponent, "config.json");
-        if (!folder.Components.ContainsKey(DenoiserComponent) || !File.Exists(path)) return 64 * vaeScaleFactor;
-        return SampleSize(UNet2DConditionConfig.Load(path)) * vaeScaleFactor;
+        var path = folder.OptionalConfig(DenoiserComponent);
+        return (path is null ? 64 : SampleSize(UNet2DConditionConfig.Load(path))) * vaeScaleFactor;
     }
 
     private static int SampleSize(UNet2DConditionConfig config) => config.SampleSize?.Single ?? config.SampleSize?.List?[0] ?? 64;

@@ -97,6 +97,14 @@ public sealed class DiffusersFolder
         return dir;
     }
 
+    /// <summary>
+    /// A component's config.json, checked as <see cref="ComponentFile"/> checks it, when the component is declared and
+    /// the file is there; null otherwise (a pipeline without that component, or a partial snapshot without its folder),
+    /// where callers take diffusers' default.
+    /// </summary>
+    public string? OptionalConfig(string name) =>
+        Components.ContainsKey(name) && File.Exists(System.IO.Path.Combine(Path, name, "config.json")) ? ComponentFile(name, "config.json") : null;
+
     /// <summary>A file inside a component folder, checked to exist.</summary>
     public string ComponentFile(string name, string file)
     {

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Diffusion.Engine.Devices;
 using Diffusion.Engine.IO;
 using Diffusion.Engine.Placement;
@@ -225,19 +224,14 @@ public sealed class DiffusionPipeline : IDisposable
     /// 2^(levels-1) from the VAE's config: latents are this many times smaller than the image. Read once: every run and
     /// decode asks for it, and the folder's config does not change under a loaded pipeline.
     /// </summary>
-    internal int VaeScaleFactor => _vaeScaleFactor ??= ReadVaeScaleFactor();
-
-    private int ReadVaeScaleFactor() => VaeScaleFactorOf(Folder);
+    internal int VaeScaleFactor => _vaeScaleFactor ??= VaeScaleFactorOf(Folder);
 
     /// <summary>
     /// diffusers' <c>vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)</c>, from the typed VAE config; 8,
     /// diffusers' default, when the pipeline has no vae (not declared, or a partial snapshot without its config).
     /// </summary>
-    internal static int VaeScaleFactorOf(DiffusersFolder folder)
-    {
-        if (!folder.Components.ContainsKey("vae") || !File.Exists(System.IO.Path.Combine(folder.Path, "vae", "config.json"))) return 8;
-        return Models.AutoencoderKLConfig.Load(folder.ComponentFile("vae", "config.json")).ScaleFactor;
-    }
+    internal static int VaeScaleFactorOf(DiffusersFolder folder) =>
+        folder.OptionalConfig("vae") is { } path ? Models.AutoencoderKLConfig.Load(path).ScaleFactor : 8;
 
     public void Dispose()
     {
