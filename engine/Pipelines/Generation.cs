@@ -48,13 +48,21 @@ public static class Generation
         NativeFailure.Guard("Encoding prompts", () => pipe.PipelineFamily.Encode(pipe, prompts, negatives, options, idx, warn));
 
     /// <summary>One negative prompt per prompt: none, one for all, or exactly as many as prompts.</summary>
-    public static IReadOnlyList<string?> ExpandNegatives(int count, IReadOnlyList<string?>? negatives)
+    public static IReadOnlyList<string?> ExpandNegatives(int count, IReadOnlyList<string?>? negatives) =>
+        PerPrompt(count, negatives, "NegativePromptCountMismatch", "-NegativePrompt", "negative prompt", "NegativePrompt");
+
+    /// <summary>
+    /// One value per prompt from a list given once for all or once per prompt (null for each when none is given); another
+    /// count is refused as <paramref name="errorId"/>, naming <paramref name="parameter"/>.
+    /// </summary>
+    /// <param name="what">What one entry is, in the message ("Give one negative prompt for all"), or null.</param>
+    internal static IReadOnlyList<string?> PerPrompt(int count, IReadOnlyList<string?>? values, string errorId, string parameter, string? what, string target)
     {
-        if (negatives is null || negatives.Count == 0) return Enumerable.Repeat<string?>(null, count).ToList();
-        if (negatives.Count == 1) return Enumerable.Repeat(negatives[0], count).ToList();
-        if (negatives.Count == count) return negatives;
-        throw new DiffusionException("NegativePromptCountMismatch", DiffusionErrorKind.InvalidArgument,
-            $"-NegativePrompt has {negatives.Count} entries for {count} prompts. Give one negative prompt for all, or one per prompt.", "NegativePrompt");
+        if (values is null || values.Count == 0) return Enumerable.Repeat<string?>(null, count).ToList();
+        if (values.Count == 1) return Enumerable.Repeat(values[0], count).ToList();
+        if (values.Count == count) return values;
+        throw new DiffusionException(errorId, DiffusionErrorKind.InvalidArgument,
+            $"{parameter} has {values.Count} entries for {count} prompts. Give one {(what is null ? "" : what + " ")}for all, or one per prompt.", target);
     }
 
     public static DenoiseRun Denoise(DiffusionPipeline pipe, IReadOnlyList<DiffusionEmbedding> batch, DenoiseOptions options, Action<PipelineWarning> warn)

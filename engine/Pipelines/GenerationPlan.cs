@@ -60,14 +60,9 @@ internal static class GenerationPlan
     }
 
     /// <summary>Each prompt's entry of a one-for-all or one-per-prompt list (prompt_2, negative_prompt_2); null when none is given.</summary>
-    private static string?[]? PerPrompt(IReadOnlyList<string?>? values, int count)
-    {
-        if (values is null || values.Count == 0) return null;
-        if (values.Count != 1 && values.Count != count)
-            throw Invalid("Prompt2CountMismatch",
-                $"-Prompt2 / -NegativePrompt2 has {values.Count} entries for {count} prompts. Give one for all, or one per prompt.", "Prompt2");
-        return Enumerable.Range(0, count).Select(k => values.Count == 1 ? values[0] : values[k]).ToArray();
-    }
+    private static IReadOnlyList<string?>? PerPrompt(IReadOnlyList<string?>? values, int count) =>
+        values is null || values.Count == 0 ? null
+        : Generation.PerPrompt(count, values, "Prompt2CountMismatch", "-Prompt2 / -NegativePrompt2", what: null, "Prompt2");
 
     /// <summary>The part of a prompt's run key its LoRA tags make. A tag that does not parse runs alone (and fails there).</summary>
     private static string LoraKey(string prompt)
